@@ -1,0 +1,5 @@
+//! cnnpc: collaborative CNN inference across end, edge and cloud.
+//!
+//! Parts, each using only the ones above it: [`planner`] (pure search) → `onnx` (pure model
+//! surgery) → `runtime` (shard servers) → `operator` (Kubernetes).
+pub mod planner;

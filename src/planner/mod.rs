@@ -1,0 +1,3 @@
+//! The planner: pure functions from a model profile, a topology and an objective to a plan.
+//! No I/O, no async, no Kubernetes, no tract.
+pub mod accuracy;
