@@ -1,0 +1,439 @@
+//! The CNNPC search proper (see `search.rs` for the ideas): A0 and T0 objectives.
+
+use crate::planner::accuracy::{CompressionPoint, MeasuringOracle, OracleError, WireEncoding};
+use crate::planner::latency::LinearLatency;
+use crate::planner::search::{Candidate, Planner, SearchConfig};
+
+const EPS: f64 = 1e-9;
+
+/// What is known of one cut's single-cut accuracy curve: measured `(kept, accuracy)` points
+/// (the uncompressed model at `kept = channels`), ascending.
+struct Curve {
+    channels: u32,
+    points: Vec<(u32, f64)>,
+}
+
+impl Curve {
+    fn of(m: &MeasuringOracle, cut: usize, channels: u32, enc: WireEncoding, base: f64) -> Self {
+        let mut points: Vec<(u32, f64)> = m
+            .known
+            .iter()
+            .filter(|(p, _)| p.encoding == enc && p.cuts.len() == 1 && p.cuts[0].cut == cut)
+            .map(|(p, a)| (p.cuts[0].kept, a))
+            .collect();
+        points.push((channels, base));
+        points.sort_by_key(|p| p.0);
+        Curve { channels, points }
+    }
+
+    /// The bracket around the threshold for `a0`: `hi` = fewest channels measured to reach it,
+    /// `lo` = most channels below `hi` measured to miss it (0 when none).
+    fn bracket(&self, a0: f64) -> ((u32, f64), (u32, f64)) {
+        let hi = self
+            .points
+            .iter()
+            .copied()
+            .find(|p| p.1 >= a0)
+            .unwrap_or((self.channels, 1.0));
+        let lo = self
+            .points
+            .iter()
+            .copied()
+            .filter(|p| p.0 < hi.0 && p.1 < a0)
+            .next_back()
+            .unwrap_or((0, 0.0));
+        (lo, hi)
+    }
+
+    /// CAE: linear interpolation between the nearest measured points, with 0 accuracy at 0
+    /// channels as the lower anchor (conservative where nothing below was measured).
+    fn estimates(&self) -> Vec<f64> {
+        let mut est = vec![0.0; self.channels as usize + 1];
+        let mut prev = (0u32, 0.0f64);
+        for &(k, a) in &self.points {
+            for m in prev.0..=k {
+                let t = if k == prev.0 {
+                    1.0
+                } else {
+                    f64::from(m - prev.0) / f64::from(k - prev.0)
+                };
+                est[m as usize] = prev.1 + t * (a - prev.1);
+            }
+            prev = (k, a);
+        }
+        est
+    }
+
+    /// Upper bounds from monotonicity: no point beats a measured point that keeps more.
+    fn upper_bounds(&self) -> Vec<f64> {
+        let mut ub = vec![1.0; self.channels as usize + 1];
+        let mut running = 1.0f64;
+        let mut it = self.points.iter().rev().peekable();
+        for m in (0..=self.channels).rev() {
+            while let Some(&&(k, a)) = it.peek() {
+                if k >= m {
+                    running = running.min(a);
+                    it.next();
+                } else {
+                    break;
+                }
+            }
+            ub[m as usize] = running;
+        }
+        ub
+    }
+}
+
+/// Largest `kept` with `fixed + slope * kept < budget`, capped at `channels` (0 when none).
+fn cap(fixed: f64, slope: f64, budget: f64, channels: u32) -> u32 {
+    if slope <= 0.0 {
+        return if fixed < budget - EPS { channels } else { 0 };
+    }
+    let x = ((budget - EPS - fixed) / slope).ceil() - 1.0;
+    if x < 1.0 {
+        0
+    } else {
+        (x as u32).min(channels)
+    }
+}
+
+impl Planner<'_> {
+    fn measure_single(
+        &self,
+        m: &mut MeasuringOracle,
+        cut: usize,
+        kept: u32,
+        enc: WireEncoding,
+    ) -> Result<f64, OracleError> {
+        let channels = self.profile.cuts[cut].channels;
+        m.accuracy(&CompressionPoint::new(&[cut], &[kept], &[channels], enc))
+    }
+
+    /// Narrows the single-cut threshold for `a0` at `cut`, measuring only below `limit` channels
+    /// (more cannot win) and stopping when `done(lo, hi)`. Interpolates to guess the crossing
+    /// (CAE) but keeps every guess inside the middle half of the bracket, so a curve of C
+    /// channels costs at most ~2.4·log2(C) measurements and usually 2–4.
+    #[allow(clippy::too_many_arguments)]
+    fn bracket(
+        &self,
+        m: &mut MeasuringOracle,
+        cut: usize,
+        enc: WireEncoding,
+        base: f64,
+        a0: f64,
+        limit: u32,
+        done: &dyn Fn(u32, u32) -> bool,
+    ) -> Result<(u32, u32), OracleError> {
+        let channels = self.profile.cuts[cut].channels;
+        loop {
+            let ((lo, alo), (hi, ahi)) = Curve::of(m, cut, channels, enc, base).bracket(a0);
+            if lo >= limit || hi <= lo + 1 || done(lo, hi) {
+                return Ok((lo, hi));
+            }
+            let guess = if ahi > alo {
+                f64::from(lo) + f64::from(hi - lo) * (a0 - alo) / (ahi - alo)
+            } else {
+                f64::from(lo + hi) / 2.0
+            };
+            let span = hi - lo;
+            let (min, max) = if span >= 4 {
+                (lo + span / 4, hi - span / 4)
+            } else {
+                (lo + 1, hi - 1)
+            };
+            let probe = (guess.ceil() as u32).clamp(min, max).min(limit);
+            self.measure_single(m, cut, probe, enc)?;
+        }
+    }
+
+    /// A0: the lowest-latency plan whose measured accuracy is at least `a0`.
+    pub(crate) fn min_latency(
+        &self,
+        enc: WireEncoding,
+        a0: f64,
+        config: &SearchConfig,
+        m: &mut MeasuringOracle,
+    ) -> Result<Option<Candidate>, OracleError> {
+        let base = m.accuracy(&CompressionPoint::uncompressed(enc))?;
+        if base < a0 {
+            return Ok(None);
+        }
+        let mut inc = self.neurosurgeon(enc);
+        inc.accuracy = Some(base);
+        if !config.prune {
+            return Ok(Some(inc));
+        }
+        let model = self.model(enc);
+        let lins: Vec<LinearLatency> = self.layouts.iter().map(|l| model.linear(l)).collect();
+        // CRS: visit deployments by the latency of their most compressed plan; once that cannot
+        // beat the incumbent, neither can any later one.
+        let floor = |i: usize| lins[i].at(&vec![1; lins[i].slope_ms.len()]);
+        let mut order: Vec<usize> = (0..self.layouts.len())
+            .filter(|&i| !self.layouts[i].cuts.is_empty())
+            .collect();
+        order.sort_by(|&a, &b| floor(a).total_cmp(&floor(b)));
+        for i in order {
+            if floor(i) >= inc.latency_ms - EPS {
+                break;
+            }
+            match self.layouts[i].cuts.len() {
+                1 => self.refine_single(i, &lins[i], enc, base, a0, config, m, &mut inc)?,
+                2 => self.refine_pair(i, &lins[i], enc, base, a0, config, m, &mut inc)?,
+                _ => {} // three or more cuts need four or more tiers: not searched yet
+            }
+        }
+        Ok(Some(inc))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn refine_single(
+        &self,
+        i: usize,
+        lin: &LinearLatency,
+        enc: WireEncoding,
+        base: f64,
+        a0: f64,
+        config: &SearchConfig,
+        m: &mut MeasuringOracle,
+        inc: &mut Candidate,
+    ) -> Result<(), OracleError> {
+        let cut = self.layouts[i].cuts[0];
+        let channels = self.profile.cuts[cut].channels;
+        let s = lin.slope_ms[0];
+        let limit = cap(lin.fixed_ms, s, inc.latency_ms, channels);
+        if limit == 0 {
+            return Ok(());
+        }
+        let tol = config.tolerance;
+        let done = |lo: u32, hi: u32| s * f64::from(hi - lo - 1) <= tol * lin.at(&[hi]);
+        let (_, hi) = self.bracket(m, cut, enc, base, a0, limit, &done)?;
+        self.offer(i, vec![hi], lin, enc, m, inc)
+    }
+
+    /// Makes `kept` the incumbent if it is faster and measured to meet the floor (it always is
+    /// when this is called with a bracket's `hi`).
+    fn offer(
+        &self,
+        i: usize,
+        kept: Vec<u32>,
+        lin: &LinearLatency,
+        enc: WireEncoding,
+        m: &mut MeasuringOracle,
+        inc: &mut Candidate,
+    ) -> Result<(), OracleError> {
+        let latency_ms = lin.at(&kept);
+        if latency_ms < inc.latency_ms - EPS {
+            let accuracy = m.accuracy(&self.point(i, &kept, enc))?;
+            *inc = Candidate {
+                layout: i,
+                kept,
+                encoding: enc,
+                latency_ms,
+                accuracy: Some(accuracy),
+            };
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn refine_pair(
+        &self,
+        i: usize,
+        lin: &LinearLatency,
+        enc: WireEncoding,
+        base: f64,
+        a0: f64,
+        config: &SearchConfig,
+        m: &mut MeasuringOracle,
+        inc: &mut Candidate,
+    ) -> Result<(), OracleError> {
+        let cuts = self.layouts[i].cuts.clone();
+        let ch = [
+            self.profile.cuts[cuts[0]].channels,
+            self.profile.cuts[cuts[1]].channels,
+        ];
+        let (s1, s2) = (lin.slope_ms[0], lin.slope_ms[1]);
+        let tol = config.tolerance;
+        // Monotonicity: a two-cut point is no more accurate than either of its single cuts, so
+        // each cut needs at least its single-cut threshold. Find those first (they are shared
+        // with every other deployment that cuts there).
+        let limit1 = cap(lin.fixed_ms + s2, s1, inc.latency_ms, ch[0]);
+        if limit1 == 0 {
+            return Ok(());
+        }
+        let done1 = |lo: u32, hi: u32| s1 * f64::from(hi - lo - 1) <= tol * inc.latency_ms;
+        let (lo1, hi1) = self.bracket(m, cuts[0], enc, base, a0, limit1, &done1)?;
+        if lo1 >= limit1 {
+            return Ok(());
+        }
+        let limit2 = cap(lin.fixed_ms + s1 * f64::from(lo1 + 1), s2, inc.latency_ms, ch[1]);
+        if limit2 == 0 {
+            return Ok(());
+        }
+        let done2 = |lo: u32, hi: u32| s2 * f64::from(hi - lo - 1) <= tol * inc.latency_ms;
+        let (lo2, hi2) = self.bracket(m, cuts[1], enc, base, a0, limit2, &done2)?;
+        if lo2 >= limit2 {
+            return Ok(());
+        }
+        // Pruning one cut alone is a plan of this deployment too, already measured.
+        self.offer(i, vec![hi1, ch[1]], lin, enc, m, inc)?;
+        self.offer(i, vec![ch[0], hi2], lin, enc, m, inc)?;
+        // Joint points: estimate by composing the single-cut curves (losses compound), scaled by
+        // what the nearest measured joint point says of that composition; measure the fastest
+        // point whose estimate reaches a0, and repeat.
+        for _ in 0..config.max_joint_probes {
+            let c1 = Curve::of(m, cuts[0], ch[0], enc, base);
+            let c2 = Curve::of(m, cuts[1], ch[1], enc, base);
+            let (e1, e2) = (c1.estimates(), c2.estimates());
+            let (u1, u2) = (c1.upper_bounds(), c2.upper_bounds());
+            let joint: Vec<(u32, u32, f64)> = m
+                .known
+                .iter()
+                .filter(|(p, _)| {
+                    p.encoding == enc
+                        && p.cuts.len() == 2
+                        && p.cuts[0].cut == cuts[0]
+                        && p.cuts[1].cut == cuts[1]
+                })
+                .map(|(p, a)| (p.cuts[0].kept, p.cuts[1].kept, a))
+                .collect();
+            let compose = |k1: u32, k2: u32| e1[k1 as usize] * e2[k2 as usize] / base;
+            let mut best: Option<(f64, u32, u32)> = None;
+            for k1 in (lo1 + 1)..ch[0] {
+                let room = cap(lin.fixed_ms + s1 * f64::from(k1), s2, inc.latency_ms, ch[1] - 1);
+                for k2 in (lo2 + 1)..=room {
+                    let t = lin.at(&[k1, k2]);
+                    if best.is_some_and(|b| b.0 <= t) {
+                        continue;
+                    }
+                    let mut ub = u1[k1 as usize].min(u2[k2 as usize]);
+                    let mut scale = 1.0;
+                    let mut nearest = f64::INFINITY;
+                    let mut measured = false;
+                    for &(j1, j2, a) in &joint {
+                        if j1 >= k1 && j2 >= k2 {
+                            ub = ub.min(a);
+                        }
+                        measured |= j1 == k1 && j2 == k2;
+                        let d = (f64::from(j1) - f64::from(k1)).abs() / f64::from(ch[0])
+                            + (f64::from(j2) - f64::from(k2)).abs() / f64::from(ch[1]);
+                        let c = compose(j1, j2);
+                        if d < nearest && c > 0.0 {
+                            nearest = d;
+                            scale = a / c;
+                        }
+                    }
+                    if measured || ub < a0 {
+                        continue;
+                    }
+                    let est = (compose(k1, k2) * scale.min(1.0)).min(ub);
+                    if est >= a0 {
+                        best = Some((t, k1, k2));
+                    }
+                }
+            }
+            let Some((_, k1, k2)) = best else { break };
+            let a = m.accuracy(&self.point(i, &[k1, k2], enc))?;
+            if a >= a0 {
+                self.offer(i, vec![k1, k2], lin, enc, m, inc)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// T0: the most accurate plan within `t0` ms.
+    pub(crate) fn max_accuracy(
+        &self,
+        enc: WireEncoding,
+        t0: f64,
+        config: &SearchConfig,
+        m: &mut MeasuringOracle,
+    ) -> Result<Option<Candidate>, OracleError> {
+        let base = m.accuracy(&CompressionPoint::uncompressed(enc))?;
+        let fastest = self.neurosurgeon(enc);
+        if fastest.latency_ms <= t0 {
+            // Nothing compressed is more accurate than the uncompressed model.
+            return Ok(Some(Candidate {
+                accuracy: Some(base),
+                ..fastest
+            }));
+        }
+        if !config.prune {
+            return Ok(None);
+        }
+        let model = self.model(enc);
+        // The frontier: per deployment, the plans that keep as many channels as t0 allows.
+        let mut frontier: Vec<(usize, Vec<u32>, f64)> = Vec::new();
+        for (i, l) in self.layouts.iter().enumerate() {
+            let lin = model.linear(l);
+            let ch = self.channels(l);
+            match ch.as_slice() {
+                [c] => {
+                    let k = cap(lin.fixed_ms, lin.slope_ms[0], t0 + 2.0 * EPS, *c);
+                    if k > 0 {
+                        frontier.push((i, vec![k], lin.at(&[k])));
+                    }
+                }
+                [c1, c2] => {
+                    for k1 in 1..=*c1 {
+                        let base_ms = lin.fixed_ms + lin.slope_ms[0] * f64::from(k1);
+                        let k2 = cap(base_ms, lin.slope_ms[1], t0 + 2.0 * EPS, *c2);
+                        if k2 > 0 {
+                            frontier.push((i, vec![k1, k2], lin.at(&[k1, k2])));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut inc: Option<Candidate> = None;
+        let budget = config.max_joint_probes * 8;
+        for _ in 0..budget {
+            // CAE over the frontier: estimate each point from the single-cut curves; measure the
+            // most promising one that could still beat the incumbent.
+            let mut best: Option<(f64, usize)> = None;
+            for (j, (i, kept, _)) in frontier.iter().enumerate() {
+                let p = self.point(*i, kept, enc);
+                if m.known.get(&p).is_some() {
+                    continue;
+                }
+                let ub = m.known.upper_bound(&p).unwrap_or(1.0);
+                let est = p
+                    .cuts
+                    .iter()
+                    .map(|c| {
+                        let curve = Curve::of(m, c.cut, c.channels, enc, base);
+                        curve.estimates()[c.kept as usize] / base
+                    })
+                    .product::<f64>()
+                    * base;
+                let score = est.min(ub);
+                let floor = inc.as_ref().and_then(|c| c.accuracy).unwrap_or(-1.0);
+                if ub > floor + EPS && best.is_none_or(|b| score > b.0) {
+                    best = Some((score, j));
+                }
+            }
+            let Some((score, j)) = best else { break };
+            let floor = inc.as_ref().and_then(|c| c.accuracy).unwrap_or(-1.0);
+            if score <= floor && inc.is_some() {
+                break;
+            }
+            let (i, kept, t) = frontier[j].clone();
+            let a = m.accuracy(&self.point(i, &kept, enc))?;
+            let better = inc.as_ref().is_none_or(|c| {
+                let ca = c.accuracy.unwrap_or(0.0);
+                a > ca || (a == ca && t < c.latency_ms)
+            });
+            if better {
+                inc = Some(Candidate {
+                    layout: i,
+                    kept,
+                    encoding: enc,
+                    latency_ms: t,
+                    accuracy: Some(a),
+                });
+            }
+        }
+        Ok(inc)
+    }
+}

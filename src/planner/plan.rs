@@ -1,0 +1,179 @@
+//! The plan: what the search decided, in the form every other part consumes (JSON contract).
+
+use crate::planner::accuracy::WireEncoding;
+use crate::planner::latency::Crossing;
+use crate::planner::search::{Candidate, Planner};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One cut of a plan: where the model is split and how the tensor crossing it is compressed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanCut {
+    /// Cut point index in the profile.
+    pub point: usize,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// The tier that computes before the cut and the tier that computes after it.
+    pub from: String,
+    pub to: String,
+    pub channels: u32,
+    pub kept_channels: u32,
+    /// Fraction of channels removed (the reference's r).
+    pub prune_ratio: f64,
+    /// Tensors that cross (empty for profiles that do not name them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tensors: Vec<String>,
+}
+
+/// What one tier runs: segments `[first, last]` inclusive, or nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanTier {
+    pub tier: String,
+    pub device: String,
+    pub segments: Option<[usize; 2]>,
+    pub compute_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanLink {
+    pub from: String,
+    pub to: String,
+    pub mbps: f64,
+    /// `input`, `cut N`, or `none`.
+    pub carries: String,
+    pub bytes: f64,
+    pub transfer_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub model: String,
+    pub strategy: String,
+    /// The tiers that compute, e.g. `end-edge-cloud`, `edge-cloud`, `end-only`.
+    pub deployment: String,
+    pub latency_ms: f64,
+    /// Measured accuracy of this compression; null when no oracle was given.
+    pub accuracy: Option<f64>,
+    /// Fresh accuracy measurements this search made (known points are free).
+    pub oracle_calls: usize,
+    pub wire_encoding: WireEncoding,
+    pub cuts: Vec<PlanCut>,
+    /// Per tier, ms.
+    pub compute_ms: BTreeMap<String, f64>,
+    /// Per link (`end->edge`), ms.
+    pub transfer_ms: BTreeMap<String, f64>,
+    /// Per link, bytes per request.
+    pub bytes: BTreeMap<String, f64>,
+    pub overhead_ms: f64,
+    pub tiers: Vec<PlanTier>,
+    pub links: Vec<PlanLink>,
+}
+
+impl Plan {
+    /// The tier boundaries of this plan (see `latency::Deployment`), recovered from its tiers.
+    pub fn boundaries(&self) -> Vec<usize> {
+        let mut next = 0;
+        let mut out = Vec::new();
+        for t in &self.tiers[..self.tiers.len().saturating_sub(1)] {
+            if let Some([_, last]) = t.segments {
+                next = last + 1;
+            }
+            out.push(next);
+        }
+        out
+    }
+}
+
+pub fn link_name(from: &str, to: &str) -> String {
+    format!("{from}->{to}")
+}
+
+impl Planner<'_> {
+    pub fn plan(&self, strategy: &str, c: &Candidate, oracle_calls: usize) -> Plan {
+        let layout = &self.layouts[c.layout];
+        let model = self.model(c.encoding);
+        let b = model.breakdown(layout, &c.kept);
+        let tiers = &self.topology.tiers;
+        let names: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
+        let active: Vec<usize> = (0..tiers.len())
+            .filter(|&t| layout.ranges[t].0 < layout.ranges[t].1)
+            .collect();
+        let cuts = layout
+            .cuts
+            .iter()
+            .zip(&c.kept)
+            .map(|(&point, &kept)| {
+                let cut = &self.profile.cuts[point];
+                // The cut ends the segment `point`: its producer is the tier running that segment.
+                let from = active
+                    .iter()
+                    .copied()
+                    .find(|&t| layout.ranges[t].0 <= point && point < layout.ranges[t].1);
+                let to = active
+                    .iter()
+                    .copied()
+                    .find(|&t| layout.ranges[t].0 == point + 1);
+                PlanCut {
+                    point,
+                    name: cut.name.clone(),
+                    from: from.map_or("", |t| names[t]).to_string(),
+                    to: to.map_or("", |t| names[t]).to_string(),
+                    channels: cut.channels,
+                    kept_channels: kept,
+                    prune_ratio: 1.0 - f64::from(kept) / f64::from(cut.channels),
+                    tensors: cut.tensors.iter().map(|t| t.name.clone()).collect(),
+                }
+            })
+            .collect();
+        let links: Vec<PlanLink> = (0..self.topology.links.len())
+            .map(|l| PlanLink {
+                from: names[l].to_string(),
+                to: names[l + 1].to_string(),
+                mbps: self.topology.links[l].mbps,
+                carries: match layout.crossings[l] {
+                    None => "none".into(),
+                    Some(Crossing::Input) => "input".into(),
+                    Some(Crossing::Cut(i)) => format!("cut {i}"),
+                },
+                bytes: b.bytes[l],
+                transfer_ms: b.transfer_ms[l],
+            })
+            .collect();
+        Plan {
+            model: self.profile.model.clone(),
+            strategy: strategy.to_string(),
+            deployment: layout.name(self.topology),
+            latency_ms: b.total_ms,
+            accuracy: c.accuracy,
+            oracle_calls,
+            wire_encoding: c.encoding,
+            cuts,
+            compute_ms: names
+                .iter()
+                .zip(&b.compute_ms)
+                .map(|(n, ms)| (n.to_string(), *ms))
+                .collect(),
+            transfer_ms: links
+                .iter()
+                .map(|l| (link_name(&l.from, &l.to), l.transfer_ms))
+                .collect(),
+            bytes: links
+                .iter()
+                .map(|l| (link_name(&l.from, &l.to), l.bytes))
+                .collect(),
+            overhead_ms: b.overhead_ms,
+            tiers: tiers
+                .iter()
+                .zip(&layout.ranges)
+                .zip(&b.compute_ms)
+                .map(|((t, &(s, e)), &ms)| PlanTier {
+                    tier: t.name.clone(),
+                    device: t.device.clone(),
+                    segments: (s < e).then_some([s, e - 1]),
+                    compute_ms: ms,
+                })
+                .collect(),
+            links,
+        }
+    }
+}

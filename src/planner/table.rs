@@ -1,0 +1,144 @@
+//! The accuracy table: measured points in the CSV layout of the reference's MySQL table,
+//! `cut_a,ratio_a,cut_b,ratio_b,accuracy[,encoding]`.
+//!
+//! A ratio is the fraction of channels *removed* at that cut (the reference's convention), so
+//! `ratio = 1 - kept/channels`. A single-cut point leaves `cut_b`/`ratio_b` empty; the
+//! uncompressed model is a row with every ratio 0 (or every cut empty). The optional encoding
+//! column (`f32`, `f16`, `int8`, `int4`) defaults to the profile's wire encoding. The same layout
+//! stores the live oracle's measurements, so a replan can reuse them.
+
+use crate::planner::accuracy::{
+    AccuracyOracle, CompressionPoint, CutCompression, Measurements, OracleError, WireEncoding,
+};
+use crate::planner::profile::Profile;
+use std::fmt::Write as _;
+
+pub const HEADER: &str = "cut_a,ratio_a,cut_b,ratio_b,accuracy,encoding";
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("accuracy table line {line}: {message}")]
+pub struct TableError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Parses a table against `profile` (which gives each cut's channel count).
+pub fn parse_csv(text: &str, profile: &Profile) -> Result<Measurements, TableError> {
+    let mut out = Measurements::default();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let row = raw.trim();
+        if row.is_empty() || row.starts_with('#') || (i == 0 && row.starts_with("cut_a")) {
+            continue;
+        }
+        let err = |message: String| TableError { line, message };
+        let fields: Vec<&str> = row.split(',').map(str::trim).collect();
+        if !(5..=6).contains(&fields.len()) {
+            return Err(err(format!(
+                "expected 5 or 6 comma-separated fields ({HEADER}), found {}",
+                fields.len()
+            )));
+        }
+        let encoding = match fields.get(5) {
+            Some(s) if !s.is_empty() => s.parse::<WireEncoding>().map_err(err)?,
+            _ => profile.wire_encoding,
+        };
+        let mut cuts = Vec::new();
+        for (cut_field, ratio_field, name) in [(fields[0], fields[1], "a"), (fields[2], fields[3], "b")] {
+            if cut_field.is_empty() {
+                if !(ratio_field.is_empty() || parse_num(ratio_field) == Some(0.0)) {
+                    return Err(err(format!("ratio_{name} given without cut_{name}")));
+                }
+                continue;
+            }
+            let cut: usize = cut_field.parse().map_err(|_| {
+                err(format!("cut_{name} must be a cut index, got {cut_field:?}"))
+            })?;
+            let channels = profile.cuts.get(cut).map(|c| c.channels).ok_or_else(|| {
+                err(format!(
+                    "cut_{name} = {cut}, but the profile has cuts 0..{}",
+                    profile.cuts.len()
+                ))
+            })?;
+            let ratio = parse_num(ratio_field)
+                .filter(|r| (0.0..1.0).contains(r))
+                .ok_or_else(|| {
+                    err(format!("ratio_{name} must be a number in [0, 1), got {ratio_field:?}"))
+                })?;
+            let exact = f64::from(channels) * (1.0 - ratio);
+            let kept = exact.round();
+            if (exact - kept).abs() > 0.01 || kept < 1.0 {
+                return Err(err(format!(
+                    "ratio_{name} = {ratio} does not keep a whole number of the {channels} channels at cut {cut}"
+                )));
+            }
+            cuts.push((cut, kept as u32, channels));
+        }
+        if cuts.len() == 2 && cuts[0].0 == cuts[1].0 {
+            return Err(err(format!("cut_a and cut_b are both {}", cuts[0].0)));
+        }
+        let accuracy = parse_num(fields[4])
+            .filter(|a| (0.0..=1.0).contains(a))
+            .ok_or_else(|| err(format!("accuracy must be a number in [0, 1], got {:?}", fields[4])))?;
+        let (idx, kept, channels): (Vec<usize>, Vec<u32>, Vec<u32>) = cuts.into_iter().fold(
+            (vec![], vec![], vec![]),
+            |(mut a, mut b, mut c), (x, y, z)| {
+                a.push(x);
+                b.push(y);
+                c.push(z);
+                (a, b, c)
+            },
+        );
+        let point = CompressionPoint::new(&idx, &kept, &channels, encoding);
+        if let Some(previous) = out.get(&point) {
+            if previous != accuracy {
+                return Err(err(format!(
+                    "{point} already has accuracy {previous}; this row says {accuracy}"
+                )));
+            }
+        }
+        out.insert(point, accuracy);
+    }
+    Ok(out)
+}
+
+fn parse_num(s: &str) -> Option<f64> {
+    s.parse::<f64>().ok().filter(|x| x.is_finite())
+}
+
+/// Writes measurements in the same layout (with the encoding column), for reuse by a later run.
+pub fn to_csv(points: &Measurements) -> String {
+    let mut out = String::from(HEADER);
+    out.push('\n');
+    let field = |c: Option<&CutCompression>| match c {
+        Some(c) => (c.cut.to_string(), format!("{}", c.prune_ratio())),
+        None => (String::new(), String::new()),
+    };
+    for (p, acc) in points.iter() {
+        if p.cuts.len() > 2 {
+            continue; // the layout has room for two cuts, as many as three tiers can have
+        }
+        let (ca, ra) = field(p.cuts.first());
+        let (cb, rb) = field(p.cuts.get(1));
+        let (ca, ra) = if p.cuts.is_empty() {
+            (String::new(), "0".to_string())
+        } else {
+            (ca, ra)
+        };
+        let _ = writeln!(out, "{ca},{ra},{cb},{rb},{acc},{}", p.encoding);
+    }
+    out
+}
+
+/// An oracle that answers from a table and knows nothing else.
+pub struct TableOracle {
+    pub table: Measurements,
+}
+
+impl AccuracyOracle for TableOracle {
+    fn measure(&mut self, point: &CompressionPoint) -> Result<f64, OracleError> {
+        self.table
+            .get(point)
+            .ok_or_else(|| OracleError::Unknown(point.to_string()))
+    }
+}
