@@ -13,7 +13,10 @@ const O: f64 = 0.53 + 1.13;
 const O_END: f64 = 0.53 + 1.127;
 
 fn reference() -> Value {
-    serde_json::from_str(include_str!("../model_profile/reference/cnnpc-profiles.json")).unwrap()
+    serde_json::from_str(include_str!(
+        "../model_profile/reference/cnnpc-profiles.json"
+    ))
+    .unwrap()
 }
 
 fn profile(model: &str) -> Profile {
@@ -30,7 +33,13 @@ fn table(v: &Value) -> Vec<Vec<f64>> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
         .collect()
 }
 
@@ -52,7 +61,8 @@ fn reference_t(tr: &[Vec<f64>], tc: &[Vec<f64>], d: &Deployment, r: &[f64]) -> f
         (0, c) => tc[0][0] + sum(0, c, 1) + sum(c, s, 2) + tc[c][1] * (1.0 - r[0]) + O, // edge-cloud
         (c, b2) if b2 == s => sum(0, c, 0) + sum(c, s, 1) + tc[c][0] * (1.0 - r[0]) + O, // end-edge
         (c1, c2) if c1 == c2 => {
-            sum(0, c1, 0) + sum(c1, s, 2) + (tc[c1][0] + tc[c1][1]) * (1.0 - r[0]) + O // end-cloud
+            sum(0, c1, 0) + sum(c1, s, 2) + (tc[c1][0] + tc[c1][1]) * (1.0 - r[0]) + O
+            // end-cloud
         }
         (c1, c2) => {
             sum(0, c1, 0)
@@ -131,9 +141,17 @@ fn design_check_values_mobilenet_mi8_10mbps() {
     let topo = topology(&p, "MI8", 10.0, false);
     let planner = Planner::new(&p, &topo).unwrap();
     let config = SearchConfig::new(vec![WireEncoding::Int8], false);
-    let end = planner.search(Strategy::EndOnly, None, &config, None).unwrap();
-    assert!((end.latency_ms - 80.0856).abs() < 1e-3, "{}", end.latency_ms);
-    let ns = planner.search(Strategy::Neurosurgeon, None, &config, None).unwrap();
+    let end = planner
+        .search(Strategy::EndOnly, None, &config, None)
+        .unwrap();
+    assert!(
+        (end.latency_ms - 80.0856).abs() < 1e-3,
+        "{}",
+        end.latency_ms
+    );
+    let ns = planner
+        .search(Strategy::Neurosurgeon, None, &config, None)
+        .unwrap();
     assert!((ns.latency_ms - 50.6316).abs() < 1e-3, "{}", ns.latency_ms);
 
     // Every cut pruned to one channel: the floor over all deployments.

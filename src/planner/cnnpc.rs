@@ -5,6 +5,14 @@ use crate::planner::latency::LinearLatency;
 use crate::planner::search::{Candidate, Planner, SearchConfig};
 
 const EPS: f64 = 1e-9;
+/// Linear interpolation under-estimates a flat-topped curve; joint points estimated this close
+/// below the floor are still worth a measurement.
+const JOINT_MARGIN: f64 = 0.002;
+/// A bracket probe stays at least 1/SAFEGUARD of the bracket away from either end, so even a
+/// badly wrong interpolation shrinks the bracket geometrically.
+const SAFEGUARD: u32 = 4;
+/// T0 stops bisecting on accuracy once the bracket is this narrow.
+const ACCURACY_TOLERANCE: f64 = 0.001;
 
 /// What is known of one cut's single-cut accuracy curve: measured `(kept, accuracy)` points
 /// (the uncompressed model at `kept = channels`), ascending.
@@ -39,8 +47,7 @@ impl Curve {
             .points
             .iter()
             .copied()
-            .filter(|p| p.0 < hi.0 && p.1 < a0)
-            .next_back()
+            .rfind(|p| p.0 < hi.0 && p.1 < a0)
             .unwrap_or((0, 0.0));
         (lo, hi)
     }
@@ -130,17 +137,18 @@ impl Planner<'_> {
             if lo >= limit || hi <= lo + 1 || done(lo, hi) {
                 return Ok((lo, hi));
             }
-            let guess = if ahi > alo {
+            // With nothing measured below, the anchor (0 channels, accuracy 0) is a guess, and a
+            // pessimistic one for the usual flat-then-knee curve: bisect instead of trusting it.
+            let guess = if lo == 0 {
+                f64::from(hi) / 2.0
+            } else if ahi > alo {
                 f64::from(lo) + f64::from(hi - lo) * (a0 - alo) / (ahi - alo)
             } else {
                 f64::from(lo + hi) / 2.0
             };
             let span = hi - lo;
-            let (min, max) = if span >= 4 {
-                (lo + span / 4, hi - span / 4)
-            } else {
-                (lo + 1, hi - 1)
-            };
+            let margin = (span / SAFEGUARD).max(1);
+            let (min, max) = (lo + margin, hi - margin);
             let probe = (guess.ceil() as u32).clamp(min, max).min(limit);
             self.measure_single(m, cut, probe, enc)?;
         }
@@ -266,7 +274,12 @@ impl Planner<'_> {
         if lo1 >= limit1 {
             return Ok(());
         }
-        let limit2 = cap(lin.fixed_ms + s1 * f64::from(lo1 + 1), s2, inc.latency_ms, ch[1]);
+        let limit2 = cap(
+            lin.fixed_ms + s1 * f64::from(lo1 + 1),
+            s2,
+            inc.latency_ms,
+            ch[1],
+        );
         if limit2 == 0 {
             return Ok(());
         }
@@ -300,7 +313,12 @@ impl Planner<'_> {
             let compose = |k1: u32, k2: u32| e1[k1 as usize] * e2[k2 as usize] / base;
             let mut best: Option<(f64, u32, u32)> = None;
             for k1 in (lo1 + 1)..ch[0] {
-                let room = cap(lin.fixed_ms + s1 * f64::from(k1), s2, inc.latency_ms, ch[1] - 1);
+                let room = cap(
+                    lin.fixed_ms + s1 * f64::from(k1),
+                    s2,
+                    inc.latency_ms,
+                    ch[1] - 1,
+                );
                 for k2 in (lo2 + 1)..=room {
                     let t = lin.at(&[k1, k2]);
                     if best.is_some_and(|b| b.0 <= t) {
@@ -326,8 +344,8 @@ impl Planner<'_> {
                     if measured || ub < a0 {
                         continue;
                     }
-                    let est = (compose(k1, k2) * scale.min(1.0)).min(ub);
-                    if est >= a0 {
+                    let est = (compose(k1, k2) * scale).min(ub);
+                    if est >= a0 - JOINT_MARGIN {
                         best = Some((t, k1, k2));
                     }
                 }
@@ -341,7 +359,10 @@ impl Planner<'_> {
         Ok(())
     }
 
-    /// T0: the most accurate plan within `t0` ms.
+    /// T0: the most accurate plan within `t0` ms. The fastest plan reaching accuracy A only gets
+    /// slower as A rises, so this bisects on A with the A0 search, starting from the best plan
+    /// a few estimate-guided probes of the latency frontier find. Every A0 search reuses the
+    /// points the earlier ones measured.
     pub(crate) fn max_accuracy(
         &self,
         enc: WireEncoding,
@@ -361,13 +382,40 @@ impl Planner<'_> {
         if !config.prune {
             return Ok(None);
         }
+        let mut best = self.frontier_probe(enc, t0, base, config.max_joint_probes, m)?;
+        let mut lo = best.as_ref().and_then(|c| c.accuracy).unwrap_or(0.0);
+        let mut hi = base;
+        for _ in 0..16 {
+            if hi - lo <= ACCURACY_TOLERANCE {
+                break;
+            }
+            let mid = (lo + hi) / 2.0;
+            match self.min_latency(enc, mid, config, m)? {
+                Some(c) if c.latency_ms <= t0 => {
+                    lo = c.accuracy.unwrap_or(mid).max(mid);
+                    best = Some(c);
+                }
+                _ => hi = mid,
+            }
+        }
+        Ok(best)
+    }
+
+    /// A first T0 answer: per deployment, the plans that keep as many channels as `t0` allows;
+    /// measure the ones the single-cut curves (CAE) rate highest.
+    fn frontier_probe(
+        &self,
+        enc: WireEncoding,
+        t0: f64,
+        base: f64,
+        probes: usize,
+        m: &mut MeasuringOracle,
+    ) -> Result<Option<Candidate>, OracleError> {
         let model = self.model(enc);
-        // The frontier: per deployment, the plans that keep as many channels as t0 allows.
         let mut frontier: Vec<(usize, Vec<u32>, f64)> = Vec::new();
         for (i, l) in self.layouts.iter().enumerate() {
             let lin = model.linear(l);
-            let ch = self.channels(l);
-            match ch.as_slice() {
+            match self.channels(l).as_slice() {
                 [c] => {
                     let k = cap(lin.fixed_ms, lin.slope_ms[0], t0 + 2.0 * EPS, *c);
                     if k > 0 {
@@ -387,10 +435,8 @@ impl Planner<'_> {
             }
         }
         let mut inc: Option<Candidate> = None;
-        let budget = config.max_joint_probes * 8;
-        for _ in 0..budget {
-            // CAE over the frontier: estimate each point from the single-cut curves; measure the
-            // most promising one that could still beat the incumbent.
+        for _ in 0..probes {
+            let floor = inc.as_ref().and_then(|c| c.accuracy).unwrap_or(-1.0);
             let mut best: Option<(f64, usize)> = None;
             for (j, (i, kept, _)) in frontier.iter().enumerate() {
                 let p = self.point(*i, kept, enc);
@@ -408,23 +454,14 @@ impl Planner<'_> {
                     .product::<f64>()
                     * base;
                 let score = est.min(ub);
-                let floor = inc.as_ref().and_then(|c| c.accuracy).unwrap_or(-1.0);
                 if ub > floor + EPS && best.is_none_or(|b| score > b.0) {
                     best = Some((score, j));
                 }
             }
-            let Some((score, j)) = best else { break };
-            let floor = inc.as_ref().and_then(|c| c.accuracy).unwrap_or(-1.0);
-            if score <= floor && inc.is_some() {
-                break;
-            }
+            let Some((_, j)) = best else { break };
             let (i, kept, t) = frontier[j].clone();
             let a = m.accuracy(&self.point(i, &kept, enc))?;
-            let better = inc.as_ref().is_none_or(|c| {
-                let ca = c.accuracy.unwrap_or(0.0);
-                a > ca || (a == ca && t < c.latency_ms)
-            });
-            if better {
+            if a > floor || inc.as_ref().is_some_and(|c| a == floor && t < c.latency_ms) {
                 inc = Some(Candidate {
                     layout: i,
                     kept,

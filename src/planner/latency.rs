@@ -211,7 +211,7 @@ impl<'a> LatencyModel<'a> {
             .ranges
             .iter()
             .zip(&self.topology.tiers)
-            .map(|(&(s, e), tier)| tier.run_ms[s..e].iter().sum())
+            .map(|(&(s, e), tier)| tier.run_ms[s..e].iter().sum::<f64>() + 0.0) // + 0.0: no "-0" for an idle tier
             .collect()
     }
 
@@ -241,7 +241,8 @@ impl<'a> LatencyModel<'a> {
             transfer_ms.push(b.map_or(0.0, |b| link.transfer_ms(b) + link.hop_ms));
         }
         let overhead_ms = self.overhead_ms(layout);
-        let total_ms = compute_ms.iter().sum::<f64>() + transfer_ms.iter().sum::<f64>() + overhead_ms;
+        let total_ms =
+            compute_ms.iter().sum::<f64>() + transfer_ms.iter().sum::<f64>() + overhead_ms;
         Breakdown {
             compute_ms,
             transfer_ms,

@@ -169,7 +169,7 @@ impl Planner<'_> {
                 .map(|((t, &(s, e)), &ms)| PlanTier {
                     tier: t.name.clone(),
                     device: t.device.clone(),
-                    segments: (s < e).then_some([s, e - 1]),
+                    segments: (s < e).then(|| [s, e - 1]),
                     compute_ms: ms,
                 })
                 .collect(),

@@ -16,7 +16,7 @@
 //! estimate, and refinement stops once it can gain no more than `tolerance` of the latency.
 
 use crate::planner::accuracy::{CompressionPoint, MeasuringOracle, OracleError, WireEncoding};
-use crate::planner::latency::{all_deployments, Layout, LatencyModel};
+use crate::planner::latency::{all_deployments, LatencyModel, Layout};
 use crate::planner::profile::Profile;
 use crate::planner::topology::Topology;
 
@@ -318,8 +318,11 @@ impl<'a> Planner<'a> {
                     let model = self.model(e);
                     for (i, l) in self.layouts.iter().enumerate() {
                         let ones = vec![if config.prune { 1 } else { u32::MAX }; l.cuts.len()];
-                        let kept: Vec<u32> =
-                            ones.iter().zip(self.channels(l)).map(|(a, b)| (*a).min(b)).collect();
+                        let kept: Vec<u32> = ones
+                            .iter()
+                            .zip(self.channels(l))
+                            .map(|(a, b)| (*a).min(b))
+                            .collect();
                         let t = model.linear(l).at(&kept);
                         if fastest.is_none_or(|(f, _)| t < f) {
                             fastest = Some((t, i));
@@ -374,7 +377,9 @@ impl<'a> Planner<'a> {
                         latency_ms,
                         accuracy: Some(a),
                     };
-                    if meets(&c, objective) && best.as_ref().is_none_or(|b| better(&c, b, objective)) {
+                    if meets(&c, objective)
+                        && best.as_ref().is_none_or(|b| better(&c, b, objective))
+                    {
                         best = Some(c);
                     }
                 }
@@ -414,8 +419,6 @@ fn better(a: &Candidate, b: &Candidate, objective: Objective) -> bool {
             a.latency_ms < b.latency_ms - EPS
                 || ((a.latency_ms - b.latency_ms).abs() <= EPS && aa > ba)
         }
-        Objective::MaxAccuracy { .. } => {
-            aa > ba || (aa == ba && a.latency_ms < b.latency_ms - EPS)
-        }
+        Objective::MaxAccuracy { .. } => aa > ba || (aa == ba && a.latency_ms < b.latency_ms - EPS),
     }
 }

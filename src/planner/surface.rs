@@ -75,7 +75,9 @@ impl SyntheticSurface {
             })
             .product();
         let clean = self.base * kept * Self::encoding_factor(p.encoding);
-        (clean + self.jitter(p)).clamp(self.floor, 1.0).max(self.floor)
+        (clean + self.jitter(p))
+            .clamp(self.floor, 1.0)
+            .max(self.floor)
     }
 }
 

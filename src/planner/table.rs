@@ -44,16 +44,18 @@ pub fn parse_csv(text: &str, profile: &Profile) -> Result<Measurements, TableErr
             _ => profile.wire_encoding,
         };
         let mut cuts = Vec::new();
-        for (cut_field, ratio_field, name) in [(fields[0], fields[1], "a"), (fields[2], fields[3], "b")] {
+        for (cut_field, ratio_field, name) in
+            [(fields[0], fields[1], "a"), (fields[2], fields[3], "b")]
+        {
             if cut_field.is_empty() {
                 if !(ratio_field.is_empty() || parse_num(ratio_field) == Some(0.0)) {
                     return Err(err(format!("ratio_{name} given without cut_{name}")));
                 }
                 continue;
             }
-            let cut: usize = cut_field.parse().map_err(|_| {
-                err(format!("cut_{name} must be a cut index, got {cut_field:?}"))
-            })?;
+            let cut: usize = cut_field
+                .parse()
+                .map_err(|_| err(format!("cut_{name} must be a cut index, got {cut_field:?}")))?;
             let channels = profile.cuts.get(cut).map(|c| c.channels).ok_or_else(|| {
                 err(format!(
                     "cut_{name} = {cut}, but the profile has cuts 0..{}",
@@ -63,7 +65,9 @@ pub fn parse_csv(text: &str, profile: &Profile) -> Result<Measurements, TableErr
             let ratio = parse_num(ratio_field)
                 .filter(|r| (0.0..1.0).contains(r))
                 .ok_or_else(|| {
-                    err(format!("ratio_{name} must be a number in [0, 1), got {ratio_field:?}"))
+                    err(format!(
+                        "ratio_{name} must be a number in [0, 1), got {ratio_field:?}"
+                    ))
                 })?;
             let exact = f64::from(channels) * (1.0 - ratio);
             let kept = exact.round();
@@ -79,7 +83,12 @@ pub fn parse_csv(text: &str, profile: &Profile) -> Result<Measurements, TableErr
         }
         let accuracy = parse_num(fields[4])
             .filter(|a| (0.0..=1.0).contains(a))
-            .ok_or_else(|| err(format!("accuracy must be a number in [0, 1], got {:?}", fields[4])))?;
+            .ok_or_else(|| {
+                err(format!(
+                    "accuracy must be a number in [0, 1], got {:?}",
+                    fields[4]
+                ))
+            })?;
         let (idx, kept, channels): (Vec<usize>, Vec<u32>, Vec<u32>) = cuts.into_iter().fold(
             (vec![], vec![], vec![]),
             |(mut a, mut b, mut c), (x, y, z)| {

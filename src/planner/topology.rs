@@ -106,7 +106,9 @@ impl TopologySpec {
 
     pub fn build(&self, profile: &Profile) -> Result<Topology, TopologyError> {
         if self.tiers.is_empty() {
-            return Err(TopologyError::Invalid("a topology needs at least one tier".into()));
+            return Err(TopologyError::Invalid(
+                "a topology needs at least one tier".into(),
+            ));
         }
         if self.link_mbps.len() + 1 != self.tiers.len() {
             return Err(TopologyError::Invalid(format!(
@@ -116,13 +118,19 @@ impl TopologySpec {
                 self.link_mbps.len()
             )));
         }
-        if let Some(bad) = self.link_mbps.iter().find(|b| !(b.is_finite() && **b > 0.0)) {
+        if let Some(bad) = self
+            .link_mbps
+            .iter()
+            .find(|b| !(b.is_finite() && **b > 0.0))
+        {
             return Err(TopologyError::Invalid(format!(
                 "link bandwidth must be a finite number > 0 Mbit/s, got {bad}"
             )));
         }
         let nonneg = |x: f64| x.is_finite() && x >= 0.0;
-        if !nonneg(self.hop_ms) || !nonneg(self.overhead.local_ms) || !nonneg(self.overhead.remote_ms)
+        if !nonneg(self.hop_ms)
+            || !nonneg(self.overhead.local_ms)
+            || !nonneg(self.overhead.remote_ms)
         {
             return Err(TopologyError::Invalid(
                 "hop and overhead times must be finite and >= 0".into(),
@@ -135,13 +143,20 @@ impl TopologySpec {
                     "slowdown of tier {tier} must be > 0, got {slowdown}"
                 )));
             }
-            let profiled = profile.devices.get(device).ok_or_else(|| {
-                TopologyError::UnknownDevice {
-                    tier: tier.clone(),
-                    device: device.clone(),
-                    available: profile.devices.keys().cloned().collect::<Vec<_>>().join(", "),
-                }
-            })?;
+            let profiled =
+                profile
+                    .devices
+                    .get(device)
+                    .ok_or_else(|| TopologyError::UnknownDevice {
+                        tier: tier.clone(),
+                        device: device.clone(),
+                        available: profile
+                            .devices
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })?;
             if profiled.tier != *tier {
                 return Err(TopologyError::WrongTier {
                     tier: tier.clone(),

@@ -1,0 +1,31 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+CARGO ?= cargo
+
+.PHONY: demo test lint unit bench-plan profiles
+
+# The embedded default, no cluster: plan mobilenet on the reference topology (end device MI8,
+# 20 Mbit/s end->edge, 10 Mbit/s edge->cloud) at accuracy >= 0.95 on the documented synthetic
+# accuracy surface, and print the plan next to end-only, edge-only, cloud-only and the best
+# uncompressed split.
+demo:
+	$(CARGO) run --release --quiet -- plan --profile model_profile/mobilenet.yaml \
+		--end-device MI8 --end-edge-mbps 20 --edge-cloud-mbps 10 \
+		--min-accuracy 0.95 --accuracy-surface synthetic
+
+# Everything CI checks: formatting, lints, then every test.
+test: lint unit
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --all-targets
+
+# CNNPC vs exhaustive on every reference setting; JSON in bench/plan.json.
+bench-plan:
+	$(CARGO) run --release --quiet -- bench plan --out bench/plan.json
+
+# Regenerate model_profile/{mobilenet,resnet}.yaml from the reference tables.
+profiles:
+	python3 scripts/reference-profiles.py

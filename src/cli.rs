@@ -1,0 +1,345 @@
+//! Command-line surface: parses arguments, reads files, prints. All decisions live in the parts.
+
+use crate::bench;
+use crate::planner::accuracy::{AccuracyOracle, Measurements, MeasuringOracle, WireEncoding};
+use crate::planner::plan::Plan;
+use crate::planner::profile::Profile;
+use crate::planner::search::{Objective, Planner, SearchConfig, Strategy};
+use crate::planner::surface::SyntheticSurface;
+use crate::planner::table::{self, TableOracle};
+use crate::planner::topology::TopologySpec;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cnnpc",
+    version,
+    about = "Collaborative CNN inference across end, edge and cloud (CNNPC)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Search cuts and compression for a profile; print the plan next to the baselines.
+    Plan(PlanArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// CNNPC vs exhaustive search on every reference setting; writes JSON.
+    Plan {
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "bench/plan.json")]
+        out: PathBuf,
+        /// Profiles to benchmark.
+        #[arg(long, num_args = 1.., default_values = ["model_profile/mobilenet.yaml", "model_profile/resnet.yaml"])]
+        profiles: Vec<PathBuf>,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Surface {
+    /// The documented synthetic surface (planner::surface), noise-free.
+    Synthetic,
+    /// The same with ±0.3% deterministic measurement noise.
+    SyntheticNoisy,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Model profile (YAML or JSON), e.g. model_profile/mobilenet.yaml.
+    #[arg(long)]
+    pub profile: PathBuf,
+    /// End device (a profile device of tier `end`); optional when the profile has one.
+    #[arg(long)]
+    pub end_device: Option<String>,
+    #[arg(long, default_value_t = 20.0)]
+    pub end_edge_mbps: f64,
+    #[arg(long, default_value_t = 10.0)]
+    pub edge_cloud_mbps: f64,
+    /// Fixed cost of each hop, ms.
+    #[arg(long, default_value_t = 0.0)]
+    pub hop_ms: f64,
+    /// Minimum accuracy A0 in (0, 1]: find the fastest plan that reaches it.
+    #[arg(long, conflicts_with = "max_latency_ms")]
+    pub min_accuracy: Option<f64>,
+    /// Latency budget T0 in ms: find the most accurate plan within it.
+    #[arg(long)]
+    pub max_latency_ms: Option<f64>,
+    /// Measured accuracies, CSV `cut_a,ratio_a,cut_b,ratio_b,accuracy[,encoding]`.
+    #[arg(long, conflicts_with = "accuracy_surface")]
+    pub accuracy_table: Option<PathBuf>,
+    /// Use a synthetic accuracy surface instead of measurements (for trying the planner).
+    #[arg(long, value_enum)]
+    pub accuracy_surface: Option<Surface>,
+    #[arg(long, default_value = "cnnpc")]
+    pub strategy: Strategy,
+    /// Wire encodings the plan may choose from (default: the profile's).
+    #[arg(long, value_delimiter = ',')]
+    pub encodings: Vec<WireEncoding>,
+    /// Reproduce the reference code's cloud-only latency (input pays only edge→cloud).
+    #[arg(long)]
+    pub reference_cloud_only: bool,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+fn read(path: &Path, what: &str) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+pub fn load_profile(path: &Path) -> Result<Profile> {
+    let text = read(path, "profile")?;
+    Profile::parse(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// Everything `plan` prints as JSON: the plan, then the baselines it is compared with.
+#[derive(Serialize)]
+struct PlanReport {
+    #[serde(flatten)]
+    plan: Plan,
+    objective: Option<BTreeMap<&'static str, f64>>,
+    baselines: BTreeMap<&'static str, Baseline>,
+}
+
+#[derive(Serialize)]
+struct Baseline {
+    latency_ms: f64,
+    accuracy: Option<f64>,
+    deployment: String,
+}
+
+pub fn plan(args: &PlanArgs) -> Result<()> {
+    let profile = load_profile(&args.profile)?;
+    let end_device = match &args.end_device {
+        Some(d) => d.clone(),
+        None => match profile.devices_for("end").as_slice() {
+            [one] => one.to_string(),
+            many => bail!(
+                "the profile has several end devices ({}); choose one with --end-device",
+                many.join(", ")
+            ),
+        },
+    };
+    let mut spec =
+        TopologySpec::end_edge_cloud(&end_device, args.end_edge_mbps, args.edge_cloud_mbps);
+    spec.hop_ms = args.hop_ms;
+    spec.reference_cloud_only = args.reference_cloud_only;
+    let topology = spec.build(&profile)?;
+    let planner = Planner::new(&profile, &topology)?;
+
+    let objective = match (args.min_accuracy, args.max_latency_ms) {
+        (Some(a), _) => Some(Objective::MinLatency { min_accuracy: a }),
+        (_, Some(t)) => Some(Objective::MaxAccuracy { max_latency_ms: t }),
+        _ => None,
+    };
+    let mut oracle: Option<Box<dyn AccuracyOracle>> =
+        match (&args.accuracy_table, args.accuracy_surface) {
+            (Some(path), _) => {
+                let text = read(path, "accuracy table")?;
+                let table = table::parse_csv(&text, &profile)
+                    .with_context(|| format!("in {}", path.display()))?;
+                Some(Box::new(TableOracle { table }))
+            }
+            (_, Some(s)) => {
+                let noise = if s == Surface::SyntheticNoisy {
+                    0.003
+                } else {
+                    0.0
+                };
+                Some(Box::new(SyntheticSurface::new(
+                    profile.cuts.len(),
+                    1.0,
+                    noise,
+                    7,
+                )))
+            }
+            _ => None,
+        };
+    if objective.is_some() && oracle.is_none() {
+        bail!("--min-accuracy and --max-latency-ms need accuracy data: give --accuracy-table FILE (or --accuracy-surface synthetic to try the planner)");
+    }
+    let encodings = if args.encodings.is_empty() {
+        vec![profile.wire_encoding]
+    } else {
+        args.encodings.clone()
+    };
+    let config = SearchConfig::new(encodings, objective.is_some());
+    let mut known = Measurements::default();
+    let mut run = |strategy: Strategy, objective: Option<Objective>| -> Result<Plan> {
+        let mut m = oracle
+            .as_mut()
+            .map(|o| MeasuringOracle::new(o.as_mut(), &mut known));
+        let calls_before = m.as_ref().map_or(0, |m| m.calls);
+        let c = planner.search(strategy, objective, &config, m.as_mut())?;
+        let calls = m.as_ref().map_or(0, |m| m.calls) - calls_before;
+        Ok(planner.plan(strategy.name(), &c, calls))
+    };
+    let chosen = run(args.strategy, objective)?;
+    let mut baselines = BTreeMap::new();
+    for s in [
+        Strategy::EndOnly,
+        Strategy::EdgeOnly,
+        Strategy::CloudOnly,
+        Strategy::Neurosurgeon,
+    ] {
+        if let Ok(p) = run(s, None) {
+            baselines.insert(
+                s.name(),
+                Baseline {
+                    latency_ms: p.latency_ms,
+                    accuracy: p.accuracy,
+                    deployment: p.deployment,
+                },
+            );
+        }
+    }
+    let report = PlanReport {
+        objective: objective.map(|o| match o {
+            Objective::MinLatency { min_accuracy } => {
+                BTreeMap::from([("min_accuracy", min_accuracy)])
+            }
+            Objective::MaxAccuracy { max_latency_ms } => {
+                BTreeMap::from([("max_latency_ms", max_latency_ms)])
+            }
+        }),
+        plan: chosen,
+        baselines,
+    };
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table => print!("{}", render_plan(&report)),
+    }
+    Ok(())
+}
+
+fn fmt_acc(a: Option<f64>) -> String {
+    a.map_or("-".into(), |a| format!("{:.4}", a))
+}
+
+fn render_plan(r: &PlanReport) -> String {
+    use std::fmt::Write as _;
+    let p = &r.plan;
+    let mut s = String::new();
+    let objective = match &r.objective {
+        None => "none (no pruning)".to_string(),
+        Some(o) => o
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let _ = writeln!(
+        s,
+        "model {}  strategy {}  objective {}",
+        p.model, p.strategy, objective
+    );
+    let _ = writeln!(
+        s,
+        "deployment {}  latency {:.3} ms  accuracy {}  encoding {}  accuracy measurements {}",
+        p.deployment,
+        p.latency_ms,
+        fmt_acc(p.accuracy),
+        p.wire_encoding,
+        p.oracle_calls
+    );
+    let _ = writeln!(
+        s,
+        "\n{:<7} {:<8} {:>10} {:>11}",
+        "tier", "device", "segments", "compute ms"
+    );
+    for t in &p.tiers {
+        let seg = t.segments.map_or("-".into(), |[a, b]| format!("{a}..{b}"));
+        let _ = writeln!(
+            s,
+            "{:<7} {:<8} {:>10} {:>11.3}",
+            t.tier, t.device, seg, t.compute_ms
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n{:<12} {:>8} {:>7} {:>11} {:>11} {:>12}",
+        "link", "Mbit/s", "carries", "kept", "bytes", "transfer ms"
+    );
+    for l in &p.links {
+        let kept = p
+            .cuts
+            .iter()
+            .find(|c| l.carries == format!("cut {}", c.point))
+            .map_or("-".into(), |c| {
+                format!("{}/{}", c.kept_channels, c.channels)
+            });
+        let _ = writeln!(
+            s,
+            "{:<12} {:>8} {:>7} {:>11} {:>11.0} {:>12.3}",
+            format!("{}->{}", l.from, l.to),
+            l.mbps,
+            l.carries,
+            kept,
+            l.bytes,
+            l.transfer_ms
+        );
+    }
+    let _ = writeln!(s, "overhead {:.3} ms", p.overhead_ms);
+    let _ = writeln!(
+        s,
+        "\n{:<14} {:<16} {:>11} {:>9} {:>8}",
+        "compared with", "deployment", "latency ms", "accuracy", "speedup"
+    );
+    for (name, b) in &r.baselines {
+        let _ = writeln!(
+            s,
+            "{:<14} {:<16} {:>11.3} {:>9} {:>7.2}x",
+            name,
+            b.deployment,
+            b.latency_ms,
+            fmt_acc(b.accuracy),
+            b.latency_ms / p.latency_ms
+        );
+    }
+    s
+}
+
+pub fn bench(cmd: &BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Plan { out, profiles } => {
+            let profiles: Vec<Profile> = profiles
+                .iter()
+                .map(|p| load_profile(p))
+                .collect::<Result<_>>()?;
+            let report = bench::plan_bench(&profiles, &bench::FLOORS, &mut |r| {
+                eprintln!(
+                    "{:<9} {:<5} {:>4} Mbit/s {:<6} A0 {:.2}: cnnpc {:8.3} ms ({:2} calls, {:6.2} ms)  exhaustive {:8.3} ms  gap {:5.2}%",
+                    r.model, r.end_device, r.edge_cloud_mbps, r.surface, r.min_accuracy, r.cnnpc_ms,
+                    r.cnnpc_oracle_calls, r.cnnpc_wall_ms, r.exhaustive_ms, r.gap_percent
+                )
+            })
+            .map_err(anyhow::Error::msg)?;
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            std::fs::write(out, serde_json::to_string_pretty(&report)?)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("{}", serde_json::to_string_pretty(&report.summary)?);
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+    }
+}
