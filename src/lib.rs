@@ -2,4 +2,6 @@
 //!
 //! Parts, each using only the ones above it: [`planner`] (pure search) → `onnx` (pure model
 //! surgery) → `runtime` (shard servers) → `operator` (Kubernetes).
+pub mod onnx;
 pub mod planner;
+pub mod runtime;
