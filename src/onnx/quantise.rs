@@ -235,8 +235,14 @@ pub fn encode_into(
             layout.for_each_run(|c, start| {
                 let q = params[c];
                 let run = start..start + layout.inner;
+                if q.scale == 0.0 {
+                    // Constant channel (or no finite values): everything is code 0.
+                    payload[run].fill(0);
+                    return;
+                }
+                let (offset, inv) = (f64::from(q.offset), 1.0 / f64::from(q.scale));
                 for (dst, &x) in payload[run.clone()].iter_mut().zip(&values[run]) {
-                    *dst = quantise(x, q, top);
+                    *dst = quantise(x, offset, inv, f64::from(top));
                 }
             });
             if enc == WireEncoding::Int4 {
@@ -288,15 +294,14 @@ fn channel_params(values: &[f32], layout: Layout, top: u8, out: &mut Vec<Channel
     }));
 }
 
+/// The code of `x` in a channel with `offset` and `inv_scale = 1 / scale` (scale > 0).
 #[inline]
-fn quantise(x: f32, q: ChannelQuant, top: u8) -> u8 {
-    if q.scale == 0.0 {
-        return 0;
-    }
+fn quantise(x: f32, offset: f64, inv_scale: f64, top: f64) -> u8 {
     let x = if x.is_nan() { 0.0 } else { f64::from(x) };
-    // ±inf land on the clamp bounds; the clamp also absorbs the rounding of `scale` to f32.
-    let t = ((x - f64::from(q.offset)) / f64::from(q.scale)).round();
-    t.clamp(0.0, f64::from(top)) as u8
+    // Clamp first: ±inf land on the bounds, and the clamp also absorbs the rounding of `scale`
+    // to f32. Then t ≥ 0, so `+ 0.5` and truncation round to nearest without a libm call.
+    let t = ((x - offset) * inv_scale).clamp(0.0, top);
+    (t + 0.5) as u8
 }
 
 #[inline]
