@@ -1,8 +1,10 @@
 //! cnnpc: collaborative CNN inference across end, edge and cloud.
 //!
-//! Parts, each using only the ones above it: [`planner`] (pure search) → `onnx` (pure model
-//! surgery) → `runtime` (shard servers) → `operator` (Kubernetes). [`cli`] and [`bench`] wire
-//! them to the command line.
+//! Parts, each using only the ones above it: [`planner`] (pure search) → [`onnx`] (pure model
+//! surgery and the cut-tensor codecs) → [`runtime`] (shard servers, wire frames) → `operator`
+//! (Kubernetes). [`cli`] and [`bench`] wire them to the command line.
 pub mod bench;
 pub mod cli;
+pub mod onnx;
 pub mod planner;
+pub mod runtime;

@@ -1,0 +1,2 @@
+//! ONNX surgery and the numeric side of compression: pure, bytes in, bytes out.
+pub mod quantise;
