@@ -566,7 +566,7 @@ mod tests {
             assert_eq!(e.params.channels.len(), param_count(enc, 4));
             assert_eq!(
                 decode(&e.payload, &[0, 4, 3], 1, enc, &e.params).unwrap(),
-                vec![]
+                Vec::<f32>::new()
             );
             let e = encode(&[], &[2, 0], 1, enc).unwrap();
             assert!(e.payload.is_empty() && e.params.channels.is_empty());
