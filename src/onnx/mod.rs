@@ -1,2 +1,3 @@
 //! ONNX surgery and the numeric side of compression: pure, bytes in, bytes out.
+pub mod pages;
 pub mod quantise;
