@@ -304,7 +304,10 @@ fn real_model(file: &str) -> Option<Vec<u8>> {
                     path.display()
                 );
             }
-            eprintln!(
+            // Straight to stderr, not eprintln!: the test harness would swallow that.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n!!!!! SKIPPED: {} missing ({e}); run scripts/fetch-models.sh !!!!!\n",
                 path.display()
             );
@@ -338,7 +341,12 @@ fn check_real(file: &str, shape: &[usize], scale: f32, min_cuts: usize) {
         cuts[cuts.len() - 2].tensor_names(),
     ];
     let input = vec![real_input(shape, 5, scale)];
-    for c in &pick {
+    // A residual cut (two tensors) too, where the model has one.
+    let residual = cuts
+        .iter()
+        .find(|c| c.tensors.len() == 2)
+        .map(Cut::tensor_names);
+    for c in pick.iter().chain(residual.iter()) {
         let shards = split(&model, std::slice::from_ref(c)).unwrap();
         shards.iter().for_each(|s| assert_typed_boundaries(s));
         let diff = verify_chain(&model, &shards, &input).unwrap();
