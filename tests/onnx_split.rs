@@ -263,6 +263,10 @@ fn graph_helpers() {
     );
     assert_eq!(g.producer_conv("sum"), None);
     assert_eq!(g.consumers("a0"), [node("conv1"), node("add")]);
+    // Who reads a tensor's channels, through the relu: the next conv.
+    assert_eq!(g.channel_readers("conv1"), [node("b2")]);
+    assert_eq!(g.channel_readers("a0"), [node("conv1"), node("add")]);
+    assert_eq!(g.channel_readers("sum"), [node("gap")]);
     assert!(g.is_weight("fc.b") && g.is_weight("conv1.w") && !g.is_weight("a0"));
     assert!(g.initializer("conv1.w").is_some() && g.initializer("fc.b").is_none());
     let info = g.tensor_info("sum").expect("inferred");

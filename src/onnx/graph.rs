@@ -331,6 +331,33 @@ impl Graph {
         }
     }
 
+    /// The nodes that read the channels of `tensor`, walking forward through channel-wise unary
+    /// ops: the Convs whose input channels pruning must slice, plus any other reader (an Add, a
+    /// Concat, a pool) where pruning needs care. Each node once, in topological order; the
+    /// channel-wise ops passed are not included (nor is a graph output: check that separately).
+    pub fn channel_readers(&self, tensor: &str) -> Vec<usize> {
+        let mut readers = Vec::new();
+        let mut stack = vec![tensor.to_string()];
+        let mut seen = HashSet::new();
+        while let Some(t) = stack.pop() {
+            for &n in self.consumers(&t) {
+                if !seen.insert(n) {
+                    continue;
+                }
+                let node = &self.nodes()[n];
+                if CHANNELWISE_UNARY.contains(&node.op_type.as_str())
+                    && self.activation_inputs(n).len() == 1
+                {
+                    stack.extend(node.output.iter().filter(|o| !o.is_empty()).cloned());
+                } else {
+                    readers.push(n);
+                }
+            }
+        }
+        readers.sort_by_key(|&n| self.position(n));
+        readers
+    }
+
     /// Type and shape of a tensor, if known (see the module doc for where it comes from).
     pub fn tensor_info(&self, tensor: &str) -> Option<&TensorInfo> {
         self.shapes().infos.get(tensor)
