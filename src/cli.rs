@@ -29,6 +29,24 @@ pub struct Cli {
 pub enum Command {
     /// Search cuts and compression for a profile; print the plan next to the baselines.
     Plan(PlanArgs),
+    /// List a model's candidate cuts (sets of tensors that separate input from output).
+    Cuts {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Write the shards of a model split at the given cuts, and verify them against the model.
+    Split {
+        #[arg(long)]
+        model: PathBuf,
+        /// Cut indices from `cnnpc cuts`, in pipeline order, e.g. 3,17.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cuts: Vec<usize>,
+        /// Output directory: shard-0.onnx, shard-1.onnx, ... in pipeline order.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -342,4 +360,75 @@ pub fn bench(cmd: &BenchCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn read_model(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))
+}
+
+pub fn cuts(model: &Path, output: Output) -> Result<()> {
+    let bytes = read_model(model)?;
+    let cuts = crate::onnx::list_cuts(&bytes).with_context(|| format!("in {}", model.display()))?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&cuts)?),
+        Output::Table => {
+            println!("{:>5} {:>9}  tensors", "index", "channels");
+            for c in &cuts {
+                let tensors: Vec<String> = c
+                    .tensors
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{} {}",
+                            t.name,
+                            serde_json::to_string(&t.shape).unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                println!("{:>5} {:>9}  {}", c.index, c.channels, tensors.join(" + "));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn split(model: &Path, chosen: &[usize], out: &Path) -> Result<()> {
+    use crate::onnx::{graph::Graph, testmodels::Lcg, tract_ndarray::ArrayD};
+    let bytes = read_model(model)?;
+    let cuts = crate::onnx::list_cuts(&bytes).with_context(|| format!("in {}", model.display()))?;
+    let sets = chosen
+        .iter()
+        .map(|&i| {
+            cuts.get(i)
+                .map(|c| c.tensor_names())
+                .with_context(|| format!("no cut {i}: the model has cuts 0..{}", cuts.len()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let shards = crate::onnx::split(&bytes, &sets)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for (k, s) in shards.iter().enumerate() {
+        let path = out.join(format!("shard-{k}.onnx"));
+        std::fs::write(&path, s).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    // Verify on a pseudo-random input (batch 1 where the batch is symbolic).
+    let graph = Graph::from_bytes(&bytes)?;
+    let mut rng = Lcg(5);
+    let mut inputs = Vec::new();
+    for name in graph.inputs() {
+        let info = graph.require_info(name)?;
+        let shape: Vec<usize> = info
+            .dims
+            .iter()
+            .map(|d| d.fixed().map_or(1, |v| v as usize))
+            .collect();
+        let n = shape.iter().product();
+        inputs.push(ArrayD::from_shape_vec(shape, rng.vec(n, 1.0))?);
+    }
+    let diff = crate::onnx::verify_chain(&bytes, &shards, &inputs)?;
+    println!(
+        "wrote {} shards to {}; chained vs original: max abs diff {diff:e}",
+        shards.len(),
+        out.display()
+    );
+    Ok(())
 }

@@ -1,3 +1,32 @@
-//! ONNX surgery and the numeric side of compression: pure, bytes in, bytes out.
+//! ONNX surgery: pure functions from model bytes to model bytes (no network, no async).
+//!
+//! - [`graph`]: decode a `ModelProto`, index producers/consumers/weights, know every tensor's shape.
+//! - [`cuts`]: candidate cut points (sets of activation tensors that separate inputs from outputs).
+//! - [`split`]: cut a model into chained shards with typed, shaped boundaries.
+//! - [`verify`]: run the chained shards against the original with tract.
+//! - [`calibration`]: the input preprocessing the bundled real models expect.
+//! - [`pages`]: rendered, rotated text pages: labelled data for the orientation model.
+//! - [`quantise`]: the cut-tensor codecs (f32, f16, int8, int4 per channel).
+//! - [`testmodels`]: small generated models for tests (no downloaded files needed).
+
+pub mod calibration;
+pub mod cuts;
+pub mod error;
+pub mod graph;
 pub mod pages;
 pub mod quantise;
+pub mod split;
+pub mod testmodels;
+pub mod verify;
+
+pub use cuts::{list_cuts, Cut, CutTensor};
+pub use error::OnnxError;
+pub use graph::{Dim, Graph, TensorInfo};
+pub use split::split;
+pub use verify::verify_chain;
+
+/// The protobuf types (prost) of tract's ONNX parser, re-exported so users need no direct prost
+/// or tract dependency to edit models.
+pub use tract_onnx::pb;
+/// The ndarray version tract uses (inputs to [`verify_chain`]).
+pub use tract_onnx::prelude::tract_ndarray;
