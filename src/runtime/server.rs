@@ -231,7 +231,9 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    serve_loading(config, move || Ok(model), listener, shutdown).await
+    let shard = Arc::new(Shard::new(config)?);
+    let _ = shard.model.set(ModelSlot::Ready(model));
+    serve_shard(shard, listener, shutdown).await
 }
 
 /// [`serve`], loading the model on a blocking thread while already answering `/healthz`
@@ -262,6 +264,17 @@ where
         };
         let _ = loading.model.set(slot);
     });
+    serve_shard(shard, listener, shutdown).await
+}
+
+async fn serve_shard<F>(
+    shard: Arc<Shard>,
+    listener: TcpListener,
+    shutdown: F,
+) -> Result<(), ServeError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     info!(
         tier = %shard.cfg.tier,
         addr = ?listener.local_addr().ok(),
