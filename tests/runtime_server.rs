@@ -756,6 +756,51 @@ async fn overload_gets_503_with_retry_after_not_a_queue() {
 }
 
 #[tokio::test]
+async fn ready_only_once_the_model_is_loaded() {
+    let (load_tx, load_rx) = mpsc::channel::<()>();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server::serve_loading(
+        cfg("cloud", None),
+        move || {
+            load_rx
+                .recv_timeout(Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(ChannelSum) as Arc<dyn ShardModel>)
+        },
+        l,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    assert_eq!(get(&url, "/healthz").await.status, StatusCode::OK);
+    let r = get(&url, "/readyz").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.json()["reason"].as_str().unwrap().contains("loading"));
+    let x = f32_frame(&input(&[1, 2, 2, 2]));
+    let early = post(&url, x.clone(), &[]).await;
+    assert_eq!(early.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(early.header("retry-after"), "1");
+
+    load_tx.send(()).unwrap();
+    // Poll instead of sleeping: loading finishes on a blocking thread.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&url, "/readyz").await.status != StatusCode::OK {
+        assert!(Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(post(&url, x, &[]).await.status, StatusCode::OK);
+    // Graceful shutdown: serve returns.
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("serve returns after shutdown")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
 async fn model_errors_are_500_and_counted() {
     let s = Server::start(cfg("edge", None), Failing);
     let ans = post(&s.url(), f32_frame(&input(&[1, 1, 1, 1])), &[]).await;

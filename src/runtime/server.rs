@@ -281,6 +281,11 @@ where
         next = ?shard.cfg.next.as_ref().map(|u| u.to_string()),
         "shard serving"
     );
+    use axum::serve::ListenerExt;
+    // Answers are written whole; no reason to let Nagle hold their tail back.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(shard))
         .with_graceful_shutdown(shutdown)
         .await?;
@@ -615,15 +620,18 @@ async fn read_frame(
                             "Content-Length {cl} disagrees with the frame's declared length {total}"
                         )));
                     }
-                    // Reserve what is declared now that it passed the limits.
+                    declared = Some(total);
+                }
+                header_checked = buf.len() >= frame::header_len(usize::from(buf[7]), 0);
+                if header_checked {
+                    // The dims passed too, so the declared size is one the limits allow for
+                    // this shape: reserve it (not before: a bare preamble may claim the maximum).
                     buf.reserve(
                         usize::try_from(total)
                             .unwrap_or(0)
                             .saturating_sub(buf.len()),
                     );
-                    declared = Some(total);
                 }
-                header_checked = buf.len() >= frame::header_len(usize::from(buf[7]), 0);
             }
         }
         if let Some(total) = declared.filter(|&t| buf.len() as u64 > t) {
