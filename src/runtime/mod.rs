@@ -1,2 +1,6 @@
-//! The shard runtime: the wire format between tiers, and (later) the servers.
+//! The shard runtime: the wire format between tiers, link emulation, metrics and the server.
 pub mod frame;
+pub mod link;
+pub mod metrics;
+pub mod netns;
+pub mod server;

@@ -1,0 +1,300 @@
+//! Emulation of slow links and slow devices on one machine, unprivileged (no `tc`, no netem).
+//!
+//! * [`LinkEmulation`]: the sender paces the forward body through a [`TokenBucket`] at `mbps`
+//!   (10^6 bit/s, as `tc` counts) and holds every chunk back a further `delay_ms` (one-way
+//!   propagation delay). Sending N bytes takes `N·8/mbps` µs + `delay_ms`, like a store-and-forward
+//!   link with an empty queue. The bucket is shared by every request to the same next tier, so
+//!   concurrent forwards share the bandwidth as they would on a real link.
+//! * [`ComputeEmulation`]: after the model ran for `t`, the tier sleeps `(slowdown − 1)·t`
+//!   (asynchronously: no inference thread is held), so it answers like a device `slowdown`
+//!   times slower. This is emulation: the CPU is not actually slower, the wait is just added.
+//!
+//! Real kernel shaping for root is in [`crate::runtime::netns`].
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// The emulated link from this tier to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LinkEmulation {
+    /// Bandwidth in Mbit/s (10^6 bit/s); `None` = as fast as the real network.
+    pub mbps: Option<f64>,
+    /// Added one-way delay, ms.
+    pub delay_ms: f64,
+}
+
+impl LinkEmulation {
+    /// Checks the numbers: a bandwidth must be positive and finite, a delay finite and ≥ 0.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(m) = self.mbps {
+            if !(m.is_finite() && m > 0.0) {
+                return Err(format!("link bandwidth must be > 0 Mbit/s, got {m}"));
+            }
+        }
+        if !(self.delay_ms.is_finite() && self.delay_ms >= 0.0) {
+            return Err(format!("link delay must be ≥ 0 ms, got {}", self.delay_ms));
+        }
+        Ok(())
+    }
+
+    pub fn is_noop(&self) -> bool {
+        self.mbps.is_none() && self.delay_ms == 0.0
+    }
+
+    pub fn delay(&self) -> Duration {
+        Duration::from_secs_f64(self.delay_ms.max(0.0) / 1e3)
+    }
+
+    /// What the emulation adds to sending `bytes` on an idle link: `bytes·8/mbps` µs + delay.
+    pub fn transfer_time(&self, bytes: u64) -> Duration {
+        let serialise = self.mbps.map_or(0.0, |m| bytes as f64 * 8.0 / (m * 1e6));
+        Duration::from_secs_f64(serialise) + self.delay()
+    }
+}
+
+/// A token bucket over bytes with reservations: a sender takes `n` tokens at once (the balance may
+/// go negative) and learns when its bytes are through. With `burst = 0` this is exact pacing:
+/// bytes sent back to back from an idle bucket finish at `n / rate`.
+#[derive(Debug)]
+pub struct TokenBucket {
+    bytes_per_sec: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(mbps: f64, burst_bytes: u64) -> TokenBucket {
+        TokenBucket {
+            bytes_per_sec: mbps * 1e6 / 8.0,
+            burst: burst_bytes as f64,
+            tokens: burst_bytes as f64,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes `n` tokens at `now`; returns the instant at which the balance is back to ≥ 0, i.e.
+    /// when the last of these `n` bytes has been "transmitted".
+    pub fn reserve(&mut self, n: u64, now: Instant) -> Instant {
+        // Time never runs backwards for the bucket: a reservation "in the past" queues behind
+        // what was reserved since.
+        let now = now.max(self.last);
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.bytes_per_sec).min(self.burst);
+        self.tokens -= n as f64;
+        if self.tokens >= 0.0 {
+            now
+        } else {
+            now + Duration::from_secs_f64(-self.tokens / self.bytes_per_sec)
+        }
+    }
+}
+
+/// The emulated link to one next tier, shared by all requests going there.
+#[derive(Debug)]
+pub struct Link {
+    bucket: Option<Mutex<TokenBucket>>,
+    delay: Duration,
+}
+
+impl Link {
+    pub fn new(em: &LinkEmulation) -> Link {
+        Link {
+            // Burst 0: the emulated link has no free allowance, so the time is exactly N·8/B.
+            bucket: em.mbps.map(|m| Mutex::new(TokenBucket::new(m, 0))),
+            delay: em.delay(),
+        }
+    }
+
+    /// When `n` bytes handed to the link at `at` are sent, and when they arrive (sent + delay).
+    fn schedule(&self, n: u64, at: Instant) -> (Instant, Instant) {
+        let sent = match &self.bucket {
+            // A poisoned lock only means another sender panicked mid-update: the bucket's
+            // numbers are still usable.
+            Some(b) => b.lock().unwrap_or_else(|p| p.into_inner()).reserve(n, at),
+            None => at,
+        };
+        (sent, sent + self.delay)
+    }
+}
+
+/// Chunk size of paced bodies: small enough for smooth pacing at 1 Mbit/s (65 ms a chunk),
+/// large enough that the per-chunk timer cost is negligible at 1 Gbit/s.
+pub const PACE_CHUNK: usize = 8 * 1024;
+
+/// A request body that releases its bytes at the pace of a [`Link`]: each chunk is held until
+/// it would have arrived. Unpaced (no link) it is a single chunk.
+pub struct PacedBody {
+    data: Bytes,
+    link: Option<Arc<Link>>,
+    /// The chunk waiting for its arrival time.
+    pending: Option<(Bytes, Pin<Box<Sleep>>)>,
+    /// When the previous chunk finished sending: the next one is handed to the link then, not
+    /// when the previous one arrived, or the delay would be paid once per chunk.
+    last_sent: Option<Instant>,
+}
+
+impl PacedBody {
+    pub fn new(data: Bytes, link: Option<Arc<Link>>) -> PacedBody {
+        PacedBody {
+            data,
+            link,
+            pending: None,
+            last_sent: None,
+        }
+    }
+
+    pub fn empty() -> PacedBody {
+        PacedBody::new(Bytes::new(), None)
+    }
+}
+
+impl Body for PacedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        if this.pending.is_none() {
+            if this.data.is_empty() {
+                return Poll::Ready(None);
+            }
+            let Some(link) = &this.link else {
+                let all = std::mem::take(&mut this.data);
+                return Poll::Ready(Some(Ok(Frame::data(all))));
+            };
+            let chunk = this.data.split_to(PACE_CHUNK.min(this.data.len()));
+            // Absolute deadlines: timer granularity never accumulates over many chunks.
+            let now = Instant::now();
+            let (sent, at) = link.schedule(
+                chunk.len() as u64,
+                this.last_sent.map_or(now, |t| t.min(now)),
+            );
+            this.last_sent = Some(sent);
+            this.pending = Some((chunk, Box::pin(tokio::time::sleep_until(at))));
+        }
+        if let Some((_, sleep)) = &mut this.pending {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        match this.pending.take() {
+            Some((chunk, _)) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_empty() && self.pending.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let pending = self.pending.as_ref().map_or(0, |(c, _)| c.len());
+        SizeHint::with_exact((self.data.len() + pending) as u64)
+    }
+}
+
+/// An emulated compute slowdown for this tier.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ComputeEmulation {
+    /// ≥ 1; 1 = this machine's speed.
+    pub slowdown: f64,
+}
+
+impl Default for ComputeEmulation {
+    fn default() -> Self {
+        ComputeEmulation { slowdown: 1.0 }
+    }
+}
+
+impl ComputeEmulation {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.slowdown.is_finite() && self.slowdown >= 1.0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "compute slowdown must be a finite factor ≥ 1, got {}",
+                self.slowdown
+            ))
+        }
+    }
+
+    /// The time to wait after a run that took `measured`: `(slowdown − 1)·measured`.
+    pub fn extra(&self, measured: Duration) -> Duration {
+        measured.mul_f64((self.slowdown - 1.0).max(0.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[test]
+    fn bucket_paces_exactly_with_no_burst() {
+        let mut b = TokenBucket::new(8.0, 0); // 1 byte/µs
+        let t0 = Instant::now();
+        assert_eq!(b.reserve(1000, t0), t0 + Duration::from_micros(1000));
+        // Back to back: queued behind the first.
+        assert_eq!(b.reserve(500, t0), t0 + Duration::from_micros(1500));
+        // After an idle second the debt is paid, but no credit accrues beyond burst 0.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(b.reserve(10, t1), t1 + Duration::from_micros(10));
+    }
+
+    #[test]
+    fn bucket_burst_is_free_then_paced() {
+        let mut b = TokenBucket::new(8.0, 100);
+        let t0 = Instant::now();
+        assert_eq!(b.reserve(100, t0), t0);
+        assert_eq!(b.reserve(100, t0), t0 + Duration::from_micros(100));
+    }
+
+    #[test]
+    fn transfer_time_formula() {
+        let l = LinkEmulation {
+            mbps: Some(10.0),
+            delay_ms: 5.0,
+        };
+        // 125 000 bytes = 1 Mbit → 100 ms at 10 Mbit/s, plus 5 ms.
+        assert_eq!(l.transfer_time(125_000), Duration::from_millis(105));
+        assert!(LinkEmulation {
+            mbps: Some(0.0),
+            delay_ms: 0.0
+        }
+        .validate()
+        .is_err());
+        assert!(ComputeEmulation { slowdown: 0.5 }.validate().is_err());
+        assert_eq!(
+            ComputeEmulation { slowdown: 3.0 }.extra(Duration::from_millis(10)),
+            Duration::from_millis(20)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paced_body_takes_bytes_over_rate_plus_delay() {
+        let em = LinkEmulation {
+            mbps: Some(8.0),
+            delay_ms: 20.0,
+        };
+        let link = Arc::new(Link::new(&em));
+        let data = Bytes::from(vec![7u8; 100_000]);
+        let t0 = Instant::now();
+        let body = PacedBody::new(data.clone(), Some(link));
+        assert_eq!(body.size_hint().exact(), Some(100_000));
+        let got = body.collect().await.unwrap().to_bytes();
+        assert_eq!(got, data);
+        assert_eq!(t0.elapsed(), em.transfer_time(100_000));
+    }
+}

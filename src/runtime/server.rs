@@ -1,0 +1,865 @@
+//! The shard server: one tier of the chain. It loads one shard once and serves
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /v1/infer`, body a tensor frame ([`crate::runtime::frame`]) | last tier: 200 and an f32 frame of the output; otherwise the output is framed in the plan's wire encoding, sent to `{next}/v1/infer`, and that answer relayed |
+//! | `GET /healthz` | 200 while the process serves |
+//! | `GET /readyz` | 200 when the model is loaded and the next tier's `/readyz` answers 200; else 503 |
+//! | `GET /metrics` | Prometheus text ([`crate::runtime::metrics`]) |
+//!
+//! Errors are JSON `{"error": "...", "request_id": "..."}`: 400 malformed frame or header, 408
+//! body not received in time, 413 frame over the limits (refused from its first bytes or from
+//! `Content-Length`, before the body is read), 500 model failure, 502 next tier unreachable or
+//! failing, 503 + `Retry-After: 1` no free slot (or model still loading, or the next tier's 503
+//! relayed), 504 next tier did not answer within the forward timeout.
+//!
+//! Headers: `x-request-id` is taken from the request (or made up), sent to the next tier,
+//! logged in the request's tracing span and returned; `x-cnnpc-from-tier` names the sending tier
+//! on a forward, so the receiver labels its hop metrics — a request without it came from a client,
+//! and this tier is the entry tier that observes `cnnpc_request_seconds`.
+//!
+//! Concurrency: at most `max_concurrency` requests are in flight in a tier (from reading the
+//! body to relaying the answer), which also bounds buffered bodies to `max_concurrency` frames;
+//! the next is refused at once with 503, never queued. Decoding, the model and encoding run on
+//! tokio's blocking pool, never on the async threads.
+
+use crate::planner::accuracy::WireEncoding;
+use crate::runtime::frame::{self, Frame, FrameError, FrameLimits};
+use crate::runtime::link::{ComputeEmulation, Link, LinkEmulation, PacedBody};
+use crate::runtime::metrics::{Metrics, Outcome};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{info, info_span, warn, Instrument};
+
+/// Request id header, carried on every hop.
+pub const REQUEST_ID: &str = "x-request-id";
+/// The tier that sent a forwarded request.
+pub const FROM_TIER: &str = "x-cnnpc-from-tier";
+/// The tier that answered (set on every `/v1/infer` answer).
+pub const TIER: &str = "x-cnnpc-tier";
+/// Content type of tensor frames.
+pub const FRAME_CONTENT_TYPE: &str = "application/x-cnnpc-frame";
+
+/// A tensor as the model sees it: row-major f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// One shard of the model. Runs on a blocking thread; may be called concurrently.
+pub trait ShardModel: Send + Sync + 'static {
+    fn run(&self, input: Tensor) -> Result<Tensor, String>;
+    fn name(&self) -> &str;
+}
+
+/// Everything a shard server needs besides its model; the `cnnpc shard` flags map onto it.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// This tier's name (`end`, `edge`, `cloud`): the `tier`/`from`/`to` labels.
+    pub tier: String,
+    /// The `model` label of the compute histogram.
+    pub model_name: String,
+    /// Where [`run`] listens ([`serve`] takes a bound listener instead).
+    pub listen: SocketAddr,
+    /// Base URL of the next tier (`http://host:port`); `None` on the last tier.
+    pub next: Option<Uri>,
+    /// Wire encoding of the cut tensor sent to the next tier (the plan's choice).
+    pub encoding: WireEncoding,
+    /// zstd level for the forwarded payload (kept only if it shrinks it).
+    pub zstd: Option<i32>,
+    /// Channel axis of the cut tensor for per-channel quantisation (1 for NCHW), clamped to the
+    /// tensor's last axis.
+    pub channel_axis: usize,
+    pub max_concurrency: usize,
+    /// Whole forward call: sending the body (emulated link included), the answer's head and body.
+    pub forward_timeout: Duration,
+    /// Receiving a request body; a client that trickles its body is cut off with 408.
+    pub read_timeout: Duration,
+    /// Emulated link to the next tier.
+    pub link: LinkEmulation,
+    pub compute: ComputeEmulation,
+    /// What this tier accepts, in requests and in the next tier's answers.
+    pub limits: FrameLimits,
+    pub plan_id: String,
+    /// The plan's cut points, as the `cuts` label of `cnnpc_plan_info` (e.g. "3,7").
+    pub cuts: String,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            tier: "cloud".into(),
+            model_name: "model".into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            next: None,
+            encoding: WireEncoding::F32,
+            zstd: None,
+            channel_axis: 1,
+            max_concurrency: 4,
+            forward_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+            link: LinkEmulation::default(),
+            compute: ComputeEmulation::default(),
+            limits: FrameLimits::default(),
+            plan_id: "none".into(),
+            cuts: String::new(),
+        }
+    }
+}
+
+impl ShardConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !valid_token(&self.tier, 63) {
+            return Err(format!(
+                "tier name {:?} must be 1–63 characters of [A-Za-z0-9._:-]",
+                self.tier
+            ));
+        }
+        if self.max_concurrency == 0 {
+            return Err("max concurrency must be at least 1".into());
+        }
+        if self.forward_timeout.is_zero() || self.read_timeout.is_zero() {
+            return Err("timeouts must be positive".into());
+        }
+        if let Some(next) = &self.next {
+            next_url(next, "/v1/infer")?;
+        }
+        self.link.validate()?;
+        self.compute.validate()
+    }
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid shard configuration: {0}")]
+    Config(String),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `{base}{path}`, for an `http://host:port[/prefix]` base (no TLS: tiers talk inside a cluster).
+fn next_url(base: &Uri, path: &str) -> Result<Uri, String> {
+    if base.scheme_str() != Some("http") || base.authority().is_none() {
+        return Err(format!(
+            "next tier URL {base} must be http://host:port (https is not supported)"
+        ));
+    }
+    let prefix = base.path().trim_end_matches('/');
+    format!(
+        "http://{}{prefix}{path}",
+        base.authority().map_or("", |a| a.as_str())
+    )
+    .parse()
+    .map_err(|e| format!("next tier URL {base}{path}: {e}"))
+}
+
+/// Header values we log and forward: short, printable, no separators that could forge log fields.
+fn valid_token(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// 128 random-enough bits in hex; uniqueness, not secrecy, is what a request id needs.
+fn new_request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // Each RandomState carries fresh keys seeded from the OS.
+    let half = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(n ^ salt);
+        h.write_u128(t);
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(0), half(u64::MAX))
+}
+
+enum ModelSlot {
+    Ready(Arc<dyn ShardModel>),
+    Failed(String),
+}
+
+type ForwardClient = Client<HttpConnector, PacedBody>;
+
+struct Shard {
+    cfg: ShardConfig,
+    model: OnceLock<ModelSlot>,
+    metrics: Metrics,
+    slots: Arc<Semaphore>,
+    client: ForwardClient,
+    link: Option<Arc<Link>>,
+    /// Precomputed `{next}/v1/infer` and `{next}/readyz`.
+    next_infer: Option<Uri>,
+    next_ready: Option<Uri>,
+}
+
+/// Serves `model` on `listener` until `shutdown` resolves, then drains open requests.
+pub async fn serve<F>(
+    config: ShardConfig,
+    model: Arc<dyn ShardModel>,
+    listener: TcpListener,
+    shutdown: F,
+) -> Result<(), ServeError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let shard = Arc::new(Shard::new(config)?);
+    let _ = shard.model.set(ModelSlot::Ready(model));
+    serve_shard(shard, listener, shutdown).await
+}
+
+/// [`serve`], loading the model on a blocking thread while already answering `/healthz`
+/// (and 503 on `/readyz` and `/v1/infer` until it is loaded; for good if loading fails).
+pub async fn serve_loading<L, F>(
+    config: ShardConfig,
+    load: L,
+    listener: TcpListener,
+    shutdown: F,
+) -> Result<(), ServeError>
+where
+    L: FnOnce() -> Result<Arc<dyn ShardModel>, String> + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let shard = Arc::new(Shard::new(config)?);
+    let loading = shard.clone();
+    tokio::task::spawn_blocking(move || {
+        let slot = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)) {
+            Ok(Ok(m)) => {
+                info!(tier = %loading.cfg.tier, model = m.name(), "model loaded");
+                ModelSlot::Ready(m)
+            }
+            Ok(Err(e)) => {
+                warn!(tier = %loading.cfg.tier, error = %e, "model failed to load");
+                ModelSlot::Failed(e)
+            }
+            Err(_) => ModelSlot::Failed("model loader panicked".into()),
+        };
+        let _ = loading.model.set(slot);
+    });
+    serve_shard(shard, listener, shutdown).await
+}
+
+async fn serve_shard<F>(
+    shard: Arc<Shard>,
+    listener: TcpListener,
+    shutdown: F,
+) -> Result<(), ServeError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    info!(
+        tier = %shard.cfg.tier,
+        addr = ?listener.local_addr().ok(),
+        next = ?shard.cfg.next.as_ref().map(|u| u.to_string()),
+        "shard serving"
+    );
+    use axum::serve::ListenerExt;
+    // Answers are written whole; no reason to let Nagle hold their tail back.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(shard))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// For the CLI: binds `config.listen` and serves until SIGINT or SIGTERM.
+pub async fn run(config: ShardConfig, model: Arc<dyn ShardModel>) -> Result<(), ServeError> {
+    let addr = config.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    serve(config, model, listener, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    info!("shutting down");
+}
+
+fn router(shard: Arc<Shard>) -> Router {
+    Router::new()
+        .route("/v1/infer", post(infer))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(shard)
+}
+
+impl Shard {
+    fn new(cfg: ShardConfig) -> Result<Shard, ServeError> {
+        cfg.validate().map_err(ServeError::Config)?;
+        let next = |path| {
+            cfg.next
+                .as_ref()
+                .map(|b| next_url(b, path))
+                .transpose()
+                .map_err(ServeError::Config)
+        };
+        let (next_infer, next_ready) = (next("/v1/infer")?, next("/readyz")?);
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(cfg.forward_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Shard {
+            metrics: Metrics::new(&cfg.tier, &cfg.plan_id, &cfg.cuts),
+            slots: Arc::new(Semaphore::new(cfg.max_concurrency)),
+            link: (!cfg.link.is_noop()).then(|| Arc::new(Link::new(&cfg.link))),
+            model: OnceLock::new(),
+            client,
+            next_infer,
+            next_ready,
+            cfg,
+        })
+    }
+
+    fn model(&self) -> Result<Arc<dyn ShardModel>, String> {
+        match self.model.get() {
+            Some(ModelSlot::Ready(m)) => Ok(m.clone()),
+            Some(ModelSlot::Failed(e)) => Err(format!("model failed to load: {e}")),
+            None => Err("model is still loading".into()),
+        }
+    }
+}
+
+/// A request's failure: its status, outcome label and message.
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    outcome: Outcome,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, outcome: Outcome, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            outcome,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Failure {
+        Failure::new(StatusCode::BAD_REQUEST, Outcome::BadRequest, message)
+    }
+
+    /// A refused frame: 413 when it is over a limit, 400 when it is malformed.
+    fn frame(e: FrameError) -> Failure {
+        let status = match e {
+            FrameError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Failure::new(status, Outcome::BadRequest, format!("invalid frame: {e}"))
+    }
+
+    fn into_response(self, request_id: &str) -> Response {
+        let body = serde_json::json!({ "error": self.message, "request_id": request_id });
+        let mut resp = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+async fn infer(State(shard): State<Arc<Shard>>, req: Request) -> Response {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| valid_token(s, 128))
+        .map_or_else(new_request_id, str::to_owned);
+    // Outer None: no header (a client's request); inner None: a header we refuse.
+    let from: Option<Option<String>> = req.headers().get(FROM_TIER).map(|v| {
+        v.to_str()
+            .ok()
+            .filter(|s| valid_token(s, 63))
+            .map(str::to_owned)
+    });
+    let from_name = from.as_ref().and_then(|f| f.as_deref());
+    let span = info_span!(
+        "infer",
+        request_id = %request_id,
+        tier = %shard.cfg.tier,
+        from = from_name.unwrap_or("client"),
+    );
+    async {
+        let result = match from {
+            Some(None) => Err(Failure::bad_request(format!(
+                "{FROM_TIER} must be 1–63 characters of [A-Za-z0-9._:-]"
+            ))),
+            _ => handle(&shard, &request_id, from_name, started, req).await,
+        };
+        let outcome = result.as_ref().map_or_else(|f| f.outcome, |_| Outcome::Ok);
+        shard.metrics.count(&shard.cfg.tier, outcome);
+        let elapsed = started.elapsed();
+        let mut resp = match result {
+            Ok(resp) => {
+                if from.is_none() {
+                    shard.metrics.request_seconds.observe(elapsed.as_secs_f64());
+                }
+                info!(
+                    outcome = outcome.as_str(),
+                    ms = elapsed.as_secs_f64() * 1e3,
+                    "done"
+                );
+                resp
+            }
+            Err(f) => {
+                warn!(
+                    outcome = outcome.as_str(),
+                    status = f.status.as_u16(),
+                    error = %f.message,
+                    "failed"
+                );
+                f.into_response(&request_id)
+            }
+        };
+        let headers = resp.headers_mut();
+        // Both values were validated (or generated) above, so they are valid header values.
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            headers.insert(REQUEST_ID, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&shard.cfg.tier) {
+            headers.insert(TIER, v);
+        }
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+async fn handle(
+    shard: &Arc<Shard>,
+    request_id: &str,
+    from: Option<&str>,
+    started: Instant,
+    req: Request,
+) -> Result<Response, Failure> {
+    // Refuse at once rather than queue: a queue in front of a slow tier only adds latency.
+    let _permit = shard.slots.clone().try_acquire_owned().map_err(|_| {
+        Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::Overloaded,
+            format!(
+                "tier {} is at its limit of {} concurrent requests",
+                shard.cfg.tier, shard.cfg.max_concurrency
+            ),
+        )
+    })?;
+    let model = shard
+        .model()
+        .map_err(|e| Failure::new(StatusCode::SERVICE_UNAVAILABLE, Outcome::ModelError, e))?;
+    let body = tokio::time::timeout(
+        shard.cfg.read_timeout,
+        read_frame(req.into_parts(), &shard.cfg.limits),
+    )
+    .await
+    .map_err(|_| {
+        Failure::new(
+            StatusCode::REQUEST_TIMEOUT,
+            Outcome::BadRequest,
+            format!(
+                "request body not received within {:?}",
+                shard.cfg.read_timeout
+            ),
+        )
+    })??;
+    if let Some(from) = from {
+        let labels = [from, shard.cfg.tier.as_str()];
+        shard
+            .metrics
+            .hop_bytes_total
+            .with_label_values(&labels)
+            .inc_by(body.len() as u64);
+        shard
+            .metrics
+            .hop_seconds
+            .with_label_values(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    let (encoding, zstd) = match shard.next_infer {
+        Some(_) => (shard.cfg.encoding, shard.cfg.zstd),
+        // The answer to the client is exact.
+        None => (WireEncoding::F32, None),
+    };
+    let (limits, axis) = (shard.cfg.limits, shard.cfg.channel_axis);
+    let computed =
+        tokio::task::spawn_blocking(move || compute(&*model, &body, &limits, encoding, zstd, axis))
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Outcome::ModelError,
+                    format!("model panicked: {e}"),
+                )
+            })??;
+    let extra = shard.cfg.compute.extra(computed.compute);
+    if !extra.is_zero() {
+        tokio::time::sleep(extra).await;
+    }
+    shard
+        .metrics
+        .shard_compute_seconds
+        .with_label_values(&[shard.cfg.tier.as_str(), shard.cfg.model_name.as_str()])
+        .observe((computed.compute + extra).as_secs_f64());
+
+    match &shard.next_infer {
+        None => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, FRAME_CONTENT_TYPE)],
+            computed.frame,
+        )
+            .into_response()),
+        Some(url) => forward(shard, url, request_id, computed.frame).await,
+    }
+}
+
+/// The largest frame `limits` could accept: a cheap bound for `Content-Length`.
+fn max_frame_len(limits: &FrameLimits) -> u64 {
+    (frame::header_len(limits.max_rank.min(255), 0) as u64)
+        .saturating_add(limits.max_elements.saturating_mul(8))
+        .saturating_add(limits.max_payload_bytes)
+}
+
+/// Reads a frame body, refusing it as soon as its first bytes (or `Content-Length`) show it is
+/// over the limits or malformed, and never holding more than the declared length plus a chunk.
+async fn read_frame(
+    (parts, mut body): (axum::http::request::Parts, Body),
+    limits: &FrameLimits,
+) -> Result<Vec<u8>, Failure> {
+    let headers = &parts.headers;
+    let content_length = match headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| Failure::bad_request("invalid Content-Length"))?,
+        ),
+    };
+    if let Some(cl) = content_length {
+        let max = max_frame_len(limits);
+        if cl > max {
+            return Err(Failure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Outcome::BadRequest,
+                format!("Content-Length {cl} exceeds the largest acceptable frame, {max} bytes"),
+            ));
+        }
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    let mut declared: Option<u64> = None;
+    let mut header_checked = false;
+    while let Some(chunk) = body.frame().await {
+        let chunk = chunk.map_err(|e| Failure::bad_request(format!("reading body: {e}")))?;
+        let Ok(data) = chunk.into_data() else {
+            continue; // trailers carry nothing for us
+        };
+        buf.extend_from_slice(&data);
+        if !header_checked {
+            // Until the dims are in, re-check the prefix: it refuses on the preamble, then on
+            // the element count and decoded size the dims imply.
+            if let Some(total) = limits.check_prefix(&buf).map_err(Failure::frame)? {
+                if declared.is_none() {
+                    if let Some(cl) = content_length.filter(|&cl| cl != total) {
+                        return Err(Failure::bad_request(format!(
+                            "Content-Length {cl} disagrees with the frame's declared length {total}"
+                        )));
+                    }
+                    declared = Some(total);
+                }
+                header_checked = buf.len() >= frame::header_len(usize::from(buf[7]), 0);
+                if header_checked {
+                    // The dims passed too, so the declared size is one the limits allow for
+                    // this shape: reserve it (not before: a bare preamble may claim the maximum).
+                    buf.reserve(
+                        usize::try_from(total)
+                            .unwrap_or(0)
+                            .saturating_sub(buf.len()),
+                    );
+                }
+            }
+        }
+        if let Some(total) = declared.filter(|&t| buf.len() as u64 > t) {
+            return Err(Failure::frame(FrameError::TrailingBytes {
+                declared: total,
+                got: buf.len() as u64,
+            }));
+        }
+    }
+    Ok(buf)
+}
+
+struct Computed {
+    frame: Vec<u8>,
+    compute: Duration,
+}
+
+/// Decode → run → encode, on a blocking thread.
+fn compute(
+    model: &dyn ShardModel,
+    body: &[u8],
+    limits: &FrameLimits,
+    encoding: WireEncoding,
+    zstd: Option<i32>,
+    axis: usize,
+) -> Result<Computed, Failure> {
+    let input = Frame::decode(body, limits).map_err(Failure::frame)?;
+    let data = input.to_f32().map_err(Failure::frame)?;
+    let tensor = Tensor {
+        shape: input.shape().to_vec(),
+        data,
+    };
+    let t0 = Instant::now();
+    let out = model.run(tensor).map_err(|e| {
+        Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Outcome::ModelError,
+            format!("model {}: {e}", model.name()),
+        )
+    })?;
+    let compute = t0.elapsed();
+    let axis = axis.min(out.shape.len().saturating_sub(1));
+    let frame = Frame::from_tensor(&out.data, &out.shape, axis, encoding, zstd)
+        .map_err(|e| {
+            Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Outcome::ModelError,
+                format!("cannot frame the output of model {}: {e}", model.name()),
+            )
+        })?
+        .encode();
+    Ok(Computed { frame, compute })
+}
+
+/// Sends the cut tensor on and relays the answer. Every failure is bounded by the timeout.
+async fn forward(
+    shard: &Shard,
+    url: &Uri,
+    request_id: &str,
+    frame: Vec<u8>,
+) -> Result<Response, Failure> {
+    let len = frame.len();
+    let req = hyper::Request::post(url.clone())
+        .header(header::CONTENT_TYPE, FRAME_CONTENT_TYPE)
+        .header(REQUEST_ID, request_id)
+        .header(FROM_TIER, &shard.cfg.tier)
+        .body(PacedBody::new(Bytes::from(frame), shard.link.clone()))
+        .map_err(|e| {
+            Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Outcome::UpstreamError,
+                format!("building the forward request: {e}"),
+            )
+        })?;
+    let max_answer = usize::try_from(max_frame_len(&shard.cfg.limits)).unwrap_or(usize::MAX);
+    let call = async {
+        let resp = shard
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("{e}: {}", error_chain(&e)))?;
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, max_answer)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        Ok::<_, String>((parts, body))
+    };
+    let timeout = shard.cfg.forward_timeout;
+    let (parts, body) = match tokio::time::timeout(timeout, call).await {
+        Err(_) => {
+            return Err(Failure::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                Outcome::UpstreamTimeout,
+                format!("next tier {url} did not answer within {timeout:?} ({len} bytes sent)"),
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(Failure::new(
+                StatusCode::BAD_GATEWAY,
+                Outcome::UpstreamError,
+                format!("next tier {url} failed: {e}"),
+            ))
+        }
+        Ok(Ok(answer)) => answer,
+    };
+    if parts.status.is_success() {
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static(FRAME_CONTENT_TYPE));
+        return Ok((parts.status, [(header::CONTENT_TYPE, content_type)], body).into_response());
+    }
+    // Relay the next tier's own message, trimmed: it names the real cause.
+    let detail = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+    let status = if parts.status == StatusCode::SERVICE_UNAVAILABLE {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    Err(Failure::new(
+        status,
+        Outcome::UpstreamError,
+        format!("next tier {url} answered {}: {detail}", parts.status),
+    ))
+}
+
+/// The causes of a client error ("connection refused" hides under "client error (Connect)").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push(c.to_string());
+        cur = c.source();
+    }
+    out.join(": ")
+}
+
+async fn readyz(State(shard): State<Arc<Shard>>) -> Response {
+    let not_ready = |reason: String| {
+        let body = serde_json::json!({ "ready": false, "reason": reason });
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    };
+    if let Err(e) = shard.model() {
+        return not_ready(e);
+    }
+    if let Some(url) = &shard.next_ready {
+        // The next tier's readiness covers the rest of the chain.
+        let probe = hyper::Request::get(url.clone()).body(PacedBody::empty());
+        let Ok(probe) = probe else {
+            return not_ready(format!("cannot build a probe for {url}"));
+        };
+        let timeout = shard.cfg.forward_timeout.min(Duration::from_secs(2));
+        match tokio::time::timeout(timeout, shard.client.request(probe)).await {
+            Ok(Ok(r)) if r.status().is_success() => {}
+            Ok(Ok(r)) => return not_ready(format!("next tier {url} answered {}", r.status())),
+            Ok(Err(e)) => return not_ready(format!("next tier {url}: {e}: {}", error_chain(&e))),
+            Err(_) => return not_ready(format!("next tier {url} did not answer in {timeout:?}")),
+        }
+    }
+    let body = serde_json::json!({ "ready": true });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn metrics(State(shard): State<Arc<Shard>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shard.metrics.render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_urls_join_paths() {
+        let base: Uri = "http://edge:8080".parse().unwrap();
+        assert_eq!(
+            next_url(&base, "/v1/infer").unwrap().to_string(),
+            "http://edge:8080/v1/infer"
+        );
+        let base: Uri = "http://10.0.0.1:80/prefix/".parse().unwrap();
+        assert_eq!(
+            next_url(&base, "/readyz").unwrap().to_string(),
+            "http://10.0.0.1:80/prefix/readyz"
+        );
+        assert!(next_url(&"https://x:1".parse().unwrap(), "/a").is_err());
+    }
+
+    #[test]
+    fn request_ids_are_unique_and_valid() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(valid_token(&a, 128));
+        assert!(!valid_token("a b", 128));
+        assert!(!valid_token("x\ny", 128));
+        assert!(!valid_token("", 128));
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let ok = ShardConfig::default();
+        assert!(ok.validate().is_ok());
+        let bad = ShardConfig {
+            max_concurrency: 0,
+            ..ShardConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = ShardConfig {
+            tier: "a b".into(),
+            ..ShardConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}
