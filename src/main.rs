@@ -3,11 +3,37 @@ use cnnpc::cli::{self, Cli, Command};
 
 fn main() {
     let args = Cli::parse();
+    // Logs go to stderr; RUST_LOG overrides the default level.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     let result = match &args.command {
         Command::Plan(a) => cli::plan(a),
         Command::Bench(b) => cli::bench(b),
+        Command::Shard(a) => cli::shard(a),
         Command::Cuts { model, output } => cli::cuts(model, *output),
         Command::Split { model, cuts, out } => cli::split(model, cuts, out),
+        Command::Profile {
+            model,
+            out,
+            name,
+            cuts,
+            repeats,
+            end_slowdown,
+            edge_slowdown,
+            cloud_slowdown,
+        } => cli::profile(cli::ProfileArgs {
+            model,
+            out,
+            name: name.as_deref(),
+            cuts,
+            repeats: *repeats,
+            slowdowns: [*end_slowdown, *edge_slowdown, *cloud_slowdown],
+        }),
     };
     if let Err(e) = result {
         // One line, the whole chain of causes: "cannot read profile x.yaml: No such file".

@@ -6,6 +6,7 @@
 //! - [`verify`]: run the chained shards against the original with tract.
 //! - [`calibration`]: the input preprocessing the bundled real models expect.
 //! - [`pages`]: rendered, rotated text pages: labelled data for the orientation model.
+//! - [`profile`]: measure a model per segment with tract into a planner profile.
 //! - [`quantise`]: the cut-tensor codecs (f32, f16, int8, int4 per channel).
 //! - [`testmodels`]: small generated models for tests (no downloaded files needed).
 
@@ -14,6 +15,7 @@ pub mod cuts;
 pub mod error;
 pub mod graph;
 pub mod pages;
+pub mod profile;
 pub mod quantise;
 pub mod split;
 pub mod testmodels;

@@ -168,18 +168,27 @@ impl<'a> LatencyModel<'a> {
         )
     }
 
+    /// Size of this model's encoding relative to the profile's.
+    fn size_ratio(&self) -> f64 {
+        f64::from(self.encoding.bits()) / f64::from(self.profile.wire_encoding.bits())
+    }
+
     /// Bytes on the wire per channel kept at `cut`, in this model's encoding. Quantised encodings
     /// from a float profile also ship a scale and zero point per channel.
     pub fn bytes_per_channel(&self, cut: usize) -> f64 {
         let c = &self.profile.cuts[cut];
-        let base = self.profile.wire_encoding;
-        let ratio = f64::from(self.encoding.bits()) / f64::from(base.bits());
-        let params = if self.encoding.is_quantised() && !base.is_quantised() {
+        let params = if self.encoding.is_quantised() && !self.profile.wire_encoding.is_quantised() {
             8.0
         } else {
             0.0
         };
-        c.bytes / f64::from(c.channels) * ratio + params
+        c.bytes / f64::from(c.channels) * self.size_ratio() + params
+    }
+
+    /// The input crosses a link in the same encoding as the cut tensors (an 8-bit image is what
+    /// a camera has anyway); its few channels' parameters are negligible.
+    pub fn input_bytes(&self) -> f64 {
+        self.profile.input.bytes * self.size_ratio()
     }
 
     pub fn linear(&self, layout: &Layout) -> LinearLatency {
@@ -190,7 +199,7 @@ impl<'a> LatencyModel<'a> {
             match crossing {
                 None => {}
                 Some(Crossing::Input) => {
-                    fixed += link.transfer_ms(self.profile.input.bytes) + link.hop_ms
+                    fixed += link.transfer_ms(self.input_bytes()) + link.hop_ms
                 }
                 Some(Crossing::Cut(c)) => {
                     fixed += link.hop_ms;
@@ -231,7 +240,7 @@ impl<'a> LatencyModel<'a> {
         for (link, crossing) in self.topology.links.iter().zip(&layout.crossings) {
             let b = match crossing {
                 None => None,
-                Some(Crossing::Input) => Some(self.profile.input.bytes),
+                Some(Crossing::Input) => Some(self.input_bytes()),
                 Some(Crossing::Cut(c)) => {
                     let i = layout.cuts.binary_search(c).expect("cut is listed");
                     Some(self.bytes_per_channel(*c) * f64::from(kept[i]))

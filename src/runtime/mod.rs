@@ -4,3 +4,4 @@ pub mod link;
 pub mod metrics;
 pub mod netns;
 pub mod server;
+pub mod tract_model;

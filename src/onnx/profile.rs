@@ -1,0 +1,193 @@
+//! `cnnpc profile`: measure a real model on this machine and describe it as a planner profile.
+//!
+//! The model is split at every selected cut; each shard (one segment) is run with tract on the
+//! previous shard's real output, and its median run time over `repeats` runs is the segment's
+//! time on this machine (`host`). The tiers are expressed as documented slowdown factors of the
+//! host, since we cannot run on an MI8 phone here; cut sizes are exact (f32, batch 1).
+
+use super::cuts::{list_cuts, Cut};
+use super::error::OnnxError;
+use super::graph::{Dim, Graph};
+use super::split::split;
+use super::testmodels::Lcg;
+use super::verify::Runner;
+use crate::planner::accuracy::WireEncoding;
+use crate::planner::profile::{CutPoint, Device, Profile, TensorInfo, TensorSize};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tract_onnx::prelude::*;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileOptions {
+    /// Indices from `list_cuts` to keep as cut points; `None` = every single-tensor cut.
+    pub cuts: Option<Vec<usize>>,
+    /// Runs per segment; the median is kept.
+    pub repeats: usize,
+    /// `(device name, tier, slowdown vs this machine)`.
+    pub devices: Vec<(String, String, f64)>,
+}
+
+impl Default for ProfileOptions {
+    /// The reference topology's ratios (mobilenet, end device MI8): end ≈ 18x and edge ≈ 6x
+    /// slower than this machine, the cloud as fast.
+    fn default() -> Self {
+        ProfileOptions {
+            cuts: None,
+            repeats: 15,
+            devices: vec![
+                ("end".into(), "end".into(), 18.0),
+                ("edge".into(), "edge".into(), 6.0),
+                ("cloud".into(), "cloud".into(), 1.0),
+            ],
+        }
+    }
+}
+
+fn fixed_shape(dims: &[Dim]) -> Vec<usize> {
+    // A symbolic (batch) dimension is profiled at 1.
+    dims.iter()
+        .map(|d| d.fixed().map_or(1, |v| v.max(1) as usize))
+        .collect()
+}
+
+fn elements(dims: &[Dim]) -> u64 {
+    fixed_shape(dims).iter().map(|&d| d as u64).product()
+}
+
+/// Measures `model` (named `name`). `progress(done, total)` is told after each segment.
+pub fn profile_model(
+    model: &[u8],
+    name: &str,
+    opts: &ProfileOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Profile, OnnxError> {
+    if opts.repeats == 0 {
+        return Err(OnnxError::BadInput("repeats must be at least 1".into()));
+    }
+    let all = list_cuts(model)?;
+    let chosen: Vec<Cut> = match &opts.cuts {
+        None => all.into_iter().filter(|c| c.tensors.len() == 1).collect(),
+        Some(idx) => idx
+            .iter()
+            .map(|&i| {
+                all.get(i).cloned().ok_or_else(|| {
+                    OnnxError::BadInput(format!("no cut {i}: the model has cuts 0..{}", all.len()))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    if chosen.windows(2).any(|w| w[0].index >= w[1].index) {
+        return Err(OnnxError::BadInput(
+            "cuts must be listed in increasing order".into(),
+        ));
+    }
+    let sets: Vec<Vec<String>> = chosen.iter().map(Cut::tensor_names).collect();
+    let shards = split(model, &sets)?;
+
+    let graph = Graph::from_bytes(model)?;
+    let mut rng = Lcg(11);
+    let mut values: BTreeMap<String, TValue> = BTreeMap::new();
+    let mut input_elements = 0u64;
+    let mut input_tensors = Vec::new();
+    for name in graph.inputs() {
+        let info = graph.require_info(name)?;
+        let shape = fixed_shape(&info.dims);
+        let n: usize = shape.iter().product();
+        input_elements += n as u64;
+        input_tensors.push(TensorInfo {
+            name: name.clone(),
+            shape: shape.iter().map(|&d| d as i64).collect(),
+        });
+        let t = tract_ndarray::ArrayD::from_shape_vec(shape, rng.vec(n, 1.0))
+            .map_err(|e| OnnxError::BadInput(e.to_string()))?;
+        values.insert(name.clone(), Tensor::from(t).into());
+    }
+
+    let mut host_ms = Vec::with_capacity(shards.len());
+    for (k, shard) in shards.iter().enumerate() {
+        let names = Graph::from_bytes(shard)?.inputs().to_vec();
+        let feed: TVec<TValue> = names
+            .iter()
+            .map(|n| {
+                values.get(n).cloned().ok_or_else(|| {
+                    OnnxError::BadInput(format!(
+                        "shard {k} needs `{n}`, which nothing before it makes"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let refs: Vec<&Tensor> = feed.iter().map(|v| &**v).collect();
+        let runner = Runner::new(shard, &refs)?;
+        let mut times = Vec::with_capacity(opts.repeats);
+        let mut out = runner.run(feed.clone())?; // warm-up, and the values the next shard reads
+        for _ in 0..opts.repeats {
+            let start = Instant::now();
+            out = runner.run(feed.clone())?;
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        host_ms.push(times[times.len() / 2]);
+        values.extend(runner.outputs.iter().cloned().zip(out));
+        progress(k + 1, shards.len());
+    }
+
+    let cuts = chosen
+        .iter()
+        .map(|c| {
+            let n: u64 = c.tensors.iter().map(|t| elements(&t.shape)).sum();
+            CutPoint {
+                name: c.after_node.clone(),
+                channels: u32::try_from(c.channels).unwrap_or(u32::MAX),
+                elements: n,
+                bytes: n as f64 * 4.0,
+                tensors: c
+                    .tensors
+                    .iter()
+                    .map(|t| TensorInfo {
+                        name: t.name.clone(),
+                        shape: fixed_shape(&t.shape).iter().map(|&d| d as i64).collect(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let mut devices = BTreeMap::from([(
+        "host".to_string(),
+        Device {
+            tier: "host".into(),
+            run_ms: host_ms.clone(),
+        },
+    )]);
+    let mut factors = Vec::new();
+    for (device, tier, slowdown) in &opts.devices {
+        devices.insert(
+            device.clone(),
+            Device {
+                tier: tier.clone(),
+                run_ms: host_ms.iter().map(|ms| ms * slowdown).collect(),
+            },
+        );
+        factors.push(format!("{device} ({tier}) = {slowdown}x host"));
+    }
+    let profile = Profile {
+        model: name.to_string(),
+        notes: format!(
+            "Measured by `cnnpc profile` with tract: median of {} runs per segment on this machine \
+             (device `host`), batch 1, f32 on the wire. Tiers are emulated as slowdowns of the host: {}.",
+            opts.repeats,
+            factors.join(", ")
+        ),
+        wire_encoding: WireEncoding::F32,
+        input: TensorSize {
+            elements: input_elements,
+            bytes: input_elements as f64 * 4.0,
+            tensors: input_tensors,
+        },
+        cuts,
+        devices,
+    };
+    profile
+        .validate()
+        .map_err(|e| OnnxError::BadInput(e.to_string()))?;
+    Ok(profile)
+}
