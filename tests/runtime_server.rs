@@ -1060,3 +1060,57 @@ fn shard_chain_across_namespaces_over_tbf() {
     // The tbf burst lets the first ~25 KB through at once; the rest must wait for the rate.
     assert!(hop > 0.5 * ideal && hop < 3.0 * ideal, "{hop} s");
 }
+
+// ---------------------------------------------------------------- real tract shards
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tract_shards_served_in_a_chain_answer_like_the_unsplit_model() {
+    use cnnpc::onnx::{list_cuts, split, testmodels};
+    use cnnpc::runtime::tract_model::TractShard;
+    let model = testmodels::chain_model_bytes();
+    let cuts = list_cuts(&model).unwrap();
+    let sets = vec![cuts[0].tensor_names(), cuts[1].tensor_names()];
+    let shards = split(&model, &sets).unwrap();
+    let whole = TractShard::load("whole", &model).unwrap();
+    let load = |k: usize| TractShard::load(&format!("shard-{k}"), &shards[k]).unwrap();
+    let cloud = Server::start(cfg("cloud", None), load(2));
+    let edge = Server::start(cfg("edge", Some(&cloud)), load(1));
+    let end = Server::start(cfg("end", Some(&edge)), load(0));
+    let x = input(whole.input_shape());
+    let want = whole.run(x.clone()).unwrap();
+    let a = post(&end.url(), f32_frame(&x), &[]).await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{:?}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let got = decode_answer(&a.body);
+    assert_eq!(got.shape, want.shape);
+    let diff = got
+        .data
+        .iter()
+        .zip(&want.data)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff < 1e-5, "chained tract shards differ by {diff}");
+    // A wrong input shape is the client's error, not a crash.
+    let bad = input(&[1, 3, 2, 2]);
+    let a = post(&end.url(), f32_frame(&bad), &[]).await;
+    assert!(a.status.is_client_error() || a.status == StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(a.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("does not match"));
+}
+
+#[test]
+fn a_shard_with_two_inputs_is_refused_with_a_reason() {
+    use cnnpc::onnx::{list_cuts, split, testmodels};
+    use cnnpc::runtime::tract_model::TractShard;
+    let model = testmodels::skip_model_bytes();
+    let cuts = list_cuts(&model).unwrap();
+    let two = cuts.iter().find(|c| c.tensors.len() == 2).unwrap();
+    let shards = split(&model, &[two.tensor_names()]).unwrap();
+    let err = TractShard::load("tail", &shards[1]).err().unwrap();
+    assert!(err.contains("exactly one input"), "{err}");
+}
