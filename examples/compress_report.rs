@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! bash scripts/fetch-models.sh
-//! cargo run --example compress_report -- [--sweep] [--eval N] [--fit N] [--out bench/compress.json]
+//! cargo run --example compress_report -- [--methods] [--sweep | --sweep-all] [--eval N] [--fit N] [--out bench/compress.json]
 //! ```
 
 use std::time::Instant;
@@ -18,6 +18,7 @@ use cnnpc::planner::accuracy::{CompressionPoint, WireEncoding};
 
 struct Args {
     sweep: bool,
+    sweep_all: bool,
     eval: usize,
     fit: usize,
     out: String,
@@ -27,6 +28,7 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         sweep: false,
+        sweep_all: false,
         eval: 64,
         fit: 32,
         out: "bench/compress.json".into(),
@@ -36,6 +38,10 @@ fn args() -> Args {
     while let Some(x) = it.next() {
         match x.as_str() {
             "--sweep" => a.sweep = true,
+            "--sweep-all" => {
+                a.sweep = true;
+                a.sweep_all = true;
+            }
             "--methods" => a.methods = true,
             "--eval" => a.eval = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.eval),
             "--fit" => a.fit = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.fit),
@@ -135,7 +141,7 @@ fn main() -> anyhow::Result<()> {
             file,
             &mut oracle,
             cut,
-            &[c, c / 2, c / 4, c / 8],
+            &[c, c / 2, c / 4, c / 8, c / 16, c / 32],
             &[
                 WireEncoding::F32,
                 WireEncoding::F16,
@@ -150,13 +156,17 @@ fn main() -> anyhow::Result<()> {
 
         if args.sweep {
             sweeps.push_str(&format!(
-                "\n**{file}**: agreement (f32 cut, {}) by channels kept\n\n| cut | tensors | C | C/2 | C/4 | C/8 |\n|---|---|---:|---:|---:|---:|\n",
+                "\n**{file}**: agreement (f32 cut, {}) by channels kept\n\n| cut | tensors | C | C/4 | C/8 | C/16 |\n|---|---|---:|---:|---:|---:|\n",
                 oracle.method.name()
             ));
             for (i, cutp) in cuts.iter().enumerate() {
+                // Residual cuts (two tensors) only with --sweep-all: open-nsfw has ~50 of them.
+                if cutp.tensors.len() > 1 && !args.sweep_all {
+                    continue;
+                }
                 let c = cutp.channels as u32;
                 let mut cells = Vec::new();
-                for k in [c / 2, c / 4, c / 8] {
+                for k in [c / 4, c / 8, c / 16] {
                     if (k as usize) < cutp.tensors.len() {
                         cells.push("–".to_string());
                         continue;

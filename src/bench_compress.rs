@@ -83,7 +83,7 @@ pub fn compress_report(
         for &enc in encodings {
             let point = CompressionPoint::new(&[cut], &[k], &[channels], enc);
             // Frame bytes per image, plain and zstd, summed over the cut's tensors.
-            let (mut plain, mut packed, mut frames) = (0usize, 0usize, 0usize);
+            let (mut plain, mut packed) = (0usize, 0usize);
             let mut err = None;
             let mut observe = |_cut: usize, _pos: usize, values: &[f32], shape: &[usize]| match (
                 Frame::from_tensor(values, shape, 1, enc, None),
@@ -92,7 +92,6 @@ pub fn compress_report(
                 (Ok(a), Ok(b)) => {
                     plain += a.encoded_len();
                     packed += b.encoded_len();
-                    frames += 1;
                 }
                 (Err(e), _) | (_, Err(e)) => err = Some(e.to_string()),
             };
@@ -102,7 +101,6 @@ pub fn compress_report(
             }
             eval_images = e.images;
             let per_image = |b: usize| b as f64 / e.images.max(1) as f64;
-            let _ = frames;
             for (zstd, bytes) in [(false, plain), (true, packed)] {
                 rows.push(CompressRow {
                     encoding: enc,

@@ -171,6 +171,32 @@ fn live_oracle_on_a_generated_model() {
     assert_eq!(oracle.measure(&p).unwrap(), a);
     assert_eq!(oracle.measurements().len(), 4);
     assert_eq!(oracle.log.len(), 4);
+    // The store persists in the planner's CSV table and reads back identically.
+    let profile = cnnpc::planner::profile::Profile {
+        model: "chain".into(),
+        notes: String::new(),
+        wire_encoding: WireEncoding::F32,
+        input: cnnpc::planner::profile::TensorSize {
+            elements: 768,
+            bytes: 3072.0,
+            tensors: vec![],
+        },
+        cuts: oracle
+            .cuts()
+            .iter()
+            .map(|c| cnnpc::planner::profile::CutPoint {
+                name: c.after_node.clone(),
+                channels: c.channels as u32,
+                elements: 0,
+                bytes: 0.0,
+                tensors: vec![],
+            })
+            .collect(),
+        devices: Default::default(),
+    };
+    let csv = cnnpc::planner::table::to_csv(oracle.measurements());
+    let back = cnnpc::planner::table::parse_csv(&csv, &profile).unwrap();
+    assert_eq!(&back, oracle.measurements(), "{csv}");
     // Bad points are errors, not panics.
     for bad in [
         CompressionPoint::new(&[7], &[1], &[16], WireEncoding::F32),
