@@ -2,8 +2,9 @@
 //!
 //! Parts, each using only the ones above it: [`planner`] (pure search) → [`onnx`] (pure model
 //! surgery and the cut-tensor codecs) → [`runtime`] (shard servers, wire frames) → `operator`
-//! (Kubernetes). [`cli`] and [`bench`] wire them to the command line.
+//! (Kubernetes). [`cli`], [`bench`] and [`bench_compress`] wire them to the command line.
 pub mod bench;
+pub mod bench_compress;
 pub mod cli;
 pub mod onnx;
 pub mod planner;

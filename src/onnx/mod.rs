@@ -7,6 +7,8 @@
 //! - [`calibration`]: the input preprocessing the bundled real models expect.
 //! - [`pages`]: rendered, rotated text pages: labelled data for the orientation model.
 //! - [`profile`]: measure a model per segment with tract into a planner profile.
+//! - [`prune`]: channel pruning at a cut, with least-squares reconstruction in the tail.
+//! - [`oracle`]: the live accuracy oracle (prune, split, encode, run, compare).
 //! - [`quantise`]: the cut-tensor codecs (f32, f16, int8, int4 per channel).
 //! - [`testmodels`]: small generated models for tests (no downloaded files needed).
 
@@ -14,8 +16,10 @@ pub mod calibration;
 pub mod cuts;
 pub mod error;
 pub mod graph;
+pub mod oracle;
 pub mod pages;
 pub mod profile;
+pub mod prune;
 pub mod quantise;
 pub mod split;
 pub mod testmodels;

@@ -1,0 +1,405 @@
+//! The live accuracy oracle: builds the compressed model for a [`CompressionPoint`] and measures
+//! it on calibration inputs against the unmodified model.
+//!
+//! A measurement: prune every cut the point prunes ([`prune`](super::prune), statistics from the
+//! *fit* set, cached per cut), split the pruned model at those cuts, run the shards chained on
+//! the *eval* set (disjoint from the fit set, so a fitted reconstruction is not graded on the
+//! data it was fitted to) and pass every cut tensor through the point's wire encoding per image
+//! ([`quantise::roundtrip`]: exactly what the next tier decodes). The answer is top-1
+//! agreement with the unmodified model (or accuracy against labels, [`Metric`]).
+//!
+//! The point with no pruned cut has no cut at which to apply its encoding (the planner's
+//! [`CompressionPoint`] names only pruned cuts), so it measures 1.0 agreement (the model itself),
+//! or the unmodified model's accuracy. [`LiveOracle::evaluate_at`] measures an encoding at
+//! unpruned cuts too (the compression report uses it).
+//!
+//! Statistics of a later cut are taken on the unmodified model even when an earlier cut is pruned
+//! too (one stats pass per cut, not per point); the tail is then fitted to slightly different
+//! activations than it sees, which can only make the measured agreement conservative.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use prost::Message;
+use serde::Serialize;
+use tract_onnx::prelude::*;
+
+use super::calibration::Batch;
+use super::cuts::Cut;
+use super::error::{tract_err, OnnxError};
+use super::graph::Graph;
+use super::prune::{apply_pruning, cut_stats, for_each_chunk, plan_pruning, CutStats, Method};
+use super::quantise;
+use super::split::split_graph;
+use super::verify::Runner;
+use crate::planner::accuracy::{
+    AccuracyOracle, CompressionPoint, Measurements, OracleError, WireEncoding,
+};
+
+/// What [`AccuracyOracle::measure`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Top-1 agreement with the unmodified model (needs no labels).
+    Agreement,
+    /// Top-1 accuracy against the eval set's labels (an error without labels).
+    Accuracy,
+}
+
+/// The outcome of one measurement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evaluation {
+    pub agreement: f64,
+    /// Against labels, when the eval set has them.
+    pub accuracy: Option<f64>,
+    /// Mean over images of the largest |Δ| between the model's output vectors (softmax
+    /// probabilities for both real models): finer than agreement for confident models.
+    pub mean_output_diff: f64,
+    pub images: usize,
+    pub seconds: f64,
+}
+
+/// Called for every image's cut tensor as it would be sent: (cut index, tensor position in the
+/// cut, values `[1, C, H, W]` row-major before encoding, shape).
+pub type WireObserver<'a> = dyn FnMut(usize, usize, &[f32], &[usize]) + 'a;
+
+/// Builds and measures compressed models (see the module doc).
+pub struct LiveOracle {
+    model: Vec<u8>,
+    graph: Graph,
+    cuts: Vec<Cut>,
+    fit: Batch,
+    eval: Batch,
+    pub method: Method,
+    pub metric: Metric,
+    /// Images per tract run.
+    pub chunk: usize,
+    reference: Vec<Vec<f32>>,
+    stats: HashMap<usize, CutStats>,
+    agreement: Measurements,
+    accuracy: Measurements,
+    /// Every fresh measurement, in order.
+    pub log: Vec<(CompressionPoint, Evaluation)>,
+}
+
+impl LiveOracle {
+    /// `cuts` are the profile's cut points, by index (as from [`list_cuts`](super::list_cuts)).
+    /// Runs the unmodified model on `eval` once for the reference outputs.
+    pub fn new(model: Vec<u8>, cuts: Vec<Cut>, fit: Batch, eval: Batch) -> Result<Self, OnnxError> {
+        let graph = Graph::from_bytes(&model)?;
+        if graph.inputs().len() != 1 {
+            return Err(OnnxError::BadInput(format!(
+                "the oracle feeds one input; the model has {}",
+                graph.inputs().len()
+            )));
+        }
+        if let Some(l) = &eval.labels {
+            if l.len() != eval.len() {
+                return Err(OnnxError::BadInput(
+                    "labels do not match the eval set".into(),
+                ));
+            }
+        }
+        let chunk = 16;
+        let mut reference = vec![Vec::new(); eval.len()];
+        for_each_chunk(&model, &eval, chunk, |start, out| {
+            for (i, row) in rows(&out[0])?.into_iter().enumerate() {
+                reference[start + i] = row;
+            }
+            Ok(())
+        })?;
+        Ok(LiveOracle {
+            model,
+            graph,
+            cuts,
+            fit,
+            eval,
+            method: Method::default(),
+            metric: Metric::Agreement,
+            chunk,
+            reference,
+            stats: HashMap::new(),
+            agreement: Measurements::default(),
+            accuracy: Measurements::default(),
+            log: Vec::new(),
+        })
+    }
+
+    pub fn cuts(&self) -> &[Cut] {
+        &self.cuts
+    }
+
+    /// Agreement of every point measured so far (persist with `planner::table::to_csv`).
+    pub fn measurements(&self) -> &Measurements {
+        &self.agreement
+    }
+
+    /// Accuracy against labels of every point measured so far (empty without labels).
+    pub fn accuracy_measurements(&self) -> &Measurements {
+        &self.accuracy
+    }
+
+    /// Accuracy of the unmodified model on the eval set, if it has labels.
+    pub fn reference_accuracy(&self) -> Option<f64> {
+        let labels = self.eval.labels.as_ref()?;
+        let hits = self
+            .reference
+            .iter()
+            .zip(labels)
+            .filter(|(r, &l)| argmax(r) == l)
+            .count();
+        Some(hits as f64 / labels.len().max(1) as f64)
+    }
+
+    /// Channel statistics of cut `cut` on the fit set (computed once).
+    pub fn stats(&mut self, cut: usize) -> Result<&CutStats, OnnxError> {
+        let c = self
+            .cuts
+            .get(cut)
+            .ok_or_else(|| OnnxError::BadInput(format!("no cut {cut}")))?;
+        if !self.stats.contains_key(&cut) {
+            let s = cut_stats(&self.graph, &c.tensor_names(), &self.fit)?;
+            self.stats.insert(cut, s);
+        }
+        self.stats
+            .get(&cut)
+            .ok_or_else(|| OnnxError::Invalid("stats cache".into()))
+    }
+
+    /// The pruned model of `point` (all its pruned cuts applied), encoded.
+    pub fn pruned_model(&mut self, point: &CompressionPoint) -> Result<Vec<u8>, OnnxError> {
+        let mut model = self.model.clone();
+        for c in &point.cuts {
+            let cut = self
+                .cuts
+                .get(c.cut)
+                .ok_or_else(|| OnnxError::BadInput(format!("no cut {}", c.cut)))?;
+            if u64::from(c.channels) != cut.channels {
+                return Err(OnnxError::BadInput(format!(
+                    "cut {} has {} channels, the point says {}",
+                    c.cut, cut.channels, c.channels
+                )));
+            }
+            let method = self.method;
+            let plan = plan_pruning(self.stats(c.cut)?, c.kept as usize, method)?;
+            model = apply_pruning(&Graph::from_bytes(&model)?, &plan)?.encode_to_vec();
+        }
+        Ok(model)
+    }
+
+    /// Measure `point` with its encoding applied at its pruned cuts and at `extra` cuts.
+    pub fn evaluate_at(
+        &mut self,
+        point: &CompressionPoint,
+        extra: &[usize],
+        observer: Option<&mut WireObserver>,
+    ) -> Result<Evaluation, OnnxError> {
+        let started = Instant::now();
+        let mut at: Vec<usize> = point
+            .cuts
+            .iter()
+            .map(|c| c.cut)
+            .chain(extra.iter().copied())
+            .collect();
+        at.sort_unstable();
+        at.dedup();
+        for &c in &at {
+            if c >= self.cuts.len() {
+                return Err(OnnxError::BadInput(format!(
+                    "cut {c} out of range (the model has {} cuts)",
+                    self.cuts.len()
+                )));
+            }
+        }
+        let model = self.pruned_model(point)?;
+        let names: Vec<Vec<String>> = at.iter().map(|&c| self.cuts[c].tensor_names()).collect();
+        let shards: Vec<Vec<u8>> = split_graph(&Graph::from_bytes(&model)?, &names)?
+            .iter()
+            .map(Message::encode_to_vec)
+            .collect();
+        let outputs = run_chain(
+            &shards,
+            &self.eval,
+            self.chunk,
+            point.encoding,
+            &at,
+            observer,
+        )?;
+        let labels = self.eval.labels.as_ref();
+        let (mut agree, mut correct, mut diff) = (0usize, 0usize, 0f64);
+        for (i, (got, want)) in outputs.iter().zip(&self.reference).enumerate() {
+            let g = argmax(got);
+            agree += usize::from(g == argmax(want));
+            if let Some(l) = labels {
+                correct += usize::from(g == l[i]);
+            }
+            diff += got
+                .iter()
+                .zip(want)
+                .map(|(a, b)| f64::from((a - b).abs()))
+                .fold(0.0, f64::max);
+        }
+        let n = outputs.len().max(1) as f64;
+        Ok(Evaluation {
+            agreement: agree as f64 / n,
+            accuracy: labels.map(|_| correct as f64 / n),
+            mean_output_diff: diff / n,
+            images: outputs.len(),
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// [`Self::evaluate_at`] at the point's own cuts, recorded in the measurement stores.
+    pub fn evaluate(&mut self, point: &CompressionPoint) -> Result<Evaluation, OnnxError> {
+        let e = if point.cuts.is_empty() {
+            Evaluation {
+                agreement: 1.0,
+                accuracy: self.reference_accuracy(),
+                mean_output_diff: 0.0,
+                images: self.eval.len(),
+                seconds: 0.0,
+            }
+        } else {
+            self.evaluate_at(point, &[], None)?
+        };
+        self.agreement.insert(point.clone(), e.agreement);
+        if let Some(a) = e.accuracy {
+            self.accuracy.insert(point.clone(), a);
+        }
+        self.log.push((point.clone(), e.clone()));
+        Ok(e)
+    }
+}
+
+impl AccuracyOracle for LiveOracle {
+    fn measure(&mut self, point: &CompressionPoint) -> Result<f64, OracleError> {
+        let known = match self.metric {
+            Metric::Agreement => self.agreement.get(point),
+            Metric::Accuracy => self.accuracy.get(point),
+        };
+        if let Some(a) = known {
+            return Ok(a);
+        }
+        let e = self
+            .evaluate(point)
+            .map_err(|e| OracleError::Failed(format!("{point}: {e}")))?;
+        match self.metric {
+            Metric::Agreement => Ok(e.agreement),
+            Metric::Accuracy => e.accuracy.ok_or_else(|| {
+                OracleError::Failed("accuracy needs a labelled calibration set".into())
+            }),
+        }
+    }
+}
+
+/// Index of the largest value (first on ties; NaN never wins).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] || v[best].is_nan() {
+            best = i;
+        }
+    }
+    best
+}
+
+/// A `[B, ...]` output as B flat rows.
+fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>, OnnxError> {
+    let t = t.cast_to::<f32>().map_err(tract_err)?;
+    let v = t.to_plain_array_view::<f32>().map_err(tract_err)?;
+    let b = v.shape().first().copied().unwrap_or(1);
+    let flat: Vec<f32> = v.iter().copied().collect();
+    let per = flat.len() / b.max(1);
+    Ok(flat.chunks(per.max(1)).map(<[f32]>::to_vec).collect())
+}
+
+/// Run `shards` chained on `batch`, each boundary tensor encoded per image with `enc`; returns
+/// the final first output per image. `cut_ids[k]` names boundary `k` for the observer.
+pub fn run_chain(
+    shards: &[Vec<u8>],
+    batch: &Batch,
+    chunk: usize,
+    enc: WireEncoding,
+    cut_ids: &[usize],
+    mut observer: Option<&mut WireObserver>,
+) -> Result<Vec<Vec<f32>>, OnnxError> {
+    let n = batch.len();
+    let per: usize = batch.shape.iter().skip(1).product();
+    if n == 0 || batch.data.len() != n * per || shards.is_empty() {
+        return Err(OnnxError::BadInput("empty or inconsistent batch".into()));
+    }
+    let chunk = chunk.max(1);
+    // Runners per (chunk size): one per shard, built on first use from the actual inputs.
+    let mut runners: HashMap<usize, Vec<Runner>> = HashMap::new();
+    let mut out = Vec::with_capacity(n);
+    let mut start = 0;
+    while start < n {
+        let b = chunk.min(n - start);
+        let mut shape = batch.shape.clone();
+        shape[0] = b;
+        let input = Tensor::from_shape::<f32>(&shape, &batch.data[start * per..(start + b) * per])
+            .map_err(tract_err)?;
+        let mut values: TVec<TValue> = tvec![input.into()];
+        for (k, shard) in shards.iter().enumerate() {
+            let list = runners.entry(b).or_default();
+            if list.len() == k {
+                let refs: Vec<&Tensor> = values.iter().map(|v| &**v).collect();
+                list.push(Runner::new(shard, &refs)?);
+            }
+            values = list[k].run(values)?;
+            if k + 1 < shards.len() {
+                let cut = cut_ids.get(k).copied().unwrap_or(k);
+                values = values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(pos, v)| encode_per_image(&v, enc, cut, pos, observer.as_deref_mut()))
+                    .collect::<Result<_, _>>()?;
+            }
+        }
+        out.extend(rows(&values[0])?);
+        start += b;
+    }
+    Ok(out)
+}
+
+/// What the next tier sees: each image's slice encoded and decoded on its own (one frame per
+/// request, so per-channel ranges are per image).
+fn encode_per_image(
+    v: &TValue,
+    enc: WireEncoding,
+    cut: usize,
+    pos: usize,
+    observer: Option<&mut WireObserver>,
+) -> Result<TValue, OnnxError> {
+    let t = v.cast_to::<f32>().map_err(tract_err)?;
+    let shape = t.shape().to_vec();
+    let b = shape.first().copied().unwrap_or(1).max(1);
+    let view = t.to_plain_array_view::<f32>().map_err(tract_err)?;
+    let flat: Vec<f32> = view.iter().copied().collect();
+    let per = flat.len() / b;
+    let mut one = shape.clone();
+    if !one.is_empty() {
+        one[0] = 1;
+    }
+    let axis = usize::from(one.len() > 1);
+    let mut obs = observer;
+    if enc == WireEncoding::F32 && obs.is_none() {
+        return Ok(v.clone());
+    }
+    let mut decoded = Vec::with_capacity(flat.len());
+    for img in flat.chunks(per.max(1)) {
+        if let Some(o) = obs.as_deref_mut() {
+            o(cut, pos, img, &one);
+        }
+        if enc == WireEncoding::F32 {
+            decoded.extend_from_slice(img);
+        } else {
+            let r = quantise::roundtrip(img, &one, axis, enc)
+                .map_err(|e| OnnxError::BadInput(format!("encoding the cut tensor: {e}")))?;
+            decoded.extend(r);
+        }
+    }
+    Ok(Tensor::from_shape::<f32>(&shape, &decoded)
+        .map_err(tract_err)?
+        .into())
+}
