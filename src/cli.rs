@@ -483,11 +483,7 @@ pub fn split(model: &Path, chosen: &[usize], out: &Path) -> Result<()> {
     let mut inputs = Vec::new();
     for name in graph.inputs() {
         let info = graph.require_info(name)?;
-        let shape: Vec<usize> = info
-            .dims
-            .iter()
-            .map(|d| d.fixed().map_or(1, |v| v as usize))
-            .collect();
+        let shape = crate::onnx::profile::fixed_shape(&info.dims);
         let n = shape.iter().product();
         inputs.push(ArrayD::from_shape_vec(shape, rng.vec(n, 1.0))?);
     }

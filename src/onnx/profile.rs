@@ -43,8 +43,8 @@ impl Default for ProfileOptions {
     }
 }
 
-fn fixed_shape(dims: &[Dim]) -> Vec<usize> {
-    // A symbolic (batch) dimension is profiled at 1.
+/// A concrete shape for `dims`: a symbolic (batch) dimension becomes 1.
+pub fn fixed_shape(dims: &[Dim]) -> Vec<usize> {
     dims.iter()
         .map(|d| d.fixed().map_or(1, |v| v.max(1) as usize))
         .collect()

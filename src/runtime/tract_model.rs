@@ -23,11 +23,7 @@ impl TractShard {
             ));
         };
         let info = graph.require_info(input).map_err(|e| e.to_string())?;
-        let input_shape: Vec<usize> = info
-            .dims
-            .iter()
-            .map(|d| d.fixed().map_or(1, |v| v.max(1) as usize))
-            .collect();
+        let input_shape = crate::onnx::profile::fixed_shape(&info.dims);
         let example = TractTensor::zero::<f32>(&input_shape).map_err(|e| e.to_string())?;
         let runner = Runner::new(model, &[&example]).map_err(|e| e.to_string())?;
         if runner.outputs.len() != 1 {
