@@ -7,8 +7,11 @@ CARGO ?= cargo
 # 20 Mbit/s end->edge, 10 Mbit/s edge->cloud) at accuracy >= 0.95 on the documented synthetic
 # accuracy surface, and print the plan next to end-only, edge-only, cloud-only and the best
 # uncompressed split.
+# Built with --all-targets, like `make test`: the same feature set (dev-dependencies unify
+# features), so tract is compiled once for both commands rather than once per command.
 demo:
-	$(CARGO) run --release --quiet -- plan --profile model_profile/mobilenet.yaml \
+	$(CARGO) build --quiet --all-targets
+	./target/debug/cnnpc plan --profile model_profile/mobilenet.yaml \
 		--end-device MI8 --end-edge-mbps 20 --edge-cloud-mbps 10 \
 		--min-accuracy 0.95 --accuracy-surface synthetic
 
