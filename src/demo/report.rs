@@ -1,0 +1,269 @@
+//! What `cnnpc demo` prints: one row per plan, measured next to predicted (table or JSON).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::DemoOptions;
+use crate::planner::accuracy::WireEncoding;
+use crate::planner::plan::Plan;
+
+/// The two links of the reference topology, always reported (0 when a plan does not use one).
+pub const LINKS: [&str; 2] = ["end->edge", "edge->cloud"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CutRow {
+    pub point: usize,
+    pub name: String,
+    pub kept_channels: u32,
+    pub channels: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanRow {
+    pub strategy: String,
+    pub deployment: String,
+    pub cuts: Vec<CutRow>,
+    pub wire_encoding: WireEncoding,
+    pub measured_p50_ms: f64,
+    pub measured_p95_ms: f64,
+    pub measured_mean_ms: f64,
+    /// The planner's latency model for this plan.
+    pub predicted_ms: f64,
+    /// Measured: frame bytes each link carried per request (zstd included).
+    pub bytes_per_request: BTreeMap<String, f64>,
+    /// The planner's estimate of the same (no zstd).
+    pub predicted_bytes_per_request: BTreeMap<String, f64>,
+    /// Top-1 accuracy of the served answers against the labels (when the inputs have labels).
+    pub accuracy: Option<f64>,
+    /// Top-1 agreement of the served answers with the unmodified model.
+    pub agreement: f64,
+    /// What the live oracle measured for this compression on its (disjoint) eval set.
+    pub oracle_agreement: Option<f64>,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    // Nearest rank: a value that was actually observed.
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+impl PlanRow {
+    pub fn new(
+        plan: &Plan,
+        latencies_ms: &[f64],
+        bytes: BTreeMap<String, f64>,
+        predicted: &[usize],
+        reference: &[usize],
+        labels: Option<&[usize]>,
+    ) -> PlanRow {
+        let mut sorted = latencies_ms.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = predicted.len().max(1) as f64;
+        let hits = |truth: &[usize]| {
+            predicted.iter().zip(truth).filter(|(a, b)| a == b).count() as f64 / n
+        };
+        let with_links = |m: &BTreeMap<String, f64>| {
+            LINKS
+                .iter()
+                .map(|l| (l.to_string(), m.get(*l).copied().unwrap_or(0.0)))
+                .collect()
+        };
+        PlanRow {
+            strategy: plan.strategy.clone(),
+            deployment: plan.deployment.clone(),
+            cuts: plan
+                .cuts
+                .iter()
+                .map(|c| CutRow {
+                    point: c.point,
+                    name: c.name.clone(),
+                    kept_channels: c.kept_channels,
+                    channels: c.channels,
+                })
+                .collect(),
+            wire_encoding: plan.wire_encoding,
+            measured_p50_ms: percentile(&sorted, 0.5),
+            measured_p95_ms: percentile(&sorted, 0.95),
+            measured_mean_ms: sorted.iter().sum::<f64>() / sorted.len().max(1) as f64,
+            predicted_ms: plan.latency_ms,
+            bytes_per_request: with_links(&bytes),
+            predicted_bytes_per_request: with_links(&plan.bytes),
+            accuracy: labels.map(hits),
+            agreement: hits(reference),
+            oracle_agreement: plan.accuracy,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Topology {
+    pub end_edge_mbps: f64,
+    pub edge_cloud_mbps: f64,
+    /// Emulated slowdowns of this machine per tier.
+    pub slowdown: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Speedup {
+    /// CNNPC's measured p50 against each baseline's.
+    pub vs_end_only: f64,
+    pub vs_neurosurgeon: f64,
+    /// CNNPC's measured p50 / its predicted latency.
+    pub measured_over_predicted: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoReport {
+    pub model: String,
+    pub topology: Topology,
+    pub min_accuracy: f64,
+    pub requests: usize,
+    /// Sum of the profiled segments on this machine, ms per image.
+    pub host_ms: f64,
+    /// Fresh live-oracle measurements this run made; points reused from the cache.
+    pub oracle_calls: usize,
+    pub oracle_points_reused: usize,
+    pub plans: Vec<PlanRow>,
+    pub speedup: Option<Speedup>,
+    pub seconds: f64,
+}
+
+impl DemoReport {
+    pub fn new(
+        model: &str,
+        opts: &DemoOptions,
+        host_ms: f64,
+        oracle_calls: usize,
+        reused: usize,
+        plans: Vec<PlanRow>,
+        seconds: f64,
+    ) -> DemoReport {
+        let p50 = |s: &str| {
+            plans
+                .iter()
+                .find(|p| p.strategy == s)
+                .map(|p| p.measured_p50_ms)
+        };
+        let speedup = match (p50("cnnpc"), p50("end-only"), p50("neurosurgeon")) {
+            (Some(c), Some(e), Some(n)) => Some(Speedup {
+                vs_end_only: e / c,
+                vs_neurosurgeon: n / c,
+                measured_over_predicted: c / plans[0].predicted_ms,
+            }),
+            _ => None,
+        };
+        DemoReport {
+            model: model.to_string(),
+            topology: Topology {
+                end_edge_mbps: opts.end_edge_mbps,
+                edge_cloud_mbps: opts.edge_cloud_mbps,
+                slowdown: ["end", "edge", "cloud"]
+                    .iter()
+                    .zip(opts.slowdowns)
+                    .map(|(t, s)| (t.to_string(), s))
+                    .collect(),
+            },
+            min_accuracy: opts.min_accuracy,
+            requests: opts.requests,
+            host_ms,
+            oracle_calls,
+            oracle_points_reused: reused,
+            plans,
+            speedup,
+            seconds,
+        }
+    }
+
+    pub fn render_table(&self) -> String {
+        let mut s = String::new();
+        let t = &self.topology;
+        let _ = writeln!(
+            s,
+            "{}: end {}x / edge {}x / cloud {}x this machine ({:.2} ms per image here), \
+             end->edge {} Mbit/s, edge->cloud {} Mbit/s; {} held-out inputs per plan",
+            self.model,
+            t.slowdown["end"],
+            t.slowdown["edge"],
+            t.slowdown["cloud"],
+            self.host_ms,
+            t.end_edge_mbps,
+            t.edge_cloud_mbps,
+            self.requests
+        );
+        let _ = writeln!(
+            s,
+            "plan searched for agreement >= {} with {} live accuracy measurements ({} reused)\n",
+            self.min_accuracy, self.oracle_calls, self.oracle_points_reused
+        );
+        let _ = writeln!(
+            s,
+            "{:<13} {:<15} {:<22} {:>9} {:>8} {:>8} {:>11} {:>12} {:>9} {:>8}",
+            "strategy",
+            "deployment",
+            "cuts (kept/channels)",
+            "predicted",
+            "p50 ms",
+            "p95 ms",
+            "end->edge B",
+            "edge->cloud B",
+            "agreement",
+            "accuracy"
+        );
+        for p in &self.plans {
+            let cuts = if p.cuts.is_empty() {
+                "-".to_string()
+            } else {
+                p.cuts
+                    .iter()
+                    .map(|c| format!("{}:{}/{}", c.point, c.kept_channels, c.channels))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    + &format!(" {}", p.wire_encoding)
+            };
+            let _ = writeln!(
+                s,
+                "{:<13} {:<15} {:<22} {:>9.1} {:>8.1} {:>8.1} {:>11.0} {:>12.0} {:>8.1}% {:>8}",
+                p.strategy,
+                p.deployment,
+                cuts,
+                p.predicted_ms,
+                p.measured_p50_ms,
+                p.measured_p95_ms,
+                p.bytes_per_request["end->edge"],
+                p.bytes_per_request["edge->cloud"],
+                p.agreement * 100.0,
+                p.accuracy
+                    .map_or("-".into(), |a| format!("{:.1}%", a * 100.0))
+            );
+        }
+        if let Some(x) = &self.speedup {
+            let _ = writeln!(
+                s,
+                "\ncnnpc: {:.2}x faster than end-only, {:.2}x faster than the best uncompressed \
+                 split (p50); measured / predicted = {:.2}",
+                x.vs_end_only, x.vs_neurosurgeon, x.measured_over_predicted
+            );
+        }
+        let _ = writeln!(s, "demo took {:.0} s", self.seconds);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_observed_values_by_nearest_rank() {
+        let v: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 10.0);
+        assert_eq!(percentile(&v, 0.95), 19.0);
+        assert_eq!(percentile(&v[..1], 0.95), 1.0);
+        assert!(percentile(&[], 0.5).is_nan());
+    }
+}
