@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo test lint unit models bench-plan profiles
+.PHONY: demo test lint unit models bench-plan profiles manifests e2e
 
 # The embedded default, no cluster: plan mobilenet on the reference topology (end device MI8,
 # 20 Mbit/s end->edge, 10 Mbit/s edge->cloud) at accuracy >= 0.95 on the documented synthetic
@@ -36,3 +36,12 @@ bench-plan:
 # Regenerate model_profile/{mobilenet,resnet}.yaml from the reference tables.
 profiles:
 	python3 scripts/reference-profiles.py
+
+# Regenerate manifests/ (plain YAML for `kubectl apply -f manifests/`) from charts/cnnpc with
+# default values; tests/manifests.rs fails when the committed files drift from it.
+manifests:
+	$(CARGO) run --quiet --example render_chart
+
+# End-to-end on a local kind cluster (docker, kind, kubectl, helm): e2e/README.md.
+e2e:
+	bash e2e/run.sh
