@@ -110,10 +110,18 @@ fn manifests_parse_as_kubernetes_objects_in_apply_order() {
     // kubectl applies a directory's files in name order: the namespace first, then the CRDs
     // (when the operator's crds/ exists), then the rest in Helm's install order.
     assert_eq!(kinds[0], "Namespace");
-    let ranks: Vec<usize> = kinds
+    let crds = kinds[1..]
         .iter()
-        .map(|k| cnnpc::chart::install_rank(k))
-        .collect();
+        .take_while(|k| *k == "CustomResourceDefinition")
+        .count();
+    let rest = &kinds[1 + crds..];
+    assert!(
+        !rest
+            .iter()
+            .any(|k| k == "CustomResourceDefinition" || k == "Namespace"),
+        "CRDs must come right after the namespace: {kinds:?}"
+    );
+    let ranks: Vec<usize> = rest.iter().map(|k| cnnpc::chart::install_rank(k)).collect();
     assert!(
         ranks.windows(2).all(|w| w[0] <= w[1]),
         "not in install order: {kinds:?}"
