@@ -6,7 +6,7 @@
 use promql_parser::parser::{self, Expr};
 use promql_parser::util::{walk_expr, ExprVisitor};
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 const DASHBOARD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -19,16 +19,40 @@ const DASHBOARD: &str = concat!(
 /// MERGE(operator): replace this list with the operator's own exported names (e.g. a
 /// `cnnpc::operator::metrics` constant or a gather of its registry), so a renamed controller
 /// metric fails this test instead of leaving an empty panel.
-const CONTROLLER_METRICS: &[(&str, Kind)] = &[
-    ("cnnpc_controller_reconcile_total", Kind::Counter),
-    ("cnnpc_controller_reconcile_errors_total", Kind::Counter),
+const CONTROLLER_METRICS: &[(&str, Kind, &[&str])] = &[
+    ("cnnpc_controller_reconcile_total", Kind::Counter, &[]),
+    (
+        "cnnpc_controller_reconcile_errors_total",
+        Kind::Counter,
+        &["error"],
+    ),
     (
         "cnnpc_controller_reconcile_duration_seconds",
         Kind::Histogram,
+        &[],
     ),
-    ("cnnpc_controller_replans_total", Kind::Counter),
-    ("cnnpc_plan_predicted_latency_seconds", Kind::Gauge),
-    ("cnnpc_plan_observed_latency_seconds", Kind::Gauge),
+    ("cnnpc_controller_replans_total", Kind::Counter, &["reason"]),
+    (
+        "cnnpc_plan_predicted_latency_seconds",
+        Kind::Gauge,
+        &["namespace", "name"],
+    ),
+    (
+        "cnnpc_plan_observed_latency_seconds",
+        Kind::Gauge,
+        &["namespace", "name"],
+    ),
+];
+
+/// Labels Prometheus (prometheus-operator) puts on every scraped series.
+const TARGET_LABELS: &[&str] = &[
+    "namespace",
+    "pod",
+    "container",
+    "service",
+    "endpoint",
+    "job",
+    "instance",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -49,11 +73,36 @@ fn series(name: &str, kind: Kind) -> Vec<String> {
     }
 }
 
-/// Every series name the code exports: the shard's from its real registry, the controller's
-/// from [`CONTROLLER_METRICS`].
-fn exported() -> BTreeSet<String> {
+/// Labels the chart's PodMonitor adds to shard series (its relabelings' target labels).
+fn podmonitor_labels() -> BTreeSet<String> {
+    let chart =
+        cnnpc::chart::Chart::load(concat!(env!("CARGO_MANIFEST_DIR"), "/charts/cnnpc")).unwrap();
+    let rendered = chart
+        .render(
+            "cnnpc",
+            "cnnpc-system",
+            &serde_json::json!({"podMonitor": {"enabled": true}}),
+        )
+        .unwrap();
+    let pm = rendered
+        .iter()
+        .flat_map(|r| r.documents().unwrap())
+        .find(|d| d["kind"] == "PodMonitor")
+        .expect("the chart renders a PodMonitor");
+    pm["spec"]["podMetricsEndpoints"][0]["relabelings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["targetLabel"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every series name the code exports, with the labels a query may use on it: the shard's from
+/// its real registry (plus what the PodMonitor adds), the controller's from
+/// [`CONTROLLER_METRICS`]; both plus the scrape's target labels.
+fn exported() -> BTreeMap<String, BTreeSet<String>> {
     let shard = cnnpc::runtime::metrics::Metrics::new("edge", "p", "1");
-    // Touch the labelled families so that gather() lists every one of them.
+    // Touch the labelled families so that gather() lists every one of them with its labels.
     shard
         .shard_compute_seconds
         .with_label_values(&["edge", "m"])
@@ -63,13 +112,24 @@ fn exported() -> BTreeSet<String> {
         .with_label_values(&["end", "edge"])
         .observe(0.0);
     shard.hop_bytes_total.with_label_values(&["end", "edge"]);
-    let mut out = BTreeSet::new();
+    let mut out = BTreeMap::new();
     let families = shard.registry().gather();
     assert_eq!(
         families.len(),
         6,
         "the shard exports six families (DESIGN.md)"
     );
+    let target: BTreeSet<String> = TARGET_LABELS.iter().map(|l| l.to_string()).collect();
+    let shard_target: BTreeSet<String> = target.union(&podmonitor_labels()).cloned().collect();
+    let mut add = |name: &str, kind: Kind, labels: BTreeSet<String>| {
+        for series in series(name, kind) {
+            let mut l = labels.clone();
+            if series.ends_with("_bucket") {
+                l.insert("le".into());
+            }
+            out.insert(series, l);
+        }
+    };
     for f in families {
         use prometheus::proto::MetricType;
         let kind = match f.get_field_type() {
@@ -78,10 +138,16 @@ fn exported() -> BTreeSet<String> {
             MetricType::HISTOGRAM => Kind::Histogram,
             other => panic!("unexpected metric type {other:?} of {}", f.name()),
         };
-        out.extend(series(f.name(), kind));
+        let mut labels = shard_target.clone();
+        for m in f.get_metric() {
+            labels.extend(m.get_label().iter().map(|l| l.name().to_string()));
+        }
+        add(f.name(), kind, labels);
     }
-    for (name, kind) in CONTROLLER_METRICS {
-        out.extend(series(name, *kind));
+    for (name, kind, labels) in CONTROLLER_METRICS {
+        let mut l = target.clone();
+        l.extend(labels.iter().map(|x| x.to_string()));
+        add(name, *kind, l);
     }
     out
 }
@@ -93,37 +159,95 @@ fn substitute(expr: &str) -> String {
         .replace("$__range", "1h")
 }
 
-struct Names(BTreeSet<String>, Vec<String>);
+/// Collects the metric names an expression selects, and what is wrong with it: a nameless
+/// selector, a matcher on a label the metric lacks, a `by`/`without` label none of the
+/// aggregated metrics has.
+struct Check<'a> {
+    known: &'a BTreeMap<String, BTreeSet<String>>,
+    names: BTreeSet<String>,
+    problems: Vec<String>,
+}
 
-impl ExprVisitor for Names {
+struct Collect(BTreeSet<String>);
+
+impl ExprVisitor for Collect {
     type Error = String;
     fn pre_visit(&mut self, e: &Expr) -> Result<bool, String> {
-        let vs = match e {
-            Expr::VectorSelector(vs) => vs,
-            Expr::MatrixSelector(ms) => &ms.vs,
-            _ => return Ok(true),
-        };
-        match &vs.name {
-            Some(n) => {
-                self.0.insert(n.clone());
-            }
-            None => self
-                .1
-                .push(format!("a selector without a metric name: {vs}")),
+        match e {
+            Expr::VectorSelector(vs) => self.0.extend(vs.name.clone()),
+            Expr::MatrixSelector(ms) => self.0.extend(ms.vs.name.clone()),
+            _ => {}
         }
         Ok(true)
     }
 }
 
-/// The metric names an expression selects; an error for a syntax error or a nameless selector.
-fn metric_names(expr: &str) -> Result<BTreeSet<String>, String> {
-    let ast = parser::parse(&substitute(expr)).map_err(|e| format!("{expr}: {e}"))?;
-    let mut v = Names(BTreeSet::new(), Vec::new());
-    walk_expr(&mut v, &ast)?;
-    if !v.1.is_empty() {
-        return Err(format!("{expr}: {}", v.1.join("; ")));
+impl ExprVisitor for Check<'_> {
+    type Error = String;
+    fn pre_visit(&mut self, e: &Expr) -> Result<bool, String> {
+        let vs = match e {
+            Expr::VectorSelector(vs) => vs,
+            Expr::MatrixSelector(ms) => &ms.vs,
+            Expr::Aggregate(a) => {
+                if let Some(m) = &a.modifier {
+                    let mut inner = Collect(BTreeSet::new());
+                    walk_expr(&mut inner, &a.expr)?;
+                    let have: BTreeSet<&String> = inner
+                        .0
+                        .iter()
+                        .filter_map(|n| self.known.get(n))
+                        .flatten()
+                        .collect();
+                    for l in &m.labels().labels {
+                        if !have.contains(l) {
+                            self.problems
+                                .push(format!("groups by {l}, a label none of {:?} has", inner.0));
+                        }
+                    }
+                }
+                return Ok(true);
+            }
+            _ => return Ok(true),
+        };
+        let Some(name) = &vs.name else {
+            self.problems
+                .push(format!("a selector without a metric name: {vs}"));
+            return Ok(true);
+        };
+        self.names.insert(name.clone());
+        if let Some(labels) = self.known.get(name) {
+            for m in vs
+                .matchers
+                .matchers
+                .iter()
+                .chain(vs.matchers.or_matchers.iter().flatten())
+            {
+                if m.name != "__name__" && !labels.contains(&m.name) {
+                    self.problems
+                        .push(format!("{name} has no label {}", m.name));
+                }
+            }
+        }
+        Ok(true)
     }
-    Ok(v.0)
+}
+
+/// The metric names an expression selects; an error for a syntax error or a label problem.
+fn check(
+    expr: &str,
+    known: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<BTreeSet<String>, String> {
+    let ast = parser::parse(&substitute(expr)).map_err(|e| format!("{expr}: {e}"))?;
+    let mut v = Check {
+        known,
+        names: BTreeSet::new(),
+        problems: Vec::new(),
+    };
+    walk_expr(&mut v, &ast)?;
+    if !v.problems.is_empty() {
+        return Err(format!("{expr}: {}", v.problems.join("; ")));
+    }
+    Ok(v.names)
 }
 
 /// Every query in the dashboard: panel targets, and the selector inside each templating
@@ -176,11 +300,11 @@ fn every_promql_expression_names_an_exported_metric() {
     let mut used = BTreeSet::new();
     let mut problems = Vec::new();
     for (where_, expr) in &qs {
-        match metric_names(expr) {
+        match check(expr, &exported) {
             Ok(names) => {
                 assert!(!names.is_empty(), "{where_}: {expr} selects no metric");
                 for n in names {
-                    if !exported.contains(&n) {
+                    if !exported.contains_key(&n) {
                         problems.push(format!("{where_}: {n} is not exported by cnnpc"));
                     }
                     used.insert(n);
@@ -205,15 +329,27 @@ fn every_promql_expression_names_an_exported_metric() {
 }
 
 #[test]
-fn the_checker_rejects_unknown_metrics_syntax_errors_and_nameless_selectors() {
-    let exported = exported();
-    let names = metric_names("sum(rate(cnnpc_bogus_total[$__rate_interval]))").unwrap();
-    assert!(!names.iter().all(|n| exported.contains(n)));
+fn the_checker_rejects_unknown_metrics_labels_syntax_errors_and_nameless_selectors() {
+    let known = exported();
+    let names = check("sum(rate(cnnpc_bogus_total[$__rate_interval]))", &known).unwrap();
+    assert!(!names.iter().all(|n| known.contains_key(n)));
     // A histogram family name is not itself a series.
-    assert!(!exported.contains("cnnpc_request_seconds"));
-    assert!(exported.contains("cnnpc_request_seconds_bucket"));
-    assert!(metric_names("sum(rate(cnnpc_requests_total[5m])").is_err());
-    assert!(metric_names("{tier=\"edge\"}").is_err());
+    assert!(!known.contains_key("cnnpc_request_seconds"));
+    assert!(known["cnnpc_request_seconds_bucket"].contains("le"));
+    assert!(check("sum(rate(cnnpc_requests_total[5m])", &known).is_err());
+    assert!(check("{tier=\"edge\"}", &known).is_err());
+    // cnnpc_request_seconds has no tier label (it is observed at the entry tier only).
+    let e = check(
+        "sum by (tier) (rate(cnnpc_request_seconds_count[5m]))",
+        &known,
+    )
+    .unwrap_err();
+    assert!(e.contains("groups by tier"), "{e}");
+    let e = check("cnnpc_hop_bytes_total{tier=\"edge\"}", &known).unwrap_err();
+    assert!(e.contains("has no label tier"), "{e}");
+    // What the PodMonitor adds is known; a label nobody adds is not.
+    assert!(check("cnnpc_plan_info{name=\"x\", pod_tier=\"end\"}", &known).is_ok());
+    assert!(check("cnnpc_controller_replans_total{name=\"x\"}", &known).is_err());
 }
 
 #[test]
