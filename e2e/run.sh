@@ -98,8 +98,9 @@ tc_on() { # tc inside a node container; the host's tc in its network namespace i
   if docker exec "$node" tc -V >/dev/null 2>&1; then
     docker exec "$node" tc "$@"
   else
-    command -v nsenter >/dev/null && command -v tc >/dev/null \
-      || die "no tc in node $node and no nsenter+tc on the host"
+    if ! command -v nsenter >/dev/null || ! command -v tc >/dev/null; then
+      die "no tc in node $node and no nsenter+tc on the host"
+    fi
     nsenter -t "$(docker inspect -f '{{.State.Pid}}' "$node")" -n tc "$@"
   fi
 }
