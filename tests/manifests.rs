@@ -15,6 +15,10 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+fn read_manifest(name: &str) -> String {
+    std::fs::read_to_string(root().join("manifests").join(name)).unwrap()
+}
+
 fn committed() -> Vec<(String, String)> {
     let mut files: Vec<(String, String)> = std::fs::read_dir(root().join("manifests"))
         .unwrap()
@@ -110,6 +114,31 @@ fn manifests_parse_as_kubernetes_objects_in_apply_order() {
     // kubectl applies a directory's files in name order: the namespace first, then the CRDs
     // (when the operator's crds/ exists), then the rest in Helm's install order.
     assert_eq!(kinds[0], "Namespace");
+    let ns = &parse_documents(&read_manifest("00-namespace.yaml")).unwrap()[0];
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted",
+        "the controller's namespace enforces the restricted Pod Security Standard"
+    );
+    let deploy = parse_documents(&read_manifest("02-cnnpc.yaml"))
+        .unwrap()
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap();
+    let pod = &deploy["spec"]["template"]["spec"];
+    // What "restricted" requires of the pod and each container.
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    for c in pod["containers"].as_array().unwrap() {
+        assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+        assert_eq!(
+            c["securityContext"]["capabilities"]["drop"],
+            serde_json::json!(["ALL"])
+        );
+    }
+    assert!(pod["hostNetwork"].is_null() && pod["hostPID"].is_null());
     let crds = kinds[1..]
         .iter()
         .take_while(|k| *k == "CustomResourceDefinition")

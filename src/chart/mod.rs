@@ -236,7 +236,7 @@ pub fn plain_manifests(chart: &Chart) -> Result<Vec<(String, String)>> {
     files.push((
         "00-namespace.yaml".to_string(),
         format!(
-            "{GENERATED}apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {MANIFESTS_NAMESPACE}\n  labels:\n    app.kubernetes.io/name: cnnpc\n"
+            "{GENERATED}apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {MANIFESTS_NAMESPACE}\n  labels:\n    app.kubernetes.io/name: cnnpc\n    # The controller meets the restricted Pod Security Standard; enforce it here.\n    pod-security.kubernetes.io/enforce: restricted\n"
         ),
     ));
     let crds = chart.crds()?;
