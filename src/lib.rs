@@ -5,6 +5,7 @@
 //! (Kubernetes). [`cli`], [`bench`] and [`bench_compress`] wire them to the command line.
 pub mod bench;
 pub mod bench_compress;
+pub mod chart;
 pub mod cli;
 pub mod demo;
 pub mod live;

@@ -1,0 +1,386 @@
+//! The Grafana dashboard (charts/cnnpc/dashboards/cnnpc.json) queries only metrics the code
+//! exports: every PromQL expression is parsed (promql-parser), and every metric it selects must
+//! be a series of a shard metric (read from `cnnpc::runtime::metrics::Metrics`, the registry the
+//! shard server serves) or of a controller metric ([`CONTROLLER_METRICS`]).
+
+use promql_parser::parser::{self, Expr};
+use promql_parser::util::{walk_expr, ExprVisitor};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+const DASHBOARD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/charts/cnnpc/dashboards/cnnpc.json"
+);
+
+/// The controller's metrics (DESIGN.md, "Operator"; the agreed interface), by family name and
+/// type.
+///
+/// MERGE(operator): replace this list with the operator's own exported names (e.g. a
+/// `cnnpc::operator::metrics` constant or a gather of its registry), so a renamed controller
+/// metric fails this test instead of leaving an empty panel.
+const CONTROLLER_METRICS: &[(&str, Kind, &[&str])] = &[
+    ("cnnpc_controller_reconcile_total", Kind::Counter, &[]),
+    (
+        "cnnpc_controller_reconcile_errors_total",
+        Kind::Counter,
+        &["error"],
+    ),
+    (
+        "cnnpc_controller_reconcile_duration_seconds",
+        Kind::Histogram,
+        &[],
+    ),
+    ("cnnpc_controller_replans_total", Kind::Counter, &["reason"]),
+    (
+        "cnnpc_plan_predicted_latency_seconds",
+        Kind::Gauge,
+        &["namespace", "name"],
+    ),
+    (
+        "cnnpc_plan_observed_latency_seconds",
+        Kind::Gauge,
+        &["namespace", "name"],
+    ),
+];
+
+/// Labels Prometheus (prometheus-operator) puts on every scraped series.
+const TARGET_LABELS: &[&str] = &[
+    "namespace",
+    "pod",
+    "container",
+    "service",
+    "endpoint",
+    "job",
+    "instance",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// The series names a family of this kind exposes.
+fn series(name: &str, kind: Kind) -> Vec<String> {
+    match kind {
+        Kind::Histogram => ["_bucket", "_sum", "_count"]
+            .iter()
+            .map(|s| format!("{name}{s}"))
+            .collect(),
+        _ => vec![name.to_string()],
+    }
+}
+
+/// Labels the chart's PodMonitor adds to shard series (its relabelings' target labels).
+fn podmonitor_labels() -> BTreeSet<String> {
+    let chart =
+        cnnpc::chart::Chart::load(concat!(env!("CARGO_MANIFEST_DIR"), "/charts/cnnpc")).unwrap();
+    let rendered = chart
+        .render(
+            "cnnpc",
+            "cnnpc-system",
+            &serde_json::json!({"podMonitor": {"enabled": true}}),
+        )
+        .unwrap();
+    let pm = rendered
+        .iter()
+        .flat_map(|r| r.documents().unwrap())
+        .find(|d| d["kind"] == "PodMonitor")
+        .expect("the chart renders a PodMonitor");
+    pm["spec"]["podMetricsEndpoints"][0]["relabelings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["targetLabel"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every series name the code exports, with the labels a query may use on it: the shard's from
+/// its real registry (plus what the PodMonitor adds), the controller's from
+/// [`CONTROLLER_METRICS`]; both plus the scrape's target labels.
+fn exported() -> BTreeMap<String, BTreeSet<String>> {
+    let shard = cnnpc::runtime::metrics::Metrics::new("edge", "p", "1");
+    // Touch the labelled families so that gather() lists every one of them with its labels.
+    shard
+        .shard_compute_seconds
+        .with_label_values(&["edge", "m"])
+        .observe(0.0);
+    shard
+        .hop_seconds
+        .with_label_values(&["end", "edge"])
+        .observe(0.0);
+    shard.hop_bytes_total.with_label_values(&["end", "edge"]);
+    let mut out = BTreeMap::new();
+    let families = shard.registry().gather();
+    assert_eq!(
+        families.len(),
+        6,
+        "the shard exports six families (DESIGN.md)"
+    );
+    let target: BTreeSet<String> = TARGET_LABELS.iter().map(|l| l.to_string()).collect();
+    let shard_target: BTreeSet<String> = target.union(&podmonitor_labels()).cloned().collect();
+    let mut add = |name: &str, kind: Kind, labels: BTreeSet<String>| {
+        for series in series(name, kind) {
+            let mut l = labels.clone();
+            if series.ends_with("_bucket") {
+                l.insert("le".into());
+            }
+            out.insert(series, l);
+        }
+    };
+    for f in families {
+        use prometheus::proto::MetricType;
+        let kind = match f.get_field_type() {
+            MetricType::COUNTER => Kind::Counter,
+            MetricType::GAUGE => Kind::Gauge,
+            MetricType::HISTOGRAM => Kind::Histogram,
+            other => panic!("unexpected metric type {other:?} of {}", f.name()),
+        };
+        let mut labels = shard_target.clone();
+        for m in f.get_metric() {
+            labels.extend(m.get_label().iter().map(|l| l.name().to_string()));
+        }
+        add(f.name(), kind, labels);
+    }
+    for (name, kind, labels) in CONTROLLER_METRICS {
+        let mut l = target.clone();
+        l.extend(labels.iter().map(|x| x.to_string()));
+        add(name, *kind, l);
+    }
+    out
+}
+
+/// Grafana's variables are not PromQL: substitute values a query could run with.
+fn substitute(expr: &str) -> String {
+    expr.replace("$__rate_interval", "5m")
+        .replace("$__interval", "1m")
+        .replace("$__range", "1h")
+}
+
+/// Collects the metric names an expression selects, and what is wrong with it: a nameless
+/// selector, a matcher on a label the metric lacks, a `by`/`without` label none of the
+/// aggregated metrics has.
+struct Check<'a> {
+    known: &'a BTreeMap<String, BTreeSet<String>>,
+    names: BTreeSet<String>,
+    problems: Vec<String>,
+}
+
+struct Collect(BTreeSet<String>);
+
+impl ExprVisitor for Collect {
+    type Error = String;
+    fn pre_visit(&mut self, e: &Expr) -> Result<bool, String> {
+        match e {
+            Expr::VectorSelector(vs) => self.0.extend(vs.name.clone()),
+            Expr::MatrixSelector(ms) => self.0.extend(ms.vs.name.clone()),
+            _ => {}
+        }
+        Ok(true)
+    }
+}
+
+impl ExprVisitor for Check<'_> {
+    type Error = String;
+    fn pre_visit(&mut self, e: &Expr) -> Result<bool, String> {
+        let vs = match e {
+            Expr::VectorSelector(vs) => vs,
+            Expr::MatrixSelector(ms) => &ms.vs,
+            Expr::Aggregate(a) => {
+                if let Some(m) = &a.modifier {
+                    let mut inner = Collect(BTreeSet::new());
+                    walk_expr(&mut inner, &a.expr)?;
+                    let have: BTreeSet<&String> = inner
+                        .0
+                        .iter()
+                        .filter_map(|n| self.known.get(n))
+                        .flatten()
+                        .collect();
+                    for l in &m.labels().labels {
+                        if !have.contains(l) {
+                            self.problems
+                                .push(format!("groups by {l}, a label none of {:?} has", inner.0));
+                        }
+                    }
+                }
+                return Ok(true);
+            }
+            _ => return Ok(true),
+        };
+        let Some(name) = &vs.name else {
+            self.problems
+                .push(format!("a selector without a metric name: {vs}"));
+            return Ok(true);
+        };
+        self.names.insert(name.clone());
+        if let Some(labels) = self.known.get(name) {
+            for m in vs
+                .matchers
+                .matchers
+                .iter()
+                .chain(vs.matchers.or_matchers.iter().flatten())
+            {
+                if m.name != "__name__" && !labels.contains(&m.name) {
+                    self.problems
+                        .push(format!("{name} has no label {}", m.name));
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The metric names an expression selects; an error for a syntax error or a label problem.
+fn check(
+    expr: &str,
+    known: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<BTreeSet<String>, String> {
+    let ast = parser::parse(&substitute(expr)).map_err(|e| format!("{expr}: {e}"))?;
+    let mut v = Check {
+        known,
+        names: BTreeSet::new(),
+        problems: Vec::new(),
+    };
+    walk_expr(&mut v, &ast)?;
+    if !v.problems.is_empty() {
+        return Err(format!("{expr}: {}", v.problems.join("; ")));
+    }
+    Ok(v.names)
+}
+
+/// Every query in the dashboard: panel targets, and the selector inside each templating
+/// variable's `label_values(selector, label)`.
+fn queries(dash: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    fn panels<'a>(v: &'a Value, acc: &mut Vec<&'a Value>) {
+        for p in v.as_array().into_iter().flatten() {
+            acc.push(p);
+            panels(&p["panels"], acc);
+        }
+    }
+    let mut all = Vec::new();
+    panels(&dash["panels"], &mut all);
+    for p in all {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().expect("every target has an expr");
+            out.push((
+                p["title"].as_str().unwrap_or("?").to_string(),
+                expr.to_string(),
+            ));
+        }
+    }
+    for var in dash["templating"]["list"].as_array().expect("templating") {
+        if var["type"] == "query" {
+            let q = var["query"]["query"]
+                .as_str()
+                .expect("a query variable's query");
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|r| r.rsplit_once(','))
+                .map(|(sel, _label)| sel.trim().to_string())
+                .unwrap_or_else(|| panic!("unsupported variable query {q}"));
+            out.push((format!("variable {}", var["name"]), inner));
+        }
+    }
+    out
+}
+
+fn dashboard() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(DASHBOARD).expect("dashboard file"))
+        .expect("dashboard is JSON")
+}
+
+#[test]
+fn every_promql_expression_names_an_exported_metric() {
+    let exported = exported();
+    let qs = queries(&dashboard());
+    assert!(qs.len() >= 15, "only {} queries", qs.len());
+    let mut used = BTreeSet::new();
+    let mut problems = Vec::new();
+    for (where_, expr) in &qs {
+        match check(expr, &exported) {
+            Ok(names) => {
+                assert!(!names.is_empty(), "{where_}: {expr} selects no metric");
+                for n in names {
+                    if !exported.contains_key(&n) {
+                        problems.push(format!("{where_}: {n} is not exported by cnnpc"));
+                    }
+                    used.insert(n);
+                }
+            }
+            Err(e) => problems.push(format!("{where_}: {e}")),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // What the issue asks the dashboard to show, each from its metric.
+    for needed in [
+        "cnnpc_request_seconds_bucket",         // end-to-end p50/p95
+        "cnnpc_plan_predicted_latency_seconds", // vs predicted
+        "cnnpc_shard_compute_seconds_bucket",   // per-tier compute
+        "cnnpc_hop_bytes_total",                // per-link bytes and throughput
+        "cnnpc_requests_total",                 // errors
+        "cnnpc_controller_replans_total",       // replans
+        "cnnpc_plan_info",                      // current plan
+    ] {
+        assert!(used.contains(needed), "no panel queries {needed}");
+    }
+}
+
+#[test]
+fn the_checker_rejects_unknown_metrics_labels_syntax_errors_and_nameless_selectors() {
+    let known = exported();
+    let names = check("sum(rate(cnnpc_bogus_total[$__rate_interval]))", &known).unwrap();
+    assert!(!names.iter().all(|n| known.contains_key(n)));
+    // A histogram family name is not itself a series.
+    assert!(!known.contains_key("cnnpc_request_seconds"));
+    assert!(known["cnnpc_request_seconds_bucket"].contains("le"));
+    assert!(check("sum(rate(cnnpc_requests_total[5m])", &known).is_err());
+    assert!(check("{tier=\"edge\"}", &known).is_err());
+    // cnnpc_request_seconds has no tier label (it is observed at the entry tier only).
+    let e = check(
+        "sum by (tier) (rate(cnnpc_request_seconds_count[5m]))",
+        &known,
+    )
+    .unwrap_err();
+    assert!(e.contains("groups by tier"), "{e}");
+    let e = check("cnnpc_hop_bytes_total{tier=\"edge\"}", &known).unwrap_err();
+    assert!(e.contains("has no label tier"), "{e}");
+    // What the PodMonitor adds is known; a label nobody adds is not.
+    assert!(check("cnnpc_plan_info{name=\"x\", pod_tier=\"end\"}", &known).is_ok());
+    assert!(check("cnnpc_controller_replans_total{name=\"x\"}", &known).is_err());
+}
+
+#[test]
+fn panels_are_well_formed() {
+    let dash = dashboard();
+    assert_eq!(dash["uid"], "cnnpc-overview");
+    let mut ids = BTreeSet::new();
+    for p in dash["panels"].as_array().unwrap() {
+        let id = p["id"].as_u64().expect("panel id");
+        assert!(ids.insert(id), "duplicate panel id {id}");
+        let g = &p["gridPos"];
+        assert!(
+            g["x"].as_u64().unwrap() + g["w"].as_u64().unwrap() <= 24,
+            "{p}"
+        );
+        if p["type"] != "row" {
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+            let targets = p["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty());
+            let refs: BTreeSet<_> = targets
+                .iter()
+                .map(|t| t["refId"].as_str().unwrap())
+                .collect();
+            assert_eq!(refs.len(), targets.len(), "refIds repeat in {}", p["title"]);
+        }
+    }
+    let vars: Vec<_> = dash["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(vars, ["datasource", "namespace", "name"]);
+}
