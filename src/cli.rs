@@ -78,6 +78,8 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print the CollaborativeInference CRD (YAML); `crds/` holds its output.
+    Crd,
 }
 
 #[derive(Args, Debug)]
@@ -600,5 +602,10 @@ pub fn shard(a: &ShardArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(server::run(config, std::sync::Arc::new(model)))?;
+    Ok(())
+}
+
+pub fn crd() -> Result<()> {
+    print!("{}", crate::operator::crd::crd_yaml());
     Ok(())
 }

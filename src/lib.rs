@@ -7,5 +7,6 @@ pub mod bench;
 pub mod bench_compress;
 pub mod cli;
 pub mod onnx;
+pub mod operator;
 pub mod planner;
 pub mod runtime;

@@ -15,6 +15,7 @@ fn main() {
         Command::Plan(a) => cli::plan(a),
         Command::Bench(b) => cli::bench(b),
         Command::Shard(a) => cli::shard(a),
+        Command::Crd => cli::crd(),
         Command::Cuts { model, output } => cli::cuts(model, *output),
         Command::Split { model, cuts, out } => cli::split(model, cuts, out),
         Command::Profile {
