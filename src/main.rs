@@ -16,6 +16,7 @@ fn main() {
         Command::Bench(b) => cli::bench(b),
         Command::Shard(a) => cli::shard(a),
         Command::Crd => cli::crd(),
+        Command::Fetch { url, sha256, out } => cli::fetch(url, sha256, out),
         Command::Cuts { model, output } => cli::cuts(model, *output),
         Command::Split { model, cuts, out } => cli::split(model, cuts, out),
         Command::Profile {
