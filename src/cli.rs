@@ -89,6 +89,36 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run the operator: reconcile CollaborativeInference resources.
+    Controller(ControllerArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ControllerArgs {
+    /// Watch only this namespace (default: all).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Shard image when a resource names none.
+    #[arg(long, default_value = "ghcr.io/cnnpc/cnnpc:latest")]
+    pub shard_image: String,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Leader-election Lease name ("" = no leader election, for a single replica).
+    #[arg(long, default_value = "cnnpc-controller")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else `default`).
+    #[arg(long)]
+    pub lease_namespace: Option<String>,
+    /// Where `model.path` files are read (the controller's mount of the model volume).
+    #[arg(long, default_value = "/models")]
+    pub model_dir: PathBuf,
+    /// Cache of downloaded models (by SHA-256).
+    #[arg(long, default_value = "/tmp/cnnpc-models")]
+    pub cache_dir: PathBuf,
+    /// Runs per segment when the controller profiles a model.
+    #[arg(long, default_value_t = 5)]
+    pub profile_repeats: usize,
 }
 
 #[derive(Args, Debug)]
@@ -699,4 +729,17 @@ pub fn fetch(url: &str, sha256: &str, out: &Path) -> Result<()> {
     let n = runtime.block_on(crate::operator::fetch::fetch_to_file(url, sha256, out))?;
     eprintln!("wrote {} ({n} bytes, sha256 checked)", out.display());
     Ok(())
+}
+
+pub fn controller(a: &ControllerArgs) -> Result<()> {
+    crate::operator::run::controller(&crate::operator::run::ControllerConfig {
+        namespace: a.namespace.clone(),
+        shard_image: a.shard_image.clone(),
+        listen: a.listen,
+        lease_name: a.lease_name.clone(),
+        lease_namespace: a.lease_namespace.clone(),
+        model_dir: a.model_dir.clone(),
+        cache_dir: a.cache_dir.clone(),
+        profile_repeats: a.profile_repeats,
+    })
 }

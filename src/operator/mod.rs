@@ -8,12 +8,17 @@
 //! - [`fetch`]: models over HTTP(S) with SHA-256, or from a mounted directory.
 //! - [`controller`]: the reconciler (kube I/O), [`lease`]: leader election, [`metrics`].
 //! - [`rbac`]: the API access the controller needs.
+pub mod controller;
 pub mod core;
 pub mod crd;
 pub mod feedback;
 pub mod fetch;
+#[cfg(test)]
+mod fixtures;
+pub mod lease;
 pub mod metrics;
 pub mod planning;
 pub mod rbac;
 pub mod resources;
+pub mod run;
 pub mod status;
