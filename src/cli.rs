@@ -717,8 +717,14 @@ pub fn shard_model(a: &ShardArgs) -> Result<Vec<u8>> {
 }
 
 pub fn crd() -> Result<()> {
-    print!("{}", crate::operator::crd::crd_yaml());
-    Ok(())
+    use std::io::Write;
+    // `cnnpc crd | head` closes the pipe early: that is not an error.
+    match std::io::stdout().write_all(crate::operator::crd::crd_yaml().as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write the CRD")
+        }
+        _ => Ok(()),
+    }
 }
 
 pub fn fetch(url: &str, sha256: &str, out: &Path) -> Result<()> {
