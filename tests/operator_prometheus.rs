@@ -349,8 +349,10 @@ async fn a_slower_link_seen_in_prometheus_changes_the_plan_within_two_scrapes() 
     assert_ne!(outcome.status.id, p1.id);
     assert_eq!(outcome.status.deployment, "end-only");
     assert!(outcome.assumed.link_mbps["end->edge"] < 0.5 * BEFORE_MBPS);
-    // Two scrape intervals, plus the slow request in flight and the query round trip.
-    let budget = 2.0 * SCRAPE_S + 0.5;
+    // Two scrape intervals, plus the one slow request that must finish before any sample can
+    // show the change (8 KiB at 0.1 Mbit/s: 0.66 s) and the query/poll round trip.
+    let slow_request_s = 8229.0 * 8.0 / (AFTER_MBPS * 1e6);
+    let budget = 2.0 * SCRAPE_S + slow_request_s + 0.3;
     assert!(
         elapsed.as_secs_f64() <= budget,
         "took {:.2} s, budget {budget} s",
