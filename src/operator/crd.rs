@@ -33,7 +33,8 @@ pub const TIERS: [&str; 3] = ["end", "edge", "cloud"];
 pub struct CollaborativeInferenceSpec {
     /// Where the ONNX model comes from.
     pub model: ModelSource,
-    /// Input shape (NCHW or NHWC, batch included); default: the model's own (batch 1).
+    /// Input shape (NCHW or NHWC, batch included). Reserved: not applied yet; the model's own
+    /// input shape (a symbolic batch taken as 1) is what is profiled and planned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("items" = {"type": "integer", "format": "int64", "minimum": 1}))]
     pub input_shape: Vec<i64>,
