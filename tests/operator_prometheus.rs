@@ -359,3 +359,86 @@ async fn a_slower_link_seen_in_prometheus_changes_the_plan_within_two_scrapes() 
         elapsed.as_secs_f64()
     );
 }
+
+/// Without `prometheusUrl` the controller scrapes the shards' `/metrics` itself and takes the
+/// difference between two scrapes: the same observation, from real servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scraping_real_shards_gives_the_link_and_compute_between_two_scrapes() {
+    let link = Arc::new(Link::new(&LinkEmulation {
+        mbps: Some(4.0),
+        delay_ms: 0.0,
+    }));
+    let edge = start_shard(
+        ShardConfig {
+            tier: "edge".into(),
+            ..ShardConfig::default()
+        },
+        Fixed {
+            ms: 5,
+            shape: vec![1, 4],
+        },
+    )
+    .await;
+    let end = start_shard(
+        ShardConfig {
+            tier: "end".into(),
+            next: Some(format!("http://{edge}").parse().unwrap()),
+            link_handle: Some(link),
+            ..ShardConfig::default()
+        },
+        Fixed {
+            ms: 3,
+            shape: vec![1, 8, 16, 16],
+        },
+    )
+    .await;
+    let urls = vec![
+        format!("http://{end}/metrics"),
+        format!("http://{edge}/metrics"),
+    ];
+    let before = cnnpc::operator::controller::scrape(&urls).await.unwrap();
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let data = vec![0.5f32; 768];
+    let frame = Frame::from_tensor(&data, &[1, 3, 16, 16], 1, WireEncoding::F32, None)
+        .unwrap()
+        .encode();
+    for _ in 0..10 {
+        let req = hyper::Request::post(format!("http://{end}/v1/infer"))
+            .body(Full::new(bytes::Bytes::from(frame.clone())))
+            .unwrap();
+        let r = client.request(req).await.unwrap();
+        assert!(r.status().is_success());
+        r.into_body().collect().await.unwrap();
+    }
+    let after = cnnpc::operator::controller::scrape(&urls).await.unwrap();
+    let obs = feedback::observation_between(&before, &after);
+    let (secs, bytes) = obs.hops["end->edge"];
+    let mbps = bytes * 8.0 / secs / 1e6;
+    assert!(
+        (mbps - 4.0).abs() < 0.8,
+        "observed {mbps} Mbit/s on a 4 Mbit/s link"
+    );
+    assert!(
+        bytes > 8192.0 && bytes < 8400.0,
+        "an f32 [1,8,16,16] frame: {bytes}"
+    );
+    assert!(
+        (obs.compute_s["end"] - 0.003).abs() < 0.002,
+        "{:?}",
+        obs.compute_s
+    );
+    assert!(
+        (obs.compute_s["edge"] - 0.005).abs() < 0.002,
+        "{:?}",
+        obs.compute_s
+    );
+    assert!(obs.request_s.unwrap() > secs, "end to end includes the hop");
+    // Unreachable shards are an error, not a panic.
+    assert!(
+        cnnpc::operator::controller::scrape(&["http://127.0.0.1:1/metrics".into()])
+            .await
+            .is_err()
+    );
+}
