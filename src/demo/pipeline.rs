@@ -45,6 +45,7 @@ pub struct Pipeline {
 }
 
 /// The answer to one request.
+#[derive(Debug)]
 pub struct Answer {
     pub output: Vec<f32>,
     pub latency: Duration,

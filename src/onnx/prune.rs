@@ -783,6 +783,25 @@ pub fn prune_at(
     Ok(apply_pruning(&graph, &plan)?.encode_to_vec())
 }
 
+/// Prune several cuts of `model`, each `(tensors, kept)`, with statistics of every cut taken on
+/// the *unmodified* model (as the live oracle measures a point), applied one after the other.
+/// What a shard runs at start to rebuild exactly the model the oracle measured.
+pub fn prune_many(
+    model: &[u8],
+    cuts: &[(Vec<String>, usize)],
+    calib: &Batch,
+    method: Method,
+) -> Result<Vec<u8>, OnnxError> {
+    let graph = Graph::from_bytes(model)?;
+    let mut out = model.to_vec();
+    for (tensors, kept) in cuts {
+        let stats = cut_stats(&graph, tensors, calib)?;
+        let plan = plan_pruning(&stats, *kept, method)?;
+        out = apply_pruning(&Graph::from_bytes(&out)?, &plan)?.encode_to_vec();
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,6 +80,16 @@ impl TokenBucket {
         }
     }
 
+    /// Changes the rate at `now`: the balance is brought up to `now` at the old rate first, so
+    /// bytes already through are not re-priced (bytes still owed go at the new rate).
+    pub fn set_mbps(&mut self, mbps: f64, now: Instant) {
+        let now = now.max(self.last);
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.bytes_per_sec).min(self.burst);
+        self.bytes_per_sec = mbps * 1e6 / 8.0;
+    }
+
     /// Takes `n` tokens at `now`; returns the instant at which the balance is back to ≥ 0, i.e.
     /// when the last of these `n` bytes has been "transmitted".
     pub fn reserve(&mut self, n: u64, now: Instant) -> Instant {
@@ -111,6 +121,25 @@ impl Link {
             // Burst 0: the emulated link has no free allowance, so the time is exactly N·8/B.
             bucket: em.mbps.map(|m| Mutex::new(TokenBucket::new(m, 0))),
             delay: em.delay(),
+        }
+    }
+
+    /// Changes the bandwidth of a running link (to emulate a network that gets slower or
+    /// faster); a link built without a bandwidth has nothing to change.
+    pub fn set_mbps(&self, mbps: f64) -> Result<(), String> {
+        LinkEmulation {
+            mbps: Some(mbps),
+            delay_ms: 0.0,
+        }
+        .validate()?;
+        match &self.bucket {
+            Some(b) => {
+                b.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .set_mbps(mbps, Instant::now());
+                Ok(())
+            }
+            None => Err("this link emulates no bandwidth".into()),
         }
     }
 
@@ -280,6 +309,24 @@ mod tests {
             ComputeEmulation { slowdown: 3.0 }.extra(Duration::from_millis(10)),
             Duration::from_millis(20)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_running_link_changes_bandwidth() {
+        let link = Arc::new(Link::new(&LinkEmulation {
+            mbps: Some(8.0),
+            delay_ms: 0.0,
+        }));
+        let send = |n: usize| PacedBody::new(Bytes::from(vec![1u8; n]), Some(link.clone()));
+        let t0 = Instant::now();
+        send(10_000).collect().await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_millis(10));
+        link.set_mbps(0.8).unwrap();
+        let t1 = Instant::now();
+        send(10_000).collect().await.unwrap();
+        assert_eq!(t1.elapsed(), Duration::from_millis(100));
+        assert!(link.set_mbps(0.0).is_err());
+        assert!(Link::new(&LinkEmulation::default()).set_mbps(1.0).is_err());
     }
 
     #[tokio::test(start_paused = true)]

@@ -118,6 +118,9 @@ pub struct ShardConfig {
     pub plan_id: String,
     /// The plan's cut points, as the `cuts` label of `cnnpc_plan_info` (e.g. "3,7").
     pub cuts: String,
+    /// A link to use instead of one built from `link` (a handle the caller keeps, e.g. to
+    /// change its bandwidth while the server runs).
+    pub link_handle: Option<Arc<Link>>,
 }
 
 impl Default for ShardConfig {
@@ -138,6 +141,7 @@ impl Default for ShardConfig {
             limits: FrameLimits::default(),
             plan_id: "none".into(),
             cuts: String::new(),
+            link_handle: None,
         }
     }
 }
@@ -368,7 +372,10 @@ impl Shard {
         Ok(Shard {
             metrics: Metrics::new(&cfg.tier, &cfg.plan_id, &cfg.cuts),
             slots: Arc::new(Semaphore::new(cfg.max_concurrency)),
-            link: (!cfg.link.is_noop()).then(|| Arc::new(Link::new(&cfg.link))),
+            link: cfg
+                .link_handle
+                .clone()
+                .or_else(|| (!cfg.link.is_noop()).then(|| Arc::new(Link::new(&cfg.link)))),
             model: OnceLock::new(),
             client,
             next_infer,

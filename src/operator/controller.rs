@@ -1,0 +1,747 @@
+//! The reconciler: reads the children, decides (pure functions in [`core`](super::core),
+//! [`feedback`](super::feedback)), plans in a blocking task, applies children and status by
+//! server-side apply (field manager `cnnpc-controller`), skipping writes that change nothing.
+
+use super::core::{self, Outcome, TierHealth, Trigger};
+use super::crd::{CollaborativeInference, CollaborativeInferenceStatus, PlanStatus};
+use super::feedback::{self, Counters, Observation};
+use super::fetch::{FetchError, ModelStore};
+use super::metrics::Metrics;
+use super::planning::{self, Adjustments, PlanError, PlanOutcome, PlanRequest, Replan};
+use super::resources::{self, BuildContext, BuildError, Children};
+use crate::planner::accuracy::Measurements;
+use crate::planner::profile::Profile;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const FIELD_MANAGER: &str = "cnnpc-controller";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("model: {0}")]
+    Model(#[from] FetchError),
+    #[error("plan: {0}")]
+    Plan(#[from] PlanError),
+    #[error("child objects: {0}")]
+    Build(#[from] BuildError),
+    #[error("profile ConfigMap {name}: {why}")]
+    Profile { name: String, why: String },
+    #[error("planning task failed: {0}")]
+    Task(String),
+    #[error("the resource has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// The `error` label of `cnnpc_controller_reconcile_errors_total` (bounded set).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Model(e) => match e.reason() {
+                "ChecksumMismatch" => "checksum_mismatch",
+                "InvalidSpec" => "invalid_spec",
+                _ => "model_unavailable",
+            },
+            Error::Plan(e) => match e {
+                PlanError::ImpossibleObjective(_) => "impossible_objective",
+                PlanError::UnknownCut(_) => "unknown_cut",
+                PlanError::InvalidModel(_) => "invalid_model",
+                PlanError::Calibration(_) => "calibration",
+                _ => "invalid_spec",
+            },
+            Error::Build(_) => "invalid_spec",
+            Error::Profile { .. } => "invalid_profile",
+            Error::Task(_) => "task",
+            Error::NoNamespace => "invalid_spec",
+        }
+    }
+
+    /// The condition reason when this error is the spec's fault (shown in status, with an
+    /// event); `None` for transient failures (API errors), which are only retried.
+    pub fn spec_reason(&self) -> Option<&'static str> {
+        match self {
+            Error::Model(e) => Some(e.reason()),
+            Error::Plan(e) => Some(e.reason()),
+            Error::Build(_) => Some("InvalidSpec"),
+            Error::Profile { .. } => Some("InvalidProfile"),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where observations come from.
+#[derive(Clone)]
+pub enum Observer {
+    /// `spec.prometheusUrl`, else the shards' `/metrics` through their Services.
+    Live,
+    /// Fixed observations (tests).
+    Fixed(Arc<Mutex<Observation>>),
+}
+
+/// Per-resource memory between reconciles (lost on restart, which costs one interval).
+#[derive(Debug, Default)]
+struct Memo {
+    failures: u32,
+    last_feedback: Option<Instant>,
+    counters: Option<Counters>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub build: BuildContext,
+    pub models: ModelStore,
+    pub observer: Observer,
+    /// Profiling repeats per segment.
+    pub repeats: usize,
+    pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    memo: Mutex<HashMap<String, Memo>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        metrics: Metrics,
+        build: BuildContext,
+        models: ModelStore,
+        observer: Observer,
+    ) -> Context {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Context {
+            client,
+            metrics,
+            recorder,
+            build,
+            models,
+            observer,
+            repeats: 5,
+            clock: Arc::new(Timestamp::now),
+            memo: Mutex::default(),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    fn memo<T>(&self, key: &str, f: impl FnOnce(&mut Memo) -> T) -> T {
+        let mut m = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        f(m.entry(key.to_string()).or_default())
+    }
+}
+
+fn key(ci: &CollaborativeInference) -> String {
+    format!("{}/{}", ci.namespace().unwrap_or_default(), ci.name_any())
+}
+
+/// What the controller reads before deciding.
+#[derive(Debug, Default)]
+struct Observed {
+    config_map: Option<ConfigMap>,
+    deployments: Vec<Deployment>,
+    services: Vec<Service>,
+}
+
+/// Reconcile one resource: decide the plan, apply it, report.
+pub async fn reconcile(ci: Arc<CollaborativeInference>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.count_and_measure();
+    let ns = ci.namespace().ok_or(Error::NoNamespace)?;
+    let observed = read_children(&ctx.client, &ns, &ci.name_any()).await?;
+    let step = match decide(&ci, &ctx, &observed).await {
+        Ok(step) => step,
+        Err(e) if e.spec_reason().is_some() => return Err(report_failure(&ci, &ctx, e).await),
+        Err(e) => return Err(e),
+    };
+    match apply(&ci, &ctx, &ns, &observed, &step).await {
+        Ok(()) => {}
+        Err(e) if e.spec_reason().is_some() => return Err(report_failure(&ci, &ctx, e).await),
+        Err(e) => return Err(e),
+    }
+    ctx.memo(&key(&ci), |m| m.failures = 0);
+    Ok(Action::requeue(Duration::from_secs(u64::from(
+        ci.spec.replan.interval_seconds.max(1),
+    ))))
+}
+
+/// Backoff per resource: 5 s doubling to 5 min; the failure is counted by its label.
+pub fn error_policy(ci: Arc<CollaborativeInference>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(resource = %key(&ci), error = %error, "reconcile failed");
+    ctx.metrics
+        .errors
+        .with_label_values(&[error.metric_label()])
+        .inc();
+    let n = ctx.memo(&key(&ci), |m| {
+        m.failures = m.failures.saturating_add(1);
+        m.failures
+    });
+    Action::requeue(backoff(n))
+}
+
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs((5u64 << failures.saturating_sub(1).min(6)).min(300))
+}
+
+async fn read_children(client: &Client, ns: &str, name: &str) -> Result<Observed> {
+    let lp = ListParams::default().labels(&resources::children_selector(name));
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
+    let plan_cm = resources::plan_configmap_name(name);
+    Ok(Observed {
+        config_map: cms
+            .list(&lp)
+            .await?
+            .items
+            .into_iter()
+            .find(|c| c.name_any() == plan_cm),
+        deployments: deps.list(&lp).await?.items,
+        services: svcs.list(&lp).await?.items,
+    })
+}
+
+/// What to run after this reconcile.
+struct Step {
+    plan: PlanStatus,
+    data: BTreeMap<String, String>,
+    assumed: Adjustments,
+    lost: Vec<String>,
+    replanned: Option<Trigger>,
+    note: Option<String>,
+    observed_latency_ms: Option<f64>,
+    health: Vec<TierHealth>,
+}
+
+async fn decide(ci: &CollaborativeInference, ctx: &Context, observed: &Observed) -> Result<Step> {
+    let status = ci.status.clone().unwrap_or_default();
+    let now = ctx.now();
+    let health: Vec<TierHealth> = observed
+        .deployments
+        .iter()
+        .filter_map(core::tier_health)
+        .collect();
+    let lost = core::lost_tiers(&health, now, ci.spec.replan.tier_loss_grace_seconds);
+    let data = observed
+        .config_map
+        .as_ref()
+        .and_then(|c| c.data.clone())
+        .unwrap_or_default();
+    let has_cm = data.contains_key(resources::PLAN_KEY);
+    if let Some(trigger) = core::trigger(ci.metadata.generation, &status, has_cm, &lost) {
+        // A new spec starts from the spec's assumptions; a tier change keeps what was learnt.
+        let adjust = match (&trigger, &status.assumed) {
+            (Trigger::TierLost(_) | Trigger::TierRecovered(_), Some(a)) => core::adjustments(a),
+            _ => Adjustments::default(),
+        };
+        let reuse = !matches!(trigger, Trigger::Initial | Trigger::SpecChanged);
+        let outcome = search(ci, ctx, &data, reuse, &lost, adjust).await?;
+        ctx.memo(&key(ci), |m| {
+            m.last_feedback = Some(Instant::now());
+            m.counters = None;
+        });
+        return Ok(Step {
+            data: configmap_data(&outcome),
+            plan: outcome.status,
+            assumed: outcome.assumed,
+            lost,
+            replanned: Some(trigger),
+            note: (!outcome.notes.is_empty()).then(|| outcome.notes.join("; ")),
+            observed_latency_ms: None,
+            health,
+        });
+    }
+    let current = status.plan.clone().ok_or(Error::Task("no plan".into()))?;
+    let assumed = status
+        .assumed
+        .as_ref()
+        .map(core::adjustments)
+        .unwrap_or_default();
+    let mut step = Step {
+        plan: current.clone(),
+        data: data.clone(),
+        assumed: assumed.clone(),
+        lost: lost.clone(),
+        replanned: None,
+        note: None,
+        observed_latency_ms: status.observed_latency_ms,
+        health,
+    };
+    let interval = Duration::from_secs(u64::from(ci.spec.replan.interval_seconds.max(1)));
+    let due = ctx.memo(&key(ci), |m| {
+        m.last_feedback
+            .is_none_or(|t| t.elapsed() + Duration::from_millis(200) >= interval)
+    });
+    if !due {
+        return Ok(step);
+    }
+    ctx.memo(&key(ci), |m| m.last_feedback = Some(Instant::now()));
+    let obs = match observe(ci, ctx, &current).await {
+        Ok(o) => o,
+        Err(why) => {
+            tracing::info!(resource = %key(ci), %why, "no observations this round");
+            return Ok(step);
+        }
+    };
+    if let Some(s) = obs.request_s {
+        step.observed_latency_ms = Some(round3(s * 1e3));
+    }
+    if feedback::adjust(&current, &assumed, &obs) == assumed {
+        return Ok(step);
+    }
+    let mut req = plan_request(ci, ctx, &data, true, &lost, assumed).await?;
+    // The profile the current plan was made with, whatever the spec says now.
+    if req.profile.is_none() {
+        return Ok(step);
+    }
+    req.repeats = ctx.repeats;
+    let hysteresis = ci.spec.replan.hysteresis;
+    let plan = current.clone();
+    let replan =
+        tokio::task::spawn_blocking(move || planning::replan_on(&plan, req, &obs, hysteresis))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
+    match replan {
+        Replan::Unchanged => {}
+        Replan::Kept { note, .. } => step.note = Some(note),
+        Replan::RollOut { outcome, reason } => {
+            step.data = configmap_data(&outcome);
+            step.plan = outcome.status;
+            step.assumed = outcome.assumed;
+            step.replanned = Some(Trigger::Observed(reason));
+        }
+    }
+    Ok(step)
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+/// Resolves the model and profile, then plans in a blocking task.
+async fn search(
+    ci: &CollaborativeInference,
+    ctx: &Context,
+    data: &BTreeMap<String, String>,
+    reuse_profile: bool,
+    lost: &[String],
+    adjust: Adjustments,
+) -> Result<PlanOutcome> {
+    let req = plan_request(ci, ctx, data, reuse_profile, lost, adjust).await?;
+    let outcome = tokio::task::spawn_blocking(move || planning::make_plan(req))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+    Ok(outcome)
+}
+
+/// The model (fetched or read), the profile (the spec's, or the stored one when `reuse_profile`)
+/// and the stored accuracy measurements.
+async fn plan_request(
+    ci: &CollaborativeInference,
+    ctx: &Context,
+    data: &BTreeMap<String, String>,
+    reuse_profile: bool,
+    lost: &[String],
+    adjust: Adjustments,
+) -> Result<PlanRequest> {
+    let model = Arc::new(ctx.models.resolve(&ci.spec.model).await?);
+    let profile = match &ci.spec.profile {
+        Some(p) => Some(read_profile(ctx, ci, &p.config_map).await?),
+        None if reuse_profile => data
+            .get(resources::PROFILE_KEY)
+            .and_then(|t| Profile::parse(t).ok()),
+        None => None,
+    };
+    let known = match (&profile, data.get(resources::ACCURACY_KEY)) {
+        (Some(p), Some(csv)) if reuse_profile => {
+            crate::planner::table::parse_csv(csv, p).unwrap_or_default()
+        }
+        _ => Measurements::default(),
+    };
+    Ok(PlanRequest {
+        spec: ci.spec.clone(),
+        model,
+        profile,
+        lost: lost.to_vec(),
+        adjust,
+        known,
+        repeats: ctx.repeats,
+    })
+}
+
+async fn read_profile(ctx: &Context, ci: &CollaborativeInference, name: &str) -> Result<Profile> {
+    let ns = ci.namespace().ok_or(Error::NoNamespace)?;
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let err = |why: String| Error::Profile {
+        name: name.into(),
+        why,
+    };
+    let cm = cms
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| err("not found".into()))?;
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(resources::PROFILE_KEY))
+        .ok_or_else(|| err(format!("has no key {}", resources::PROFILE_KEY)))?;
+    Profile::parse(text).map_err(|e| err(e.to_string()))
+}
+
+fn configmap_data(o: &PlanOutcome) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            resources::PLAN_KEY.to_string(),
+            serde_json::to_string_pretty(&o.plan).unwrap_or_default(),
+        ),
+        (
+            resources::PROFILE_KEY.to_string(),
+            serde_yaml::to_string(&o.profile).unwrap_or_default(),
+        ),
+        (
+            resources::ACCURACY_KEY.to_string(),
+            crate::planner::table::to_csv(&o.known),
+        ),
+    ])
+}
+
+/// Reads observations for the running plan.
+async fn observe(
+    ci: &CollaborativeInference,
+    ctx: &Context,
+    plan: &PlanStatus,
+) -> std::result::Result<Observation, String> {
+    match &ctx.observer {
+        Observer::Fixed(o) => Ok(o.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+        Observer::Live => match &ci.spec.prometheus_url {
+            Some(url) => {
+                let ns = ci.namespace().unwrap_or_default();
+                let range = format!("{}s", (ci.spec.replan.interval_seconds * 2).max(60));
+                prometheus_observation(
+                    url,
+                    &feedback::selector(&ns, &ci.name_any(), &plan.id),
+                    &range,
+                )
+                .await
+            }
+            None => {
+                let ns = ci.namespace().unwrap_or_default();
+                let urls: Vec<String> = plan
+                    .tiers
+                    .iter()
+                    .filter(|t| t.segments.is_some())
+                    .map(|t| {
+                        format!(
+                            "http://{}.{ns}.svc:{}/metrics",
+                            resources::tier_name(&ci.name_any(), &t.tier),
+                            resources::SHARD_PORT
+                        )
+                    })
+                    .collect();
+                let now = scrape(&urls).await?;
+                let before = ctx.memo(&key(ci), |m| m.counters.replace(now.clone()));
+                match before {
+                    Some(b) => Ok(feedback::observation_between(&b, &now)),
+                    None => Err("first scrape: observations start next round".into()),
+                }
+            }
+        },
+    }
+}
+
+/// Runs the [`feedback::queries`] against Prometheus at `base`.
+pub async fn prometheus_observation(
+    base: &str,
+    selector: &str,
+    range: &str,
+) -> std::result::Result<Observation, String> {
+    let mut answers = Vec::new();
+    for (_, q) in feedback::queries(selector, range) {
+        let url = format!(
+            "{}/api/v1/query?query={}",
+            base.trim_end_matches('/'),
+            percent_encode(&q)
+        );
+        let body = super::fetch::get(&url, 16 << 20, Duration::from_secs(10))
+            .await
+            .map_err(|e| e.to_string())?;
+        answers.push(feedback::parse_vector(&body)?);
+    }
+    Ok(feedback::observation_from(
+        &answers[0],
+        &answers[1],
+        &answers[2],
+        &answers[3],
+    ))
+}
+
+/// Scrapes the shards' `/metrics` and adds up their counters.
+pub async fn scrape(urls: &[String]) -> std::result::Result<Counters, String> {
+    let mut acc = Counters::default();
+    for u in urls {
+        let body = super::fetch::get(u, 4 << 20, Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())?;
+        feedback::parse_exposition(&String::from_utf8_lossy(&body), &mut acc);
+    }
+    Ok(acc)
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+async fn apply(
+    ci: &CollaborativeInference,
+    ctx: &Context,
+    ns: &str,
+    observed: &Observed,
+    step: &Step,
+) -> Result<()> {
+    let children: Children =
+        resources::build_children(ci, &step.plan, step.data.clone(), &ctx.build)?;
+    let client = &ctx.client;
+    let name = ci.name_any();
+
+    // Apply what differs (by the spec hash the builders stamp).
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let live_cm = observed.config_map.as_ref().map(|c| &c.metadata);
+    if live_cm.and_then(resources::spec_hash) != resources::spec_hash(&children.config_map.metadata)
+    {
+        cms.patch(
+            &children.config_map.name_any(),
+            &apply_params(),
+            &Patch::Apply(&children.config_map),
+        )
+        .await?;
+    }
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    for d in &children.deployments {
+        let live = observed
+            .deployments
+            .iter()
+            .find(|o| o.name_any() == d.name_any());
+        if live.and_then(|l| resources::spec_hash(&l.metadata)) != resources::spec_hash(&d.metadata)
+        {
+            deps.patch(&d.name_any(), &apply_params(), &Patch::Apply(d))
+                .await?;
+        }
+    }
+    let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
+    for s in &children.services {
+        let live = observed
+            .services
+            .iter()
+            .find(|o| o.name_any() == s.name_any());
+        if live.and_then(|l| resources::spec_hash(&l.metadata)) != resources::spec_hash(&s.metadata)
+        {
+            svcs.patch(&s.name_any(), &apply_params(), &Patch::Apply(s))
+                .await?;
+        }
+    }
+
+    // Delete children no longer wanted; a lost tier's shard stays, so its recovery is seen.
+    let keep: Vec<String> = children
+        .deployments
+        .iter()
+        .map(|d| d.name_any())
+        .chain(step.lost.iter().map(|t| resources::tier_name(&name, t)))
+        .collect();
+    for d in &observed.deployments {
+        if !keep.contains(&d.name_any()) {
+            deps.delete(&d.name_any(), &DeleteParams::background())
+                .await?;
+        }
+    }
+    for s in &observed.services {
+        if !keep.contains(&s.name_any()) {
+            svcs.delete(&s.name_any(), &DeleteParams::default()).await?;
+        }
+    }
+
+    // Status, written only when it changes.
+    let old = ci.status.clone().unwrap_or_default();
+    let active_health: Vec<TierHealth> = step.health.clone();
+    let outcome = Outcome {
+        generation: ci.metadata.generation,
+        plan: &step.plan,
+        assumed: core::assumptions(&step.assumed),
+        lost: step.lost.clone(),
+        replanned: step.replanned.as_ref(),
+        note: step.note.clone(),
+        observed_latency_ms: step.observed_latency_ms,
+        health: &active_health,
+    };
+    let now = ctx.now().to_string();
+    let new = core::desired_status(&old, &outcome, &now);
+    let plan_changed = old.plan.as_ref().map(|p| &p.id) != Some(&step.plan.id);
+    if new != old {
+        write_status(ctx, ci, ns, &new).await?;
+    }
+    let labels = [ns, name.as_str()];
+    ctx.metrics
+        .predicted
+        .with_label_values(&labels)
+        .set(step.plan.latency_ms / 1e3);
+    if let Some(o) = new.observed_latency_ms {
+        ctx.metrics.observed.with_label_values(&labels).set(o / 1e3);
+    }
+    if let (Some(t), true) = (&step.replanned, plan_changed) {
+        ctx.metrics.replans.with_label_values(&[t.label()]).inc();
+        let note = format!(
+            "{} ({}): {}, predicted {:.3} ms",
+            step.plan.summary,
+            step.plan.id,
+            t.describe(),
+            step.plan.latency_ms
+        );
+        publish(
+            ctx,
+            ci,
+            EventType::Normal,
+            if old.plan.is_some() {
+                "Replanned"
+            } else {
+                "Planned"
+            },
+            "Plan",
+            note,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+async fn write_status(
+    ctx: &Context,
+    ci: &CollaborativeInference,
+    ns: &str,
+    status: &CollaborativeInferenceStatus,
+) -> Result<()> {
+    let api: Api<CollaborativeInference> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = serde_json::json!({
+        "apiVersion": "cnnpc.io/v1alpha1",
+        "kind": "CollaborativeInference",
+        "status": status,
+    });
+    api.patch_status(&ci.name_any(), &apply_params(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Events are best effort: a refused event is logged, never a reconcile failure.
+async fn publish(
+    ctx: &Context,
+    ci: &CollaborativeInference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &ci.object_ref(&())).await {
+        tracing::warn!(resource = %key(ci), error = %e, "cannot publish event");
+    }
+}
+
+/// A spec error: `Planned` False with reason and message, a Warning event when that is news;
+/// the children (a working plan) are left alone.
+async fn report_failure(ci: &CollaborativeInference, ctx: &Context, e: Error) -> Error {
+    let reason = e.spec_reason().unwrap_or("Error");
+    let message = e.to_string();
+    let old = ci.status.clone().unwrap_or_default();
+    let new = core::failed_status(
+        &old,
+        ci.metadata.generation,
+        reason,
+        &message,
+        &ctx.now().to_string(),
+    );
+    if new != old {
+        if let Some(ns) = ci.namespace() {
+            if let Err(k) = write_status(ctx, ci, &ns, &new).await {
+                tracing::warn!(resource = %key(ci), error = %k, "cannot write status");
+            }
+        }
+        publish(ctx, ci, EventType::Warning, reason, "Plan", message).await;
+    }
+    e
+}
+
+/// Runs the controller until a shutdown signal: watches the resources (in `namespace`, or
+/// all) and the children they own.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) -> Result<(), kube::Error> {
+    use futures::StreamExt;
+    use kube::runtime::{watcher, Controller};
+    let client = ctx.client.clone();
+    let (cis, deps, svcs, cms) = match &namespace {
+        Some(ns) => (
+            Api::<CollaborativeInference>::namespaced(client.clone(), ns),
+            Api::<Deployment>::namespaced(client.clone(), ns),
+            Api::<Service>::namespaced(client.clone(), ns),
+            Api::<ConfigMap>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    cis.list(&ListParams::default().limit(1)).await?;
+    let children = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={}",
+        resources::MANAGED_BY
+    ));
+    Controller::new(cis, watcher::Config::default())
+        .owns(deps, children.clone())
+        .owns(svcs, children.clone())
+        .owns(cms, children)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "reconcile");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "controller_tests.rs"]
+mod tests;

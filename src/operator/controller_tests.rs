@@ -1,0 +1,556 @@
+//! Controller scenarios against the fake API server ([`fixtures`](crate::operator::fixtures)):
+//! create → children and status; unchanged → no writes; spec change → replan and old children
+//! removed; bad spec → False condition and a Warning event, children kept; tier loss →
+//! fallback plan and back; observations → replan.
+
+use super::*;
+use crate::operator::crd::{CollaborativeInferenceSpec, ModelSource, ProfileRef};
+use crate::operator::fixtures::FakeApi;
+use crate::operator::status;
+use crate::planner::accuracy::WireEncoding;
+use crate::planner::profile::{CutPoint, Device, TensorInfo, TensorSize};
+use serde_json::{json, Value};
+
+const NS: &str = "ns";
+const NOW: i64 = 1_800_000_000;
+const CI_PATH: &str = "/apis/cnnpc.io/v1alpha1/namespaces/ns/collaborativeinferences/demo";
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/ns/deployments";
+const SERVICES: &str = "/api/v1/namespaces/ns/services";
+const CONFIGMAPS: &str = "/api/v1/namespaces/ns/configmaps";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
+
+/// The chain test model's cuts (relu1 8ch, relu2 16ch, gap 16ch) with times that make the
+/// best (uncompressed) plan end-cloud at relu1 on the default links: the input is large (as
+/// from a camera), the end device runs the first layer fast and the rest slowly, the edge is
+/// slow, the cloud fast.
+fn profile() -> Profile {
+    let cut = |name: &str, channels: u32, shape: &[i64]| {
+        let elements: i64 = shape.iter().product();
+        CutPoint {
+            name: name.into(),
+            channels,
+            elements: elements as u64,
+            bytes: elements as f64 * 4.0,
+            tensors: vec![TensorInfo {
+                name: name.into(),
+                shape: shape.to_vec(),
+            }],
+        }
+    };
+    let device = |tier: &str, run_ms: [f64; 4]| Device {
+        tier: tier.into(),
+        run_ms: run_ms.to_vec(),
+    };
+    Profile {
+        model: "chain".into(),
+        notes: String::new(),
+        wire_encoding: WireEncoding::F32,
+        input: TensorSize {
+            elements: 7500,
+            bytes: 30000.0,
+            tensors: vec![],
+        },
+        cuts: vec![
+            cut("relu1", 8, &[1, 8, 16, 16]),
+            cut("relu2", 16, &[1, 16, 8, 8]),
+            cut("gap", 16, &[1, 16, 1, 1]),
+        ],
+        devices: BTreeMap::from([
+            ("end".to_string(), device("end", [0.1, 50.0, 50.0, 50.0])),
+            ("edge".to_string(), device("edge", [5.0, 5.0, 5.0, 5.0])),
+            ("cloud".to_string(), device("cloud", [0.5, 0.5, 0.5, 0.5])),
+        ]),
+    }
+}
+
+struct Env {
+    fake: FakeApi,
+    ctx: Arc<Context>,
+    observation: Arc<Mutex<Observation>>,
+    _dir: tempfile::TempDir,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+fn spec() -> CollaborativeInferenceSpec {
+    serde_json::from_value(json!({
+        "model": {"path": "chain.onnx", "volume": {"name": "m", "persistentVolumeClaim": {"claimName": "models"}}},
+        "profile": {"configMap": "chain-profile"},
+    }))
+    .unwrap()
+}
+
+fn setup(spec: CollaborativeInferenceSpec) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let model = crate::onnx::testmodels::chain_model_bytes();
+    std::fs::write(dir.path().join("chain.onnx"), &model).unwrap();
+    let fake = FakeApi::default();
+    let (client, server) = fake.start();
+    let observation = Arc::new(Mutex::new(Observation::default()));
+    let mut ctx = Context::new(
+        client,
+        Metrics::default(),
+        BuildContext {
+            shard_image: "cnnpc:test".into(),
+        },
+        ModelStore {
+            cache_dir: dir.path().join("cache"),
+            model_dir: dir.path().to_path_buf(),
+            timeout: Duration::from_secs(2),
+        },
+        Observer::Fixed(observation.clone()),
+    );
+    ctx.repeats = 1;
+    ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    fake.put(
+        &format!("{CONFIGMAPS}/chain-profile"),
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "chain-profile", "namespace": NS},
+               "data": {"profile.yaml": serde_yaml::to_string(&profile()).unwrap()}}),
+    );
+    let mut ci = CollaborativeInference::new("demo", spec);
+    ci.metadata.namespace = Some(NS.into());
+    ci.metadata.uid = Some("uid-demo".into());
+    ci.metadata.generation = Some(1);
+    fake.put(CI_PATH, serde_json::to_value(&ci).unwrap());
+    Env {
+        fake,
+        ctx: Arc::new(ctx),
+        observation,
+        _dir: dir,
+        _server: server,
+    }
+}
+
+impl Env {
+    /// The resource as the cluster has it now (what the watch would hand the reconciler).
+    fn ci(&self) -> CollaborativeInference {
+        serde_json::from_value(self.fake.get(CI_PATH).unwrap()).unwrap()
+    }
+
+    fn status(&self) -> CollaborativeInferenceStatus {
+        self.ci().status.unwrap_or_default()
+    }
+
+    async fn reconcile(&self) -> Result<Action> {
+        reconcile(Arc::new(self.ci()), self.ctx.clone()).await
+    }
+
+    /// A spec edit: new spec, generation + 1.
+    fn edit(&self, f: impl FnOnce(&mut CollaborativeInferenceSpec)) {
+        let mut ci = self.ci();
+        f(&mut ci.spec);
+        ci.metadata.generation = ci.metadata.generation.map(|g| g + 1);
+        self.fake.put(CI_PATH, serde_json::to_value(&ci).unwrap());
+    }
+
+    fn deployments(&self) -> Vec<String> {
+        self.fake.names(DEPLOYMENTS)
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.fake
+            .names(EVENTS)
+            .iter()
+            .filter_map(|n| self.fake.get(&format!("{EVENTS}/{n}")))
+            .collect()
+    }
+
+    /// Sets a Deployment's status as the cluster would.
+    fn set_ready(&self, name: &str, ready: i32, unavailable_since: Option<i64>) {
+        let path = format!("{DEPLOYMENTS}/{name}");
+        let mut d = self.fake.get(&path).expect("deployment exists");
+        let mut status = json!({"readyReplicas": ready, "replicas": 1});
+        if let Some(t) = unavailable_since {
+            status["conditions"] = json!([{
+                "type": "Available", "status": "False",
+                "lastTransitionTime": Timestamp::from_second(t).unwrap().to_string()
+            }]);
+        }
+        d["status"] = status;
+        self.fake.put(&path, d);
+    }
+
+    fn mark_all_ready(&self) {
+        for d in self.deployments() {
+            self.set_ready(&d, 1, None);
+        }
+    }
+
+    fn feedback_due(&self) {
+        self.ctx.memo("ns/demo", |m| m.last_feedback = None);
+    }
+}
+
+fn condition(s: &CollaborativeInferenceStatus, type_: &str) -> (String, String) {
+    let c = status::get(&s.conditions, type_).expect("condition present");
+    (c.status.clone(), c.reason.clone())
+}
+
+fn args(d: &Value) -> Vec<String> {
+    serde_json::from_value(d["spec"]["template"]["spec"]["containers"][0]["args"].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn create_makes_children_and_status() {
+    let env = setup(spec());
+    env.reconcile().await.expect("reconcile");
+    let s = env.status();
+    let plan = s.plan.clone().expect("a plan");
+    assert_eq!(plan.deployment, "end-cloud", "{plan:?}");
+    assert_eq!(plan.cuts.len(), 1);
+    assert_eq!(plan.cuts[0].tensors, ["relu1"]);
+    assert_eq!(s.active_tiers, ["end", "cloud"]);
+    assert_eq!(s.observed_generation, Some(1));
+    assert_eq!(s.predicted_latency_ms, Some(plan.latency_ms));
+    assert_eq!(
+        condition(&s, status::PLANNED),
+        ("True".into(), "Planned".into())
+    );
+    assert_eq!(
+        condition(&s, status::READY),
+        ("False".into(), "ShardsNotReady".into())
+    );
+    assert_eq!(condition(&s, status::DEGRADED).0, "False");
+    assert_eq!(s.replan_count, 0);
+
+    assert_eq!(env.deployments(), ["demo-cloud", "demo-end"]);
+    assert_eq!(env.fake.names(SERVICES), ["demo-cloud", "demo-end"]);
+    let cm = env
+        .fake
+        .get(&format!("{CONFIGMAPS}/demo-plan"))
+        .expect("plan ConfigMap");
+    let plan_json: Value = serde_json::from_str(cm["data"]["plan.json"].as_str().unwrap()).unwrap();
+    assert_eq!(plan_json["deployment"], "end-cloud");
+    assert_eq!(cm["metadata"]["ownerReferences"][0]["uid"], "uid-demo");
+
+    let end = env.fake.get(&format!("{DEPLOYMENTS}/demo-end")).unwrap();
+    let a = args(&end);
+    let at = |flag: &str| a[a.iter().position(|x| x == flag).unwrap() + 1].clone();
+    assert_eq!(at("--model"), "/models/chain.onnx");
+    assert_eq!(at("--split-at"), "relu1");
+    assert_eq!(at("--part"), "0");
+    assert_eq!(at("--next"), "http://demo-cloud.ns.svc:8080");
+    assert_eq!(at("--encoding"), "f32", "no calibration: uncompressed");
+    assert_eq!(at("--slowdown"), "18");
+    let cloud = env.fake.get(&format!("{DEPLOYMENTS}/demo-cloud")).unwrap();
+    assert!(!args(&cloud).contains(&"--next".to_string()));
+    // Applied with our field manager, by server-side apply.
+    let w = env.fake.writes();
+    assert!(w
+        .iter()
+        .filter(|c| c.method == http::Method::PATCH)
+        .all(
+            |c| c.query.contains("fieldManager=cnnpc-controller") && c.query.contains("force=true")
+        ));
+    let ev = env.events();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["reason"], "Planned");
+    assert_eq!(ev[0]["type"], "Normal");
+    assert_eq!(
+        env.ctx
+            .metrics
+            .replans
+            .with_label_values(&["initial"])
+            .get(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn second_reconcile_with_nothing_changed_writes_nothing() {
+    let env = setup(spec());
+    env.reconcile().await.unwrap();
+    env.fake.clear_calls();
+    env.reconcile().await.unwrap();
+    assert!(env.fake.writes().is_empty(), "{:?}", env.fake.writes());
+    // Shards become ready: one status write (Ready), then quiet again.
+    env.mark_all_ready();
+    env.fake.clear_calls();
+    env.reconcile().await.unwrap();
+    let w = env.fake.writes();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].path.ends_with("/demo/status"));
+    assert_eq!(condition(&env.status(), status::READY).0, "True");
+    env.fake.clear_calls();
+    env.reconcile().await.unwrap();
+    assert!(env.fake.writes().is_empty());
+}
+
+#[tokio::test]
+async fn spec_change_replans_and_removes_the_old_children() {
+    let env = setup(spec());
+    env.reconcile().await.unwrap();
+    let first = env.status().plan.unwrap();
+    env.edit(|s| s.tiers.end.enabled = Some(false));
+    env.fake.clear_calls();
+    env.reconcile().await.unwrap();
+    let s = env.status();
+    let plan = s.plan.clone().unwrap();
+    assert_ne!(plan.id, first.id);
+    assert_eq!(plan.deployment, "edge-cloud");
+    assert_eq!(s.observed_generation, Some(2));
+    assert_eq!(s.replan_count, 1);
+    assert_eq!(s.last_replan_reason.as_deref(), Some("spec changed"));
+    assert_eq!(env.deployments(), ["demo-cloud", "demo-edge"]);
+    assert_eq!(env.fake.names(SERVICES), ["demo-cloud", "demo-edge"]);
+    let deletes: Vec<String> = env
+        .fake
+        .writes()
+        .iter()
+        .filter(|c| c.method == http::Method::DELETE)
+        .map(|c| c.path.clone())
+        .collect();
+    assert_eq!(
+        deletes,
+        [
+            format!("{DEPLOYMENTS}/demo-end"),
+            format!("{SERVICES}/demo-end")
+        ]
+    );
+    let edge = env.fake.get(&format!("{DEPLOYMENTS}/demo-edge")).unwrap();
+    let a = args(&edge);
+    assert!(
+        a.contains(&"--next".to_string())
+            && a.contains(&"http://demo-cloud.ns.svc:8080".to_string()),
+        "{a:?}"
+    );
+    assert!(env.events().iter().any(|e| e["reason"] == "Replanned"));
+}
+
+#[tokio::test]
+async fn bad_specs_set_a_false_condition_and_an_event_and_keep_the_children() {
+    let env = setup(spec());
+    env.reconcile().await.unwrap();
+    let working = env.status().plan.unwrap();
+    let children = env.deployments();
+    type Edit = Box<dyn Fn(&mut CollaborativeInferenceSpec)>;
+    let cases: Vec<(Edit, &str, &str)> = vec![
+        (
+            Box::new(|s| s.model.path = Some("missing.onnx".into())),
+            "ModelUnavailable",
+            "model_unavailable",
+        ),
+        (
+            Box::new(|s| s.model.sha256 = Some("0".repeat(64))),
+            "ChecksumMismatch",
+            "checksum_mismatch",
+        ),
+        (
+            Box::new(|s| {
+                s.objective = Some(crate::operator::crd::Objective {
+                    min_accuracy: None,
+                    max_latency_ms: Some(0.01),
+                })
+            }),
+            "ImpossibleObjective",
+            "impossible_objective",
+        ),
+        (
+            Box::new(|s| {
+                s.profile = Some(ProfileRef {
+                    config_map: "bad-profile".into(),
+                })
+            }),
+            "UnknownCut",
+            "unknown_cut",
+        ),
+        (
+            Box::new(|s| {
+                s.model = ModelSource {
+                    url: Some("http://127.0.0.1:1/model.onnx".into()),
+                    sha256: Some("a".repeat(64)),
+                    ..ModelSource::default()
+                }
+            }),
+            "ModelUnavailable",
+            "model_unavailable",
+        ),
+    ];
+    let mut bad = profile();
+    bad.cuts[0].tensors[0].name = "nope".into();
+    env.fake.put(
+        &format!("{CONFIGMAPS}/bad-profile"),
+        json!({"metadata": {"name": "bad-profile", "namespace": NS},
+               "data": {"profile.yaml": serde_yaml::to_string(&bad).unwrap()}}),
+    );
+    let good = env.ci().spec;
+    for (edit, reason, label) in cases {
+        env.edit(|s| {
+            *s = good.clone();
+            edit(s);
+        });
+        env.fake.clear_calls();
+        let err = env.reconcile().await.expect_err(reason);
+        assert_eq!(err.metric_label(), label, "{err}");
+        let s = env.status();
+        assert_eq!(
+            condition(&s, status::PLANNED),
+            ("False".into(), reason.into())
+        );
+        assert_eq!(
+            s.plan.as_ref(),
+            Some(&working),
+            "the working plan stays in status"
+        );
+        assert_eq!(
+            s.observed_generation,
+            Some(1),
+            "the bad generation is not marked done"
+        );
+        // One event written (created, or folded into a series when the reason repeats).
+        let ev: Vec<Value> = env
+            .fake
+            .writes()
+            .iter()
+            .filter(|c| c.path.starts_with(EVENTS))
+            .filter_map(|c| c.body.clone())
+            .collect();
+        assert_eq!(ev.len(), 1, "{reason}: {ev:?}");
+        assert_eq!(ev[0]["reason"], reason);
+        assert_eq!(ev[0]["type"], "Warning");
+        assert!(
+            env.fake
+                .writes()
+                .iter()
+                .all(|c| c.method != http::Method::DELETE && !c.path.contains("/deployments")),
+            "a bad edit touches no child: {:?}",
+            env.fake.writes()
+        );
+        assert_eq!(env.deployments(), children);
+        // The same error again: no new write, no new event (the status says it already).
+        env.fake.clear_calls();
+        env.reconcile().await.expect_err(reason);
+        assert!(env.fake.writes().is_empty(), "{:?}", env.fake.writes());
+        // error_policy backs off and counts the error by label.
+        let before = env.ctx.metrics.errors.with_label_values(&[label]).get();
+        let a = error_policy(Arc::new(env.ci()), &err, env.ctx.clone());
+        assert_eq!(
+            env.ctx.metrics.errors.with_label_values(&[label]).get(),
+            before + 1
+        );
+        assert_ne!(a, Action::await_change());
+    }
+    // Fixing the spec recovers.
+    env.edit(|s| *s = good.clone());
+    env.reconcile().await.unwrap();
+    assert_eq!(condition(&env.status(), status::PLANNED).0, "True");
+}
+
+#[test]
+fn backoff_doubles_to_five_minutes() {
+    let b: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+    assert_eq!(b, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+}
+
+#[tokio::test]
+async fn a_lost_tier_gets_a_fallback_plan_and_comes_back() {
+    let env = setup(spec());
+    env.reconcile().await.unwrap();
+    env.mark_all_ready();
+    env.reconcile().await.unwrap();
+    assert_eq!(env.status().plan.unwrap().deployment, "end-cloud");
+    // The cloud has had no ready replica for 30 s: within the 60 s grace, nothing changes.
+    env.set_ready("demo-cloud", 0, Some(NOW - 30));
+    env.reconcile().await.unwrap();
+    assert_eq!(env.status().plan.unwrap().deployment, "end-cloud");
+    assert!(env.status().lost_tiers.is_empty());
+    // Past the grace period: plan without the cloud.
+    env.set_ready("demo-cloud", 0, Some(NOW - 90));
+    env.reconcile().await.unwrap();
+    let s = env.status();
+    let plan = s.plan.clone().unwrap();
+    assert!(!plan.deployment.contains("cloud"), "{}", plan.deployment);
+    assert_eq!(s.lost_tiers, ["cloud"]);
+    let degraded = status::get(&s.conditions, status::DEGRADED).unwrap();
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "TierLost")
+    );
+    assert!(
+        degraded.message.contains("tier cloud lost"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(s.last_replan_reason.as_deref(), Some("tier lost: cloud"));
+    assert!(
+        env.deployments().contains(&"demo-cloud".to_string()),
+        "the lost tier's Deployment is kept so its recovery is seen"
+    );
+    assert_eq!(
+        env.ctx
+            .metrics
+            .replans
+            .with_label_values(&["tier_lost"])
+            .get(),
+        1
+    );
+    // The cloud is back: the first plan again.
+    env.set_ready("demo-cloud", 1, None);
+    env.reconcile().await.unwrap();
+    let s = env.status();
+    assert_eq!(s.plan.as_ref().unwrap().deployment, "end-cloud");
+    assert!(s.lost_tiers.is_empty());
+    assert_eq!(condition(&s, status::DEGRADED).0, "False");
+}
+
+#[tokio::test]
+async fn observations_replan_past_the_hysteresis_only() {
+    let env = setup(spec());
+    env.reconcile().await.unwrap();
+    let first = env.status().plan.unwrap();
+    let cut_bytes = |p: &PlanStatus| {
+        // f32 relu1: 2048 elements.
+        assert_eq!(p.cuts[0].tensors, ["relu1"]);
+        8192.0
+    };
+    // The path end→cloud is 10% slower than assumed: a new search, but the same plan.
+    let assumed_path = 1.0 / (1.0 / 20.0 + 1.0 / 10.0);
+    let secs = |mbps: f64| cut_bytes(&first) * 8.0 / (mbps * 1e6);
+    *env.observation.lock().unwrap() = Observation {
+        hops: BTreeMap::from([(
+            "end->cloud".into(),
+            (secs(assumed_path * 0.9), cut_bytes(&first)),
+        )]),
+        request_s: Some(0.004),
+        ..Observation::default()
+    };
+    env.feedback_due();
+    env.reconcile().await.unwrap();
+    let s = env.status();
+    assert_eq!(s.plan.as_ref().unwrap().id, first.id);
+    assert_eq!(s.observed_latency_ms, Some(4.0));
+    assert_eq!(s.replan_count, 0);
+    // The path collapses to 0.05 Mbit/s: running everything on the end device is faster.
+    *env.observation.lock().unwrap() = Observation {
+        hops: BTreeMap::from([("end->cloud".into(), (secs(0.05), cut_bytes(&first)))]),
+        ..Observation::default()
+    };
+    env.feedback_due();
+    env.reconcile().await.unwrap();
+    let s = env.status();
+    let plan = s.plan.clone().unwrap();
+    assert_ne!(plan.id, first.id);
+    assert_eq!(s.replan_count, 1);
+    assert!(
+        s.last_replan_reason
+            .as_deref()
+            .unwrap()
+            .starts_with("observed ")
+            && s.last_replan_reason
+                .as_deref()
+                .unwrap()
+                .contains("end->edge 0.15 Mbit/s"),
+        "{:?}",
+        s.last_replan_reason
+    );
+    let assumed = s.assumed.unwrap();
+    assert!(assumed.link_mbps["end->edge"] < 1.0, "{assumed:?}");
+    assert_eq!(
+        env.ctx
+            .metrics
+            .replans
+            .with_label_values(&["observed"])
+            .get(),
+        1
+    );
+}

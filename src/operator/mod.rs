@@ -1,0 +1,24 @@
+//! The Kubernetes operator: the only part that imports kube / k8s-openapi.
+//!
+//! - [`crd`]: the `CollaborativeInference` resource and its generated CRD.
+//! - [`resources`]: pure builders of the children (plan ConfigMap, Deployments, Services).
+//! - [`status`], [`core`]: conditions and the controller's decisions, as pure functions.
+//! - [`planning`]: spec + model → plan (blocking: profiling, the live oracle, the search).
+//! - [`feedback`]: observations (Prometheus or scraped shards) → new assumptions → replan?
+//! - [`fetch`]: models over HTTP(S) with SHA-256, or from a mounted directory.
+//! - [`controller`]: the reconciler (kube I/O), [`lease`]: leader election, [`metrics`].
+//! - [`rbac`]: the API access the controller needs.
+pub mod controller;
+pub mod core;
+pub mod crd;
+pub mod feedback;
+pub mod fetch;
+#[cfg(test)]
+mod fixtures;
+pub mod lease;
+pub mod metrics;
+pub mod planning;
+pub mod rbac;
+pub mod resources;
+pub mod run;
+pub mod status;

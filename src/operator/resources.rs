@@ -1,0 +1,723 @@
+//! Pure builders of the child objects of a `CollaborativeInference`: the plan ConfigMap and,
+//! per tier that runs a shard, a Deployment and a Service. No client here: the controller
+//! applies what these return (server-side apply), and tests check them directly.
+//!
+//! Every child carries the annotation [`SPEC_HASH`], a hash of the object as built; the
+//! controller skips the apply when the live object carries the same hash, so a reconcile with
+//! nothing changed writes nothing.
+
+use super::crd::{default_slowdown, CollaborativeInference, PlanStatus, TIERS};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+pub const SHARD_PORT: i32 = 8080;
+pub const MANAGED_BY: &str = "cnnpc-controller";
+pub const PART_OF: &str = "cnnpc";
+pub const SPEC_HASH: &str = "cnnpc.io/spec-hash";
+pub const PLAN_ID: &str = "cnnpc.io/plan-id";
+/// Where the model file is inside a shard pod.
+pub const MODEL_DIR: &str = "/models";
+/// Keys of the plan ConfigMap.
+pub const PLAN_KEY: &str = "plan.json";
+pub const PROFILE_KEY: &str = "profile.yaml";
+pub const ACCURACY_KEY: &str = "accuracy.csv";
+
+pub fn plan_configmap_name(ci: &str) -> String {
+    format!("{ci}-plan")
+}
+
+pub fn tier_name(ci: &str, tier: &str) -> String {
+    format!("{ci}-{tier}")
+}
+
+/// The labels every child carries; `component` is the tier (or `plan`).
+pub fn labels(ci: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "cnnpc-shard".into()),
+        ("app.kubernetes.io/instance".into(), ci.into()),
+        ("app.kubernetes.io/component".into(), component.into()),
+        ("app.kubernetes.io/managed-by".into(), MANAGED_BY.into()),
+        ("app.kubernetes.io/part-of".into(), PART_OF.into()),
+    ])
+}
+
+/// The label selector of every child of `ci` (what the controller lists and prunes by).
+pub fn children_selector(ci: &str) -> String {
+    format!("app.kubernetes.io/instance={ci},app.kubernetes.io/managed-by={MANAGED_BY}")
+}
+
+fn selector_labels(ci: &str, tier: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "cnnpc-shard".into()),
+        ("app.kubernetes.io/instance".into(), ci.into()),
+        ("app.kubernetes.io/component".into(), tier.into()),
+    ])
+}
+
+/// FNV-1a 64 of `bytes` as 16 hex digits: stable across runs and builds (unlike `DefaultHasher`).
+pub fn fnv_hex(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BuildError {
+    #[error("the resource has no {0} (is it stored in the cluster?)")]
+    Missing(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What the builders need besides the resource and its plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildContext {
+    /// Image of the shard container when the spec names none.
+    pub shard_image: String,
+}
+
+/// The children of one plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Children {
+    pub config_map: ConfigMap,
+    pub deployments: Vec<Deployment>,
+    pub services: Vec<Service>,
+}
+
+fn owner(ci: &CollaborativeInference) -> Result<OwnerReference, BuildError> {
+    use kube::Resource;
+    ci.controller_owner_ref(&())
+        .ok_or(BuildError::Missing("metadata.uid"))
+}
+
+fn meta(
+    ci: &CollaborativeInference,
+    name: String,
+    component: &str,
+    plan_id: &str,
+) -> Result<ObjectMeta, BuildError> {
+    use kube::ResourceExt;
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: ci.namespace(),
+        labels: Some(labels(&ci.name_any(), component)),
+        annotations: Some(BTreeMap::from([(PLAN_ID.to_string(), plan_id.to_string())])),
+        owner_references: Some(vec![owner(ci)?]),
+        ..ObjectMeta::default()
+    })
+}
+
+/// Hash of an object as built (before [`stamp`]).
+fn hash_of<T: serde::Serialize>(obj: &T) -> String {
+    fnv_hex(&serde_json::to_vec(obj).unwrap_or_default())
+}
+
+/// Stamps [`SPEC_HASH`] into `meta`.
+fn stamp(meta: &mut ObjectMeta, hash: String) {
+    meta.annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(SPEC_HASH.into(), hash);
+}
+
+/// The plan ConfigMap: the full plan JSON (the planner's contract), the profile the plan was
+/// made from and the accuracy measurements so far (so a replan reuses them).
+pub fn build_plan_configmap(
+    ci: &CollaborativeInference,
+    plan_id: &str,
+    data: BTreeMap<String, String>,
+) -> Result<ConfigMap, BuildError> {
+    use kube::ResourceExt;
+    let mut cm = ConfigMap {
+        metadata: meta(ci, plan_configmap_name(&ci.name_any()), "plan", plan_id)?,
+        data: Some(data),
+        ..ConfigMap::default()
+    };
+    let h = hash_of(&cm);
+    stamp(&mut cm.metadata, h);
+    Ok(cm)
+}
+
+/// The model file as a shard pod sees it.
+pub fn model_file(ci: &CollaborativeInference) -> Result<String, BuildError> {
+    let m = &ci.spec.model;
+    match (&m.url, &m.path) {
+        (Some(_), None) => Ok(format!("{MODEL_DIR}/model.onnx")),
+        (None, Some(p)) => {
+            if p.starts_with('/') || p.split('/').any(|s| s == "..") {
+                return Err(BuildError::Invalid(format!(
+                    "model.path {p:?} must be relative to the volume, without `..`"
+                )));
+            }
+            Ok(format!("{MODEL_DIR}/{p}"))
+        }
+        _ => Err(BuildError::Invalid(
+            "give exactly one of model.url and model.path".into(),
+        )),
+    }
+}
+
+/// Deployments and Services for every tier the plan runs a shard on, in request order, and
+/// the plan ConfigMap.
+pub fn build_children(
+    ci: &CollaborativeInference,
+    plan: &PlanStatus,
+    configmap_data: BTreeMap<String, String>,
+    ctx: &BuildContext,
+) -> Result<Children, BuildError> {
+    let config_map = build_plan_configmap(ci, &plan.id, configmap_data)?;
+    let active: Vec<&str> = plan
+        .tiers
+        .iter()
+        .filter(|t| t.segments.is_some())
+        .map(|t| t.tier.as_str())
+        .collect();
+    if active.len() != plan.cuts.len() + 1 {
+        return Err(BuildError::Invalid(format!(
+            "plan {} runs {} tiers but has {} cuts",
+            plan.id,
+            active.len(),
+            plan.cuts.len()
+        )));
+    }
+    let mut deployments = Vec::new();
+    let mut services = Vec::new();
+    for (part, tier) in active.iter().enumerate() {
+        deployments.push(build_deployment(ci, plan, &active, part, ctx)?);
+        services.push(build_service(ci, tier, &plan.id)?);
+    }
+    Ok(Children {
+        config_map,
+        deployments,
+        services,
+    })
+}
+
+fn service_url(ci: &CollaborativeInference, tier: &str) -> String {
+    use kube::ResourceExt;
+    let ns = ci.namespace().unwrap_or_else(|| "default".into());
+    format!(
+        "http://{}.{ns}.svc:{SHARD_PORT}",
+        tier_name(&ci.name_any(), tier)
+    )
+}
+
+/// Arguments of `cnnpc shard` for part `part` of the plan, run by tier `active[part]`.
+pub fn shard_args(
+    ci: &CollaborativeInference,
+    plan: &PlanStatus,
+    active: &[&str],
+    part: usize,
+) -> Result<Vec<String>, BuildError> {
+    let tier = active[part];
+    let spec = ci.spec.tiers.get(tier).cloned().unwrap_or_default();
+    let mut args: Vec<String> = vec![
+        "shard".into(),
+        "--model".into(),
+        model_file(ci)?,
+        "--tier".into(),
+        tier.into(),
+        "--listen".into(),
+        format!("0.0.0.0:{SHARD_PORT}"),
+        "--plan-id".into(),
+        plan.id.clone(),
+        "--cuts".into(),
+        plan.cuts
+            .iter()
+            .map(|c| c.point.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    ];
+    for c in &plan.cuts {
+        if let Some(bad) = c.tensors.iter().find(|t| t.contains(',') || t.is_empty()) {
+            return Err(BuildError::Invalid(format!(
+                "cut {} has a tensor name {bad:?} that cannot be passed on (empty or with a comma)",
+                c.point
+            )));
+        }
+        args.push("--split-at".into());
+        args.push(c.tensors.join(","));
+    }
+    if !plan.cuts.is_empty() {
+        args.extend(["--part".into(), part.to_string()]);
+    }
+    if plan.cuts.iter().any(|c| c.kept < c.channels) {
+        let pages = ci.spec.calibration.as_ref().map_or(0, |c| c.pages);
+        args.extend([
+            "--keep".into(),
+            plan.cuts
+                .iter()
+                .map(|c| c.kept.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            "--calibration-pages".into(),
+            pages.to_string(),
+        ]);
+    }
+    if let Some(next) = active.get(part + 1) {
+        args.extend([
+            "--next".into(),
+            service_url(ci, next),
+            "--encoding".into(),
+            serde_json::to_value(plan.encoding)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "f32".into()),
+        ]);
+        if ci.spec.links.emulate {
+            args.extend([
+                "--link-mbps".into(),
+                format!("{}", path_mbps(ci, tier, next)),
+            ]);
+        }
+    }
+    let slowdown = spec.slowdown.unwrap_or_else(|| default_slowdown(tier));
+    args.extend(["--slowdown".into(), format!("{slowdown}")]);
+    Ok(args)
+}
+
+/// Bandwidth of the network path from `from` to `to` (store and forward over each link).
+pub fn path_mbps(ci: &CollaborativeInference, from: &str, to: &str) -> f64 {
+    let l = &ci.spec.links;
+    let idx = |t: &str| TIERS.iter().position(|x| *x == t).unwrap_or(0);
+    let per_link = [l.end_edge_mbps, l.edge_cloud_mbps];
+    let secs_per_bit: f64 = (idx(from)..idx(to)).map(|i| 1.0 / per_link[i]).sum();
+    if secs_per_bit > 0.0 {
+        1.0 / secs_per_bit
+    } else {
+        f64::INFINITY
+    }
+}
+
+fn probe(path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+fn restricted() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+pub fn build_deployment(
+    ci: &CollaborativeInference,
+    plan: &PlanStatus,
+    active: &[&str],
+    part: usize,
+    ctx: &BuildContext,
+) -> Result<Deployment, BuildError> {
+    use kube::ResourceExt;
+    let name = ci.name_any();
+    let tier = active[part];
+    let spec = ci.spec.tiers.get(tier).cloned().unwrap_or_default();
+    let image = ci
+        .spec
+        .image
+        .clone()
+        .unwrap_or_else(|| ctx.shard_image.clone());
+    let mount = VolumeMount {
+        name: "model".into(),
+        mount_path: MODEL_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    let (volume, init) = match (&ci.spec.model.url, &ci.spec.model.volume) {
+        (Some(url), _) => (
+            Volume {
+                name: "model".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+            Some(Container {
+                name: "fetch-model".into(),
+                image: Some(image.clone()),
+                args: Some(vec![
+                    "fetch".into(),
+                    "--url".into(),
+                    url.clone(),
+                    "--sha256".into(),
+                    ci.spec.model.sha256.clone().unwrap_or_default(),
+                    "--out".into(),
+                    format!("{MODEL_DIR}/model.onnx"),
+                ]),
+                volume_mounts: Some(vec![VolumeMount {
+                    read_only: Some(false),
+                    ..mount.clone()
+                }]),
+                security_context: Some(restricted()),
+                ..Container::default()
+            }),
+        ),
+        (None, Some(v)) => (
+            Volume {
+                name: "model".into(),
+                ..v.clone()
+            },
+            None,
+        ),
+        (None, None) => return Err(BuildError::Invalid("model.path needs model.volume".into())),
+    };
+    let pod_labels = {
+        let mut l = labels(&name, tier);
+        l.insert(PLAN_ID.into(), plan.id.clone());
+        l
+    };
+    let annotations = BTreeMap::from([
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".into(), SHARD_PORT.to_string()),
+        ("prometheus.io/path".into(), "/metrics".into()),
+    ]);
+    let container = Container {
+        name: "shard".into(),
+        image: Some(image),
+        args: Some(shard_args(ci, plan, active, part)?),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: SHARD_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        liveness_probe: Some(probe("/healthz", 10)),
+        readiness_probe: Some(probe("/readyz", 5)),
+        resources: spec.resources.clone(),
+        security_context: Some(restricted()),
+        volume_mounts: Some(vec![mount]),
+        ..Container::default()
+    };
+    let mut d = Deployment {
+        metadata: meta(ci, tier_name(&name, tier), tier, &plan.id)?,
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas.unwrap_or(1)),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&name, tier)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    init_containers: init.map(|c| vec![c]),
+                    volumes: Some(vec![volume]),
+                    node_selector: (!spec.node_selector.is_empty())
+                        .then(|| spec.node_selector.clone()),
+                    tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        ..PodSecurityContext::default()
+                    }),
+                    automount_service_account_token: Some(false),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+    let h = hash_of(&d);
+    stamp(&mut d.metadata, h);
+    Ok(d)
+}
+
+pub fn build_service(
+    ci: &CollaborativeInference,
+    tier: &str,
+    plan_id: &str,
+) -> Result<Service, BuildError> {
+    use kube::ResourceExt;
+    let name = ci.name_any();
+    let mut meta = meta(ci, tier_name(&name, tier), tier, plan_id)?;
+    // The plan id is not part of a Service's identity: keep it off so a replan that keeps the
+    // tier does not rewrite the Service.
+    meta.annotations = None;
+    let mut s = Service {
+        metadata: meta,
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&name, tier)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: SHARD_PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    let h = hash_of(&s);
+    stamp(&mut s.metadata, h);
+    Ok(s)
+}
+
+/// The hash [`stamp`] put on an object, if any.
+pub fn spec_hash(meta: &ObjectMeta) -> Option<&str> {
+    meta.annotations
+        .as_ref()?
+        .get(SPEC_HASH)
+        .map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::crd::{
+        CollaborativeInferenceSpec, Encoding, PlanCutStatus, PlanTierStatus,
+    };
+    use serde_json::json;
+
+    fn ci(spec: serde_json::Value) -> CollaborativeInference {
+        let spec: CollaborativeInferenceSpec = serde_json::from_value(spec).unwrap();
+        let mut ci = CollaborativeInference::new("demo", spec);
+        ci.metadata.namespace = Some("ns".into());
+        ci.metadata.uid = Some("u1".into());
+        ci
+    }
+
+    fn plan() -> PlanStatus {
+        let tier = |t: &str, seg: Option<[u32; 2]>| PlanTierStatus {
+            tier: t.into(),
+            segments: seg.map(|s| s.to_vec()),
+            compute_ms: 1.0,
+        };
+        PlanStatus {
+            id: "abc".into(),
+            summary: "end-cloud cut 0 4/8 int8".into(),
+            deployment: "end-cloud".into(),
+            encoding: Encoding::Int8,
+            cuts: vec![PlanCutStatus {
+                point: 0,
+                tensors: vec!["relu1".into()],
+                from: "end".into(),
+                to: "cloud".into(),
+                channels: 8,
+                kept: 4,
+            }],
+            tiers: vec![
+                tier("end", Some([0, 0])),
+                tier("edge", None),
+                tier("cloud", Some([1, 3])),
+            ],
+            latency_ms: 5.0,
+            accuracy: Some(0.99),
+        }
+    }
+
+    fn ctx() -> BuildContext {
+        BuildContext {
+            shard_image: "img:1".into(),
+        }
+    }
+
+    #[test]
+    fn children_per_active_tier_with_labels_owner_probes_and_security() {
+        let c = ci(json!({
+            "model": {"path": "m/model.onnx", "volume": {"name": "x", "persistentVolumeClaim": {"claimName": "pvc"}}},
+            "tiers": {"end": {"nodeSelector": {"zone": "device"}, "tolerations": [{"key": "k", "operator": "Exists"}],
+                              "resources": {"limits": {"cpu": "1"}}, "replicas": 2}},
+            "links": {"endEdgeMbps": 20, "edgeCloudMbps": 5, "emulate": true},
+            "calibration": {"pages": 32}
+        }));
+        let ch = build_children(&c, &plan(), BTreeMap::new(), &ctx()).unwrap();
+        let names: Vec<String> = ch
+            .deployments
+            .iter()
+            .map(|d| d.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["demo-end", "demo-cloud"]);
+        assert_eq!(ch.services.len(), 2);
+        assert_eq!(ch.config_map.metadata.name.as_deref(), Some("demo-plan"));
+        let end = &ch.deployments[0];
+        let labels = end.metadata.labels.as_ref().unwrap();
+        for k in ["name", "instance", "component", "managed-by", "part-of"] {
+            assert!(
+                labels.contains_key(&format!("app.kubernetes.io/{k}")),
+                "{k}"
+            );
+        }
+        assert_eq!(labels["app.kubernetes.io/component"], "end");
+        let owner = &end.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.uid.as_str(), owner.controller), ("u1", Some(true)));
+        let spec = end.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.node_selector.as_ref().unwrap()["zone"], "device");
+        assert_eq!(pod.tolerations.as_ref().unwrap().len(), 1);
+        assert_eq!(pod.volumes.as_ref().unwrap()[0].name, "model");
+        assert!(pod.volumes.as_ref().unwrap()[0]
+            .persistent_volume_claim
+            .is_some());
+        assert!(
+            pod.init_containers.is_none(),
+            "a volume model needs no fetch"
+        );
+        let ann = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap();
+        assert_eq!(ann["prometheus.io/scrape"], "true");
+        assert_eq!(ann["prometheus.io/port"], "8080");
+        assert_eq!(ann["prometheus.io/path"], "/metrics");
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(pod_labels[PLAN_ID], "abc");
+        let container = &pod.containers[0];
+        assert_eq!(container.image.as_deref(), Some("img:1"));
+        let path = |p: &Option<Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone();
+        assert_eq!(path(&container.liveness_probe).as_deref(), Some("/healthz"));
+        assert_eq!(path(&container.readiness_probe).as_deref(), Some("/readyz"));
+        let sc = container.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert!(container.resources.as_ref().unwrap().limits.is_some());
+        assert_eq!(container.ports.as_ref().unwrap()[0].container_port, 8080);
+        let args = container.args.clone().unwrap().join(" ");
+        assert!(
+            args.starts_with("shard --model /models/m/model.onnx --tier end"),
+            "{args}"
+        );
+        assert!(args.contains("--split-at relu1 --part 0"), "{args}");
+        assert!(args.contains("--keep 4 --calibration-pages 32"), "{args}");
+        assert!(
+            args.contains("--next http://demo-cloud.ns.svc:8080 --encoding int8"),
+            "{args}"
+        );
+        // The emulated end→cloud path: 1 / (1/20 + 1/5) = 4 Mbit/s.
+        assert!(args.contains("--link-mbps 4 "), "{args}");
+        assert!(args.ends_with("--slowdown 18"), "{args}");
+        let cloud_args = ch.deployments[1]
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .args
+            .clone()
+            .unwrap()
+            .join(" ");
+        assert!(
+            cloud_args.contains("--part 1") && !cloud_args.contains("--next"),
+            "{cloud_args}"
+        );
+        let svc = ch.services[1].spec.as_ref().unwrap();
+        assert_eq!(svc.ports.as_ref().unwrap()[0].port, 8080);
+        assert_eq!(
+            svc.selector.as_ref().unwrap()["app.kubernetes.io/component"],
+            "cloud"
+        );
+    }
+
+    #[test]
+    fn url_models_are_fetched_by_an_init_container() {
+        let sha = "ab".repeat(32);
+        let c = ci(
+            json!({"model": {"url": "https://example.org/m.onnx", "sha256": sha}, "image": "mine:2"}),
+        );
+        let ch = build_children(&c, &plan(), BTreeMap::new(), &ctx()).unwrap();
+        let pod = ch.deployments[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .clone()
+            .unwrap();
+        let init = &pod.init_containers.unwrap()[0];
+        assert_eq!(init.image.as_deref(), Some("mine:2"));
+        assert_eq!(
+            init.args.clone().unwrap(),
+            [
+                "fetch",
+                "--url",
+                "https://example.org/m.onnx",
+                "--sha256",
+                sha.as_str(),
+                "--out",
+                "/models/model.onnx"
+            ]
+        );
+        assert!(pod.volumes.unwrap()[0].empty_dir.is_some());
+        assert_eq!(pod.containers[0].image.as_deref(), Some("mine:2"));
+    }
+
+    #[test]
+    fn hashes_are_stable_and_follow_the_content() {
+        let c = ci(json!({"model": {"path": "m.onnx", "volume": {"name": "v", "emptyDir": {}}}}));
+        let a = build_children(&c, &plan(), BTreeMap::new(), &ctx()).unwrap();
+        let b = build_children(&c, &plan(), BTreeMap::new(), &ctx()).unwrap();
+        assert_eq!(a, b);
+        let h = |ch: &Children| spec_hash(&ch.deployments[0].metadata).unwrap().to_string();
+        let mut p = plan();
+        p.encoding = Encoding::Int4;
+        p.id = "other".into();
+        let c2 = build_children(&c, &p, BTreeMap::new(), &ctx()).unwrap();
+        assert_ne!(h(&a), h(&c2));
+        // The Service does not change with the plan id.
+        assert_eq!(
+            spec_hash(&a.services[0].metadata),
+            spec_hash(&c2.services[0].metadata)
+        );
+    }
+
+    #[test]
+    fn bad_paths_and_tensor_names_are_refused() {
+        let c = ci(json!({"model": {"path": "../etc/x", "volume": {"name": "v", "emptyDir": {}}}}));
+        assert!(matches!(
+            build_children(&c, &plan(), BTreeMap::new(), &ctx()),
+            Err(BuildError::Invalid(_))
+        ));
+        let c = ci(json!({"model": {"path": "m.onnx", "volume": {"name": "v", "emptyDir": {}}}}));
+        let mut p = plan();
+        p.cuts[0].tensors = vec!["a,b".into()];
+        assert!(build_children(&c, &p, BTreeMap::new(), &ctx()).is_err());
+        let mut no_uid = c.clone();
+        no_uid.metadata.uid = None;
+        assert_eq!(
+            build_children(&no_uid, &plan(), BTreeMap::new(), &ctx()),
+            Err(BuildError::Missing("metadata.uid"))
+        );
+    }
+}
