@@ -15,6 +15,7 @@
 
 use super::crd::PlanStatus;
 use super::planning::Adjustments;
+use crate::runtime::metrics::samples;
 use std::collections::BTreeMap;
 
 /// Means over the observation window.
@@ -269,37 +270,15 @@ pub struct Counters {
     pub request: (f64, f64),
 }
 
-fn parse_labels(s: &str) -> BTreeMap<String, String> {
-    // `a="x",b="y"` (the shards' values contain no quotes or commas).
-    s.split(',')
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
-        })
-        .collect()
-}
-
 /// Adds the counters in one Prometheus text exposition to `acc`.
 pub fn parse_exposition(text: &str, acc: &mut Counters) {
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
-        let (name, labels) = match series.split_once('{') {
-            Some((n, rest)) => (n, parse_labels(rest.trim_end_matches('}'))),
-            None => (series, BTreeMap::new()),
-        };
-        let hop = || Some(format!("{}->{}", labels.get("from")?, labels.get("to")?));
+    for s in samples(text) {
+        let (name, value) = (s.name, s.value);
+        let hop = || Some(format!("{}->{}", s.label("from")?, s.label("to")?));
         match name {
             "cnnpc_shard_compute_seconds_sum" | "cnnpc_shard_compute_seconds_count" => {
-                if let Some(t) = labels.get("tier") {
-                    let e = acc.compute.entry(t.clone()).or_default();
+                if let Some(t) = s.label("tier") {
+                    let e = acc.compute.entry(t.to_string()).or_default();
                     if name.ends_with("_sum") {
                         e.0 += value
                     } else {

@@ -4,7 +4,6 @@
 use super::crd::ModelSource;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -44,10 +43,7 @@ impl FetchError {
     }
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::live::sha256_hex;
 
 /// GET `url` (http or https, native roots) with a total timeout and a size limit.
 pub async fn get(url: &str, limit: usize, timeout: Duration) -> Result<Bytes, FetchError> {

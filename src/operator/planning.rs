@@ -17,7 +17,7 @@ use crate::planner::search::{Objective, Planner, SearchConfig, SearchError, Stra
 use crate::planner::topology::TopologySpec;
 use std::collections::BTreeMap;
 
-pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+pub use crate::live::FONT_PATH as FONT;
 /// Calibration pages: the fit set starts at seed 0, the eval set at this seed (disjoint).
 pub const EVAL_SEED: u64 = 1_000_000;
 
@@ -287,23 +287,8 @@ fn live_oracle(model: &[u8], profile: &Profile, pages: u32) -> Result<LiveOracle
         .map_err(|e| PlanError::Calibration(e.to_string()))?;
     let eval = rapid_orientation_pages(&font, EVAL_SEED, half)
         .map_err(|e| PlanError::Calibration(e.to_string()))?;
-    let all = crate::onnx::list_cuts(model).map_err(|e| PlanError::InvalidModel(e.to_string()))?;
-    let cuts = profile
-        .cuts
-        .iter()
-        .map(|p| {
-            let names: Vec<String> = p.tensors.iter().map(|t| t.name.clone()).collect();
-            all.iter()
-                .find(|c| c.tensor_names() == names)
-                .cloned()
-                .ok_or_else(|| {
-                    PlanError::UnknownCut(format!(
-                        "profile cut {:?} is not a cut of the model",
-                        names
-                    ))
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let cuts = crate::live::profile_cuts(model, profile)
+        .map_err(|e| PlanError::UnknownCut(format!("{e:#}")))?;
     LiveOracle::new(model.to_vec(), cuts, fit, eval)
         .map_err(|e| PlanError::Calibration(e.to_string()))
 }

@@ -164,24 +164,49 @@ impl Metrics {
 /// The value of the sample `name{labels}` in a Prometheus text exposition (labels must match
 /// exactly, in any order). For readers of a shard's `/metrics`: the demo, the controller.
 pub fn sample_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples(text).find_map(|s| {
+        let matches = s.name == name
+            && s.labels.len() == labels.len()
+            && labels.iter().all(|l| s.labels.contains(l));
+        matches.then_some(s.value)
+    })
+}
+
+/// One sample line of a text exposition: `name{k="v",...} value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample<'a> {
+    pub name: &'a str,
+    pub labels: Vec<(&'a str, &'a str)>,
+    pub value: f64,
+}
+
+impl Sample<'_> {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+}
+
+/// Every well-formed sample of a text exposition (comments and malformed lines skipped). Label
+/// values are taken as written: ours never contain quotes or commas.
+pub fn samples(text: &str) -> impl Iterator<Item = Sample<'_>> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = match series.split_once('{') {
+        .filter_map(|line| {
+            let (series, value) = line.trim().rsplit_once(' ')?;
+            let (name, rest) = match series.split_once('{') {
                 Some((m, rest)) => (m, rest.strip_suffix('}')?),
                 None => (series, ""),
             };
-            if metric != name {
-                return None;
-            }
-            let mut got: Vec<(&str, &str)> = Vec::new();
+            let mut labels = Vec::new();
             for pair in rest.split(',').filter(|p| !p.is_empty()) {
                 let (k, v) = pair.split_once('=')?;
-                got.push((k, v.strip_prefix('"')?.strip_suffix('"')?));
+                labels.push((k.trim(), v.trim().strip_prefix('"')?.strip_suffix('"')?));
             }
-            let matches = got.len() == labels.len() && labels.iter().all(|l| got.contains(l));
-            matches.then(|| value.parse().ok()).flatten()
+            Some(Sample {
+                name,
+                labels,
+                value: value.parse().ok()?,
+            })
         })
 }
 
