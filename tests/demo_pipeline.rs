@@ -12,12 +12,8 @@ use cnnpc::runtime::tract_model::TractShard;
 
 fn tier(name: &str, model: Option<Arc<dyn ShardModel>>, mbps: Option<f64>) -> TierSpec {
     TierSpec {
-        name: name.into(),
-        model,
-        slowdown: 1.0,
         link_mbps: mbps,
-        encoding: WireEncoding::F32,
-        zstd: None,
+        ..TierSpec::new(name, model)
     }
 }
 

@@ -27,7 +27,7 @@ use crate::planner::topology::TopologySpec;
 use crate::runtime::server::ShardModel;
 use crate::runtime::tract_model::TractShard;
 pub use pipeline::{Pipeline, TierSpec};
-pub use report::{DemoReport, PlanRow};
+pub use report::{percentile, DemoReport, PlanRow};
 
 /// The zstd level shards use for what they forward (kept only where it shrinks the payload).
 pub const ZSTD_LEVEL: i32 = 3;
@@ -290,6 +290,7 @@ fn pipeline_tiers(
             encoding: plan.wire_encoding,
             // Baselines are the uncompressed f32 tensors the earlier methods send.
             zstd: (plan.wire_encoding != WireEncoding::F32).then_some(ZSTD_LEVEL),
+            max_concurrency: crate::runtime::server::ShardConfig::default().max_concurrency,
         });
     }
     Ok(out)

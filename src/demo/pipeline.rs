@@ -33,6 +33,23 @@ pub struct TierSpec {
     /// Wire encoding of what this tier sends on.
     pub encoding: WireEncoding,
     pub zstd: Option<i32>,
+    /// Requests this tier serves at once; the next is refused with 503.
+    pub max_concurrency: usize,
+}
+
+impl TierSpec {
+    /// A tier with no slowdown, f32 on the wire and the shard server's default concurrency.
+    pub fn new(name: &str, model: Option<Arc<dyn ShardModel>>) -> TierSpec {
+        TierSpec {
+            name: name.to_string(),
+            model,
+            slowdown: 1.0,
+            link_mbps: None,
+            encoding: WireEncoding::F32,
+            zstd: None,
+            max_concurrency: ShardConfig::default().max_concurrency,
+        }
+    }
 }
 
 /// Servers of one plan, running until dropped.
@@ -83,6 +100,7 @@ impl Pipeline {
                     slowdown: t.slowdown,
                 },
                 plan_id: plan_id.to_string(),
+                max_concurrency: t.max_concurrency,
                 ..ShardConfig::default()
             };
             let model: Arc<dyn ShardModel> = t.model.unwrap_or_else(|| Arc::new(Relay));
@@ -140,20 +158,26 @@ impl Pipeline {
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
-    /// Sends one input (f32 frame, as a camera on the end device would hand it over) to the
-    /// entry tier and waits for the answer.
-    pub async fn infer(&self, data: &[f32], shape: &[usize]) -> Result<Answer> {
-        let frame = Frame::from_tensor(data, shape, 1, WireEncoding::F32, None)?.encode();
+    /// Posts an encoded frame to the entry tier: the status, the body and the time to the
+    /// whole answer. Transport failures are errors; any status is an answer.
+    pub async fn post(&self, frame: Bytes) -> Result<(StatusCode, Bytes, Duration)> {
         let req = Request::builder()
             .method(Method::POST)
             .uri(format!("{}/v1/infer", self.tiers[0].1))
             .header(hyper::header::CONTENT_TYPE, FRAME_CONTENT_TYPE)
-            .body(Full::new(Bytes::from(frame)))?;
+            .body(Full::new(frame))?;
         let started = Instant::now();
         let resp = self.client.request(req).await.context("POST /v1/infer")?;
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
-        let latency = started.elapsed();
+        Ok((status, body, started.elapsed()))
+    }
+
+    /// Sends one input (f32 frame, as a camera on the end device would hand it over) to the
+    /// entry tier and waits for the answer.
+    pub async fn infer(&self, data: &[f32], shape: &[usize]) -> Result<Answer> {
+        let frame = Frame::from_tensor(data, shape, 1, WireEncoding::F32, None)?.encode();
+        let (status, body, latency) = self.post(Bytes::from(frame)).await?;
         if status != StatusCode::OK {
             bail!(
                 "the pipeline answered {status}: {}",

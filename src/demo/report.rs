@@ -43,7 +43,8 @@ pub struct PlanRow {
     pub oracle_agreement: Option<f64>,
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+/// The `q` quantile of ascending `sorted` by nearest rank; NaN when empty.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -272,6 +272,25 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Image `i` alone, as a batch of one (`[1, ...]`).
+    pub fn image(&self, i: usize) -> Result<tract_onnx::prelude::Tensor, super::OnnxError> {
+        let per: usize = self.shape.iter().skip(1).product();
+        let values = self.data.get(i * per..(i + 1) * per).ok_or_else(|| {
+            super::OnnxError::BadInput(format!(
+                "image {i} of a batch of {} ({} values, shape {:?})",
+                self.len(),
+                self.data.len(),
+                self.shape
+            ))
+        })?;
+        let mut shape = self.shape.clone();
+        if let Some(b) = shape.first_mut() {
+            *b = 1;
+        }
+        tract_onnx::prelude::Tensor::from_shape::<f32>(&shape, values)
+            .map_err(super::error::tract_err)
+    }
 }
 
 /// Page `seed` rotated counter-clockwise by `seed % 4` quarter turns; label `(4 - k) % 4`

@@ -9,6 +9,7 @@
 //! - [`profile`]: measure a model per segment with tract into a planner profile.
 //! - [`prune`]: channel pruning at a cut, with least-squares reconstruction in the tail.
 //! - [`oracle`]: the live accuracy oracle (prune, split, encode, run, compare).
+//! - [`par`]: calibration inputs run one at a time, on every core.
 //! - [`quantise`]: the cut-tensor codecs (f32, f16, int8, int4 per channel).
 //! - [`testmodels`]: small generated models for tests (no downloaded files needed).
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod graph;
 pub mod oracle;
 pub mod pages;
+pub mod par;
 pub mod profile;
 pub mod prune;
 pub mod quantise;

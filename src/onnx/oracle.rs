@@ -28,7 +28,7 @@ use super::calibration::Batch;
 use super::cuts::Cut;
 use super::error::{tract_err, OnnxError};
 use super::graph::Graph;
-use super::prune::{apply_pruning, cut_stats, for_each_chunk, plan_pruning, CutStats, Method};
+use super::prune::{apply_pruning, cut_stats, plan_pruning, CutStats, Method};
 use super::quantise;
 use super::split::split_graph;
 use super::verify::Runner;
@@ -72,8 +72,6 @@ pub struct LiveOracle {
     eval: Batch,
     pub method: Method,
     pub metric: Metric,
-    /// Images per tract run.
-    pub chunk: usize,
     reference: Vec<Vec<f32>>,
     stats: HashMap<usize, CutStats>,
     agreement: Measurements,
@@ -100,14 +98,13 @@ impl LiveOracle {
                 ));
             }
         }
-        let chunk = 16;
-        let mut reference = vec![Vec::new(); eval.len()];
-        for_each_chunk(&model, &eval, chunk, |start, out| {
-            for (i, row) in rows(&out[0])?.into_iter().enumerate() {
-                reference[start + i] = row;
-            }
-            Ok(())
-        })?;
+        let reference = run_chain(
+            std::slice::from_ref(&model),
+            &eval,
+            WireEncoding::F32,
+            &[],
+            None,
+        )?;
         Ok(LiveOracle {
             model,
             graph,
@@ -116,7 +113,6 @@ impl LiveOracle {
             eval,
             method: Method::default(),
             metric: Metric::Agreement,
-            chunk,
             reference,
             stats: HashMap::new(),
             agreement: Measurements::default(),
@@ -217,14 +213,7 @@ impl LiveOracle {
             .iter()
             .map(Message::encode_to_vec)
             .collect();
-        let outputs = run_chain(
-            &shards,
-            &self.eval,
-            self.chunk,
-            point.encoding,
-            &at,
-            observer,
-        )?;
+        let outputs = run_chain(&shards, &self.eval, point.encoding, &at, observer)?;
         let labels = self.eval.labels.as_ref();
         let (mut agree, mut correct, mut diff) = (0usize, 0usize, 0f64);
         for (i, (got, want)) in outputs.iter().zip(&self.reference).enumerate() {
@@ -315,10 +304,12 @@ fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>, OnnxError> {
 
 /// Run `shards` chained on `batch`, each boundary tensor encoded per image with `enc`; returns
 /// the final first output per image. `cut_ids[k]` names boundary `k` for the observer.
+///
+/// Images run singly (batch 1, see [`super::par`]): on every core, or in order on one thread
+/// when an observer wants to see the cut tensors.
 pub fn run_chain(
     shards: &[Vec<u8>],
     batch: &Batch,
-    chunk: usize,
     enc: WireEncoding,
     cut_ids: &[usize],
     mut observer: Option<&mut WireObserver>,
@@ -328,38 +319,62 @@ pub fn run_chain(
     if n == 0 || batch.data.len() != n * per || shards.is_empty() {
         return Err(OnnxError::BadInput("empty or inconsistent batch".into()));
     }
-    let chunk = chunk.max(1);
-    // Runners per (chunk size): one per shard, built on first use from the actual inputs.
-    let mut runners: HashMap<usize, Vec<Runner>> = HashMap::new();
+    // The first image builds the runners (each shard planned for the shapes it really gets).
+    let mut runners: Vec<Runner> = Vec::new();
+    let first = chain_one(
+        shards,
+        &mut runners,
+        batch.image(0)?,
+        enc,
+        cut_ids,
+        observer.as_deref_mut(),
+    )?;
+    let rest = match observer {
+        Some(o) => (1..n)
+            .map(|i| chain_one(shards, &mut runners, batch.image(i)?, enc, cut_ids, Some(o)))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => super::par::map_indexed(
+            n - 1,
+            super::par::workers(),
+            || runners.clone(),
+            |own, i| chain_one(shards, own, batch.image(i + 1)?, enc, cut_ids, None),
+        )?,
+    };
     let mut out = Vec::with_capacity(n);
-    let mut start = 0;
-    while start < n {
-        let b = chunk.min(n - start);
-        let mut shape = batch.shape.clone();
-        shape[0] = b;
-        let input = Tensor::from_shape::<f32>(&shape, &batch.data[start * per..(start + b) * per])
-            .map_err(tract_err)?;
-        let mut values: TVec<TValue> = tvec![input.into()];
-        for (k, shard) in shards.iter().enumerate() {
-            let list = runners.entry(b).or_default();
-            if list.len() == k {
-                let refs: Vec<&Tensor> = values.iter().map(|v| &**v).collect();
-                list.push(Runner::new(shard, &refs)?);
-            }
-            values = list[k].run(values)?;
-            if k + 1 < shards.len() {
-                let cut = cut_ids.get(k).copied().unwrap_or(k);
-                values = values
-                    .into_iter()
-                    .enumerate()
-                    .map(|(pos, v)| encode_per_image(&v, enc, cut, pos, observer.as_deref_mut()))
-                    .collect::<Result<_, _>>()?;
-            }
-        }
-        out.extend(rows(&values[0])?);
-        start += b;
-    }
+    out.push(first);
+    out.extend(rest);
     Ok(out)
+}
+
+/// One image through the chain; builds the runners still missing from `runners`.
+fn chain_one(
+    shards: &[Vec<u8>],
+    runners: &mut Vec<Runner>,
+    input: Tensor,
+    enc: WireEncoding,
+    cut_ids: &[usize],
+    mut observer: Option<&mut WireObserver>,
+) -> Result<Vec<f32>, OnnxError> {
+    let mut values: TVec<TValue> = tvec![input.into()];
+    for (k, shard) in shards.iter().enumerate() {
+        if runners.len() == k {
+            let refs: Vec<&Tensor> = values.iter().map(|v| &**v).collect();
+            runners.push(Runner::new(shard, &refs)?);
+        }
+        values = runners[k].run(values)?;
+        if k + 1 < shards.len() {
+            let cut = cut_ids.get(k).copied().unwrap_or(k);
+            values = values
+                .into_iter()
+                .enumerate()
+                .map(|(pos, v)| encode_per_image(&v, enc, cut, pos, observer.as_deref_mut()))
+                .collect::<Result<_, _>>()?;
+        }
+    }
+    rows(&values[0])?
+        .into_iter()
+        .next()
+        .ok_or_else(|| OnnxError::Invalid("the model gave an empty output".into()))
 }
 
 /// What the next tier sees: each image's slice encoded and decoded on its own (one frame per

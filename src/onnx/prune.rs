@@ -236,7 +236,8 @@ impl StatsAcc {
 }
 
 /// Run `model` (one input) on `batch` in chunks of at most `chunk` images, calling `f` with each
-/// chunk's first image index and outputs. One tract plan per distinct chunk size.
+/// chunk's first image index and outputs (each stacked along axis 0, as a batched run would
+/// give them). The images themselves run singly on every core ([`super::par`]).
 pub fn for_each_chunk(
     model: &[u8],
     batch: &Batch,
@@ -252,24 +253,27 @@ pub fn for_each_chunk(
             batch.data.len()
         )));
     }
+    let runner = Runner::new(model, &[&batch.image(0)?])?;
+    let workers = super::par::workers();
     let chunk = chunk.max(1);
-    let mut runners: Vec<(usize, Runner)> = Vec::new();
     let mut start = 0;
     while start < n {
         let b = chunk.min(n - start);
-        let mut shape = batch.shape.clone();
-        shape[0] = b;
-        let input = Tensor::from_shape::<f32>(&shape, &batch.data[start * per..(start + b) * per])
-            .map_err(tract_err)?;
-        if !runners.iter().any(|(s, _)| *s == b) {
-            runners.push((b, Runner::new(model, &[&input])?));
-        }
-        let runner = &runners
-            .iter()
-            .find(|(s, _)| *s == b)
-            .ok_or_else(|| OnnxError::Invalid("runner cache".into()))?
-            .1;
-        f(start, runner.run(tvec![input.into()])?)?;
+        let outs = super::par::map_indexed(
+            b,
+            workers,
+            || (),
+            |_, j| runner.run(tvec![batch.image(start + j)?.into()]),
+        )?;
+        let stacked = (0..outs[0].len())
+            .map(|o| {
+                let parts: Vec<&Tensor> = outs.iter().map(|v| &*v[o]).collect();
+                Tensor::stack_tensors(0, &parts)
+                    .map(TValue::from)
+                    .map_err(tract_err)
+            })
+            .collect::<Result<TVec<TValue>, OnnxError>>()?;
+        f(start, stacked)?;
         start += b;
     }
     Ok(())

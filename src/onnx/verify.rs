@@ -7,7 +7,9 @@ use tract_onnx::prelude::*;
 use super::error::{tract_err, OnnxError};
 use super::graph::{decode, Graph};
 
-/// A model ready to run on inputs of fixed shapes, with its input/output tensor names.
+/// A model ready to run on inputs of fixed shapes, with its input/output tensor names. Clones
+/// share the plan; runs from several threads at once are independent.
+#[derive(Clone)]
 pub struct Runner {
     plan: Arc<TypedRunnableModel>,
     pub inputs: Vec<String>,
