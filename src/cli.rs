@@ -230,8 +230,13 @@ pub struct ShardArgs {
     /// zstd level for the forwarded payload (kept only where it shrinks it).
     #[arg(long)]
     pub zstd: Option<i32>,
+    /// Requests admitted at once (read, queued for a core, computing or forwarding); the next
+    /// gets 503 + Retry-After.
     #[arg(long, default_value_t = 4)]
     pub max_concurrency: usize,
+    /// Requests computed at once (default: the cores this process may use).
+    #[arg(long)]
+    pub compute_threads: Option<usize>,
     #[arg(long, default_value_t = 10_000)]
     pub forward_timeout_ms: u64,
     /// Emulate a link of this bandwidth to the next tier (token bucket in the sender).
@@ -868,6 +873,9 @@ pub fn shard(a: &ShardArgs) -> Result<()> {
         encoding: a.encoding,
         zstd: a.zstd,
         max_concurrency: a.max_concurrency,
+        compute_threads: a
+            .compute_threads
+            .unwrap_or_else(server::default_compute_threads),
         forward_timeout: std::time::Duration::from_millis(a.forward_timeout_ms),
         link: LinkEmulation {
             mbps: a.link_mbps,

@@ -4,9 +4,11 @@ use cnnpc::cli::{self, Cli, Command};
 fn main() {
     let args = Cli::parse();
     // Logs go to stderr; RUST_LOG overrides the default level. The demo runs its shard servers
-    // in-process: their per-request lines would bury its progress and table.
+    // in-process: their per-request lines would bury its progress and table. The benchmarks
+    // too, and their load test provokes 503s on purpose.
     let level = match args.command {
         Command::Demo(_) => "warn",
+        Command::Bench(_) => "error",
         _ => "info",
     };
     tracing_subscriber::fmt()

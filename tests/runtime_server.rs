@@ -737,7 +737,10 @@ async fn overload_gets_503_with_retry_after_not_a_queue() {
         .expect("first request reached the model");
 
     let t0 = Instant::now();
-    let second = post(&s.url(), f32_frame(&x), &[]).await;
+    // A large body: the refusal comes before it is read, and the server reads and drops the
+    // rest so the client sees the 503 rather than a reset connection.
+    let big = input(&[1, 8, 256, 256]);
+    let second = post(&s.url(), f32_frame(&big), &[]).await;
     assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(second.header("retry-after"), "1");
     assert!(t0.elapsed() < Duration::from_secs(1), "refused at once");
@@ -753,6 +756,56 @@ async fn overload_gets_503_with_retry_after_not_a_queue() {
     let m = scrape(&s).await;
     assert_eq!(requests(&m, "cloud", "overloaded"), 1.0);
     assert_eq!(requests(&m, "cloud", "ok"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admitted_requests_past_the_compute_threads_wait_for_a_core_instead_of_failing() {
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel();
+    let gate = Gate {
+        started: Mutex::new(started_tx),
+        release: Mutex::new(release_rx),
+    };
+    let s = Server::start(
+        ShardConfig {
+            max_concurrency: 2,
+            compute_threads: 1,
+            ..cfg("cloud", None)
+        },
+        gate,
+    );
+    let x = input(&[1, 1, 2, 2]);
+    let started = Arc::new(Mutex::new(started_rx));
+    let wait_start = |timeout: Duration| {
+        let started = started.clone();
+        tokio::task::spawn_blocking(move || started.lock().unwrap().recv_timeout(timeout))
+    };
+    let (u1, b1) = (s.url(), f32_frame(&x));
+    let first = tokio::spawn(async move { post(&u1, b1, &[]).await });
+    wait_start(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("the first request reached the model");
+    let (u2, b2) = (s.url(), f32_frame(&x));
+    let second = tokio::spawn(async move { post(&u2, b2, &[]).await });
+    // Admitted (there are two slots) but not computing: the one core is taken.
+    assert!(
+        wait_start(Duration::from_millis(500)).await.unwrap().is_err(),
+        "a second computation started alongside the first on one compute thread"
+    );
+    release_tx.send(()).unwrap();
+    assert_eq!(first.await.unwrap().status, StatusCode::OK);
+    wait_start(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("the second request got the core once the first let go");
+    release_tx.send(()).unwrap();
+    let second = second.await.unwrap();
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(decode_answer(&second.body), x);
+    let m = scrape(&s).await;
+    assert_eq!(requests(&m, "cloud", "ok"), 2.0);
+    assert_eq!(requests(&m, "cloud", "overloaded"), 0.0);
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ use crate::planner::search::{Objective, Planner, SearchConfig, Strategy};
 use crate::planner::topology::TopologySpec;
 use crate::runtime::server::ShardModel;
 use crate::runtime::tract_model::TractShard;
-pub use pipeline::{Pipeline, TierSpec};
+pub use pipeline::{Pipeline, Posted, TierSpec};
 pub use report::{percentile, DemoReport, PlanRow};
 
 /// The zstd level shards use for what they forward (kept only where it shrinks the payload).

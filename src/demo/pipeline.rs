@@ -61,6 +61,17 @@ pub struct Pipeline {
     servers: Vec<JoinHandle<Result<(), server::ServeError>>>,
 }
 
+/// What the entry tier answered to a posted frame.
+#[derive(Debug)]
+pub struct Posted {
+    pub status: StatusCode,
+    pub body: Bytes,
+    /// From sending the request to the whole answer.
+    pub latency: Duration,
+    /// The `Retry-After` of a 503, in seconds.
+    pub retry_after: Option<Duration>,
+}
+
 /// The answer to one request.
 #[derive(Debug)]
 pub struct Answer {
@@ -158,9 +169,9 @@ impl Pipeline {
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
-    /// Posts an encoded frame to the entry tier: the status, the body and the time to the
-    /// whole answer. Transport failures are errors; any status is an answer.
-    pub async fn post(&self, frame: Bytes) -> Result<(StatusCode, Bytes, Duration)> {
+    /// Posts an encoded frame to the entry tier. Transport failures are errors; any status is
+    /// an answer.
+    pub async fn post(&self, frame: Bytes) -> Result<Posted> {
         let req = Request::builder()
             .method(Method::POST)
             .uri(format!("{}/v1/infer", self.tiers[0].1))
@@ -169,15 +180,31 @@ impl Pipeline {
         let started = Instant::now();
         let resp = self.client.request(req).await.context("POST /v1/infer")?;
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = resp.into_body().collect().await?.to_bytes();
-        Ok((status, body, started.elapsed()))
+        Ok(Posted {
+            status,
+            body,
+            latency: started.elapsed(),
+            retry_after,
+        })
     }
 
     /// Sends one input (f32 frame, as a camera on the end device would hand it over) to the
     /// entry tier and waits for the answer.
     pub async fn infer(&self, data: &[f32], shape: &[usize]) -> Result<Answer> {
         let frame = Frame::from_tensor(data, shape, 1, WireEncoding::F32, None)?.encode();
-        let (status, body, latency) = self.post(Bytes::from(frame)).await?;
+        let Posted {
+            status,
+            body,
+            latency,
+            ..
+        } = self.post(Bytes::from(frame)).await?;
         if status != StatusCode::OK {
             bail!(
                 "the pipeline answered {status}: {}",

@@ -21,7 +21,9 @@
 //! Concurrency: at most `max_concurrency` requests are in flight in a tier (from reading the
 //! body to relaying the answer), which also bounds buffered bodies to `max_concurrency` frames;
 //! the next is refused at once with 503, never queued. Decoding, the model and encoding run on
-//! tokio's blocking pool, never on the async threads.
+//! tokio's blocking pool, never on the async threads, and at most `compute_threads` at a time
+//! (default: the cores): admitted requests beyond that wait for a core with their body already
+//! read, so the cores never idle while a request is in transit and are never oversubscribed.
 
 use crate::planner::accuracy::WireEncoding;
 use crate::runtime::frame::{self, Frame, FrameError, FrameLimits};
@@ -106,6 +108,8 @@ pub struct ShardConfig {
     /// tensor's last axis.
     pub channel_axis: usize,
     pub max_concurrency: usize,
+    /// Requests decoded/run/encoded at once; more only time-share the same cores.
+    pub compute_threads: usize,
     /// Whole forward call: sending the body (emulated link included), the answer's head and body.
     pub forward_timeout: Duration,
     /// Receiving a request body; a client that trickles its body is cut off with 408.
@@ -134,6 +138,7 @@ impl Default for ShardConfig {
             zstd: None,
             channel_axis: 1,
             max_concurrency: 4,
+            compute_threads: default_compute_threads(),
             forward_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
             link: LinkEmulation::default(),
@@ -157,6 +162,9 @@ impl ShardConfig {
         if self.max_concurrency == 0 {
             return Err("max concurrency must be at least 1".into());
         }
+        if self.compute_threads == 0 {
+            return Err("compute threads must be at least 1".into());
+        }
         if self.forward_timeout.is_zero() || self.read_timeout.is_zero() {
             return Err("timeouts must be positive".into());
         }
@@ -166,6 +174,11 @@ impl ShardConfig {
         self.link.validate()?;
         self.compute.validate()
     }
+}
+
+/// The cores this process may run on.
+pub fn default_compute_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Why the server could not run.
@@ -237,6 +250,8 @@ struct Shard {
     model: OnceLock<ModelSlot>,
     metrics: Metrics,
     slots: Arc<Semaphore>,
+    /// Decode/run/encode permits (`compute_threads`).
+    cores: Semaphore,
     client: ForwardClient,
     link: Option<Arc<Link>>,
     /// Precomputed `{next}/v1/infer` and `{next}/readyz`.
@@ -372,6 +387,7 @@ impl Shard {
         Ok(Shard {
             metrics: Metrics::new(&cfg.tier, &cfg.plan_id, &cfg.cuts),
             slots: Arc::new(Semaphore::new(cfg.max_concurrency)),
+            cores: Semaphore::new(cfg.compute_threads),
             link: cfg
                 .link_handle
                 .clone()
@@ -515,19 +531,29 @@ async fn handle(
     req: Request,
 ) -> Result<Response, Failure> {
     // Refuse at once rather than queue: a queue in front of a slow tier only adds latency.
-    let _permit = shard.slots.clone().try_acquire_owned().map_err(|_| {
-        Failure::new(
+    let Ok(_permit) = shard.slots.clone().try_acquire_owned() else {
+        let limits = shard.cfg.limits;
+        discard_body(req, &limits).await;
+        return Err(Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Outcome::Overloaded,
             format!(
                 "tier {} is at its limit of {} concurrent requests",
                 shard.cfg.tier, shard.cfg.max_concurrency
             ),
-        )
-    })?;
-    let model = shard
-        .model()
-        .map_err(|e| Failure::new(StatusCode::SERVICE_UNAVAILABLE, Outcome::ModelError, e))?;
+        ));
+    };
+    let model = match shard.model() {
+        Ok(m) => m,
+        Err(e) => {
+            discard_body(req, &shard.cfg.limits).await;
+            return Err(Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Outcome::ModelError,
+                e,
+            ));
+        }
+    };
     let body = tokio::time::timeout(
         shard.cfg.read_timeout,
         read_frame(req.into_parts(), &shard.cfg.limits),
@@ -563,6 +589,13 @@ async fn handle(
         None => (WireEncoding::F32, None),
     };
     let (limits, axis) = (shard.cfg.limits, shard.cfg.channel_axis);
+    let core = shard.cores.acquire().await.map_err(|_| {
+        Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::Overloaded,
+            "the server is shutting down",
+        )
+    })?;
     let computed =
         tokio::task::spawn_blocking(move || compute(&*model, &body, &limits, encoding, zstd, axis))
             .await
@@ -573,6 +606,7 @@ async fn handle(
                     format!("model panicked: {e}"),
                 )
             })??;
+    drop(core);
     let extra = shard.cfg.compute.extra(computed.compute);
     if !extra.is_zero() {
         tokio::time::sleep(extra).await;
@@ -591,6 +625,45 @@ async fn handle(
         )
             .into_response()),
         Some(url) => forward(shard, url, request_id, computed.frame).await,
+    }
+}
+
+/// How long a refused request's body is read and thrown away.
+const DISCARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads a refused request's body and throws it away — what nginx calls a lingering close —
+/// so the client, still sending, gets to read the 503 instead of a reset connection, and the
+/// connection stays usable. Nothing is kept; a body over the frame limits, or one still
+/// arriving after [`DISCARD_TIMEOUT`], is given up on (the connection then closes).
+async fn discard_body(req: Request, limits: &FrameLimits) {
+    let max = max_frame_len(limits);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return;
+    }
+    let mut body = req.into_body();
+    let drained = tokio::time::timeout(DISCARD_TIMEOUT, async {
+        let mut seen = 0u64;
+        loop {
+            match body.frame().await {
+                None => return Ok(seen),
+                Some(Err(e)) => return Err(format!("after {seen} B: {e}")),
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len() as u64),
+            }
+            if seen > max {
+                return Err(format!("over {max} B"));
+            }
+        }
+    })
+    .await;
+    match drained {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!(error = %e, "gave up discarding a refused request's body"),
+        Err(_) => warn!("a refused request's body was still arriving after {DISCARD_TIMEOUT:?}"),
     }
 }
 
@@ -891,6 +964,11 @@ mod tests {
             ..ShardConfig::default()
         };
         assert!(bad.validate().is_err());
+        let bad = ShardConfig {
+            compute_threads: 0,
+            ..ShardConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("compute threads"));
         let bad = ShardConfig {
             tier: "a b".into(),
             ..ShardConfig::default()
