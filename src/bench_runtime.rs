@@ -334,7 +334,12 @@ async fn throughput_row(
         let tickets = Arc::new(AtomicUsize::new(total));
         let mut callers = Vec::new();
         for _ in 0..direct_callers {
-            let (m, x, s, t) = (model.clone(), input.to_vec(), shape.to_vec(), tickets.clone());
+            let (m, x, s, t) = (
+                model.clone(),
+                input.to_vec(),
+                shape.to_vec(),
+                tickets.clone(),
+            );
             callers.push(tokio::task::spawn_blocking(move || {
                 while take(&t) {
                     let out = m.run(Tensor {

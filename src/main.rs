@@ -1,6 +1,10 @@
 use clap::Parser;
 use cnnpc::cli::{self, Cli, Command};
 
+// Frames of a few MB come and go on every request; glibc's malloc maps and unmaps each one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = Cli::parse();
     // Logs go to stderr; RUST_LOG overrides the default level. The demo runs its shard servers

@@ -83,8 +83,16 @@ async fn every_part_is_measured_and_the_sized_load_test_answers_every_request_co
     // every request is still answered, correctly, and nothing fails.
     let shedding = &r.load[1];
     assert_eq!(shedding.tier_max_concurrency, 4);
-    assert_eq!((shedding.ok, shedding.gave_up, shedding.not_sent), (96, 0, 0), "{shedding:?}");
-    assert_eq!((shedding.errors, shedding.wrong_answers), (0, 0), "{shedding:?}");
+    assert_eq!(
+        (shedding.ok, shedding.gave_up, shedding.not_sent),
+        (96, 0, 0),
+        "{shedding:?}"
+    );
+    assert_eq!(
+        (shedding.errors, shedding.wrong_answers),
+        (0, 0),
+        "{shedding:?}"
+    );
     assert!(shedding.error_kinds.is_empty(), "{shedding:?}");
 
     assert!(told.iter().any(|w| w.contains("load test")), "{told:?}");

@@ -790,7 +790,10 @@ async fn admitted_requests_past_the_compute_threads_wait_for_a_core_instead_of_f
     let second = tokio::spawn(async move { post(&u2, b2, &[]).await });
     // Admitted (there are two slots) but not computing: the one core is taken.
     assert!(
-        wait_start(Duration::from_millis(500)).await.unwrap().is_err(),
+        wait_start(Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_err(),
         "a second computation started alongside the first on one compute thread"
     );
     release_tx.send(()).unwrap();
