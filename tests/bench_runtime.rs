@@ -117,5 +117,8 @@ async fn a_model_that_is_not_onnx_is_a_clear_error() {
     let err = run("junk", b"not a model", &small(), &mut |_| {})
         .await
         .unwrap_err();
-    assert!(!err.to_string().is_empty());
+    assert!(
+        err.to_string().contains("cannot decode ONNX model"),
+        "{err}"
+    );
 }
