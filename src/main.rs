@@ -31,7 +31,16 @@ fn main() {
         Command::Fetch { url, sha256, out } => cli::fetch(url, sha256, out),
         Command::Controller(a) => cli::controller(a),
         Command::Cuts { model, output } => cli::cuts(model, *output),
-        Command::Split { model, cuts, out } => cli::split(model, cuts, out),
+        Command::Split {
+            model,
+            cuts,
+            plan,
+            fit_images,
+            out,
+        } => match plan {
+            Some(plan) => cli::split_plan(model, plan, *fit_images, out),
+            None => cli::split(model, cuts, out),
+        },
         Command::Profile {
             model,
             out,

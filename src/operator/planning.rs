@@ -6,7 +6,7 @@
 use super::crd::{default_slowdown, CollaborativeInferenceSpec, PlanCutStatus, PlanStatus};
 use super::crd::{Encoding, PlanTierStatus, TIERS};
 use super::resources::fnv_hex;
-use crate::onnx::calibration::rapid_orientation_pages;
+use crate::live::{CalibrationSet, OracleSizes};
 use crate::onnx::graph::Graph;
 use crate::onnx::oracle::LiveOracle;
 use crate::onnx::profile::{profile_model, ProfileOptions};
@@ -16,10 +16,6 @@ use crate::planner::profile::Profile;
 use crate::planner::search::{Objective, Planner, SearchConfig, SearchError, Strategy};
 use crate::planner::topology::TopologySpec;
 use std::collections::BTreeMap;
-
-pub use crate::live::FONT_PATH as FONT;
-/// Calibration pages: the fit set starts at seed 0, the eval set at this seed (disjoint).
-pub const EVAL_SEED: u64 = 1_000_000;
 
 /// Why no plan could be made; `reason()` is the condition reason.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -267,30 +263,24 @@ pub fn measure_profile(
         .map_err(|e| PlanError::InvalidModel(format!("profiling the model: {e}")))
 }
 
+/// The live oracle on the model's built-in calibration set, with the seeds and method of
+/// `cnnpc plan` and `cnnpc demo` (`live::live_oracle`): half the pages fit the pruning, half
+/// grade it. A shard pod rebuilds its pruned shard from the same fit pages (`cnnpc shard
+/// --calibration-pages`), so it computes what was measured.
 fn live_oracle(model: &[u8], profile: &Profile, pages: u32) -> Result<LiveOracle, PlanError> {
-    let graph = Graph::from_bytes(model).map_err(|e| PlanError::InvalidModel(e.to_string()))?;
-    let dims = graph
-        .inputs()
-        .first()
-        .and_then(|i| graph.tensor_info(i))
-        .map(|i| crate::onnx::profile::fixed_shape(&i.dims))
-        .unwrap_or_default();
-    if graph.inputs().len() != 1 || dims.get(1..) != Some(&[3, 224, 224][..]) {
-        return Err(PlanError::Calibration(format!(
-            "calibration pages are 3x224x224 NCHW images; the model's input is {dims:?}"
-        )));
-    }
-    let font = std::fs::read(FONT)
-        .map_err(|e| PlanError::Calibration(format!("cannot read the font {FONT}: {e}")))?;
-    let half = (pages as usize / 2).max(1);
-    let fit = rapid_orientation_pages(&font, 0, half)
-        .map_err(|e| PlanError::Calibration(e.to_string()))?;
-    let eval = rapid_orientation_pages(&font, EVAL_SEED, half)
-        .map_err(|e| PlanError::Calibration(e.to_string()))?;
-    let cuts = crate::live::profile_cuts(model, profile)
+    // Checked first so that a profile of another model is reported as such.
+    crate::live::profile_cuts(model, profile)
         .map_err(|e| PlanError::UnknownCut(format!("{e:#}")))?;
-    LiveOracle::new(model.to_vec(), cuts, fit, eval)
-        .map_err(|e| PlanError::Calibration(e.to_string()))
+    let set =
+        CalibrationSet::for_model(model).map_err(|e| PlanError::Calibration(format!("{e:#}")))?;
+    let half = (pages as usize / 2).max(1);
+    let sizes = OracleSizes {
+        fit: half,
+        eval: half,
+    };
+    let (oracle, _key) = crate::live::live_oracle(model, profile, set, sizes)
+        .map_err(|e| PlanError::Calibration(format!("{e:#}")))?;
+    Ok(oracle)
 }
 
 /// Profiles (unless a profile is given), builds the topology of the available tiers and searches.
