@@ -189,3 +189,26 @@ fn cloud_only_pays_both_links_unless_reproducing_the_reference() {
     assert!((t(&quirk) - (cloud + 114.84388 + O)).abs() < 1e-3);
     assert!((t(&physical) - (cloud + 57.42188 + 114.84388 + O)).abs() < 1e-3);
 }
+
+#[test]
+fn the_input_crosses_a_link_in_the_plan_encoding_but_never_below_eight_bits() {
+    let p = profile("mobilenet"); // counts one byte per element (int8)
+    let topo = topology(&p, "MI8", 10.0, false);
+    let input = |encoding| {
+        LatencyModel {
+            profile: &p,
+            topology: &topo,
+            encoding,
+        }
+        .input_bytes()
+    };
+    let bytes = p.input.bytes;
+    assert_eq!(input(WireEncoding::Int8), bytes);
+    assert_eq!(input(WireEncoding::F16), 2.0 * bytes);
+    assert_eq!(input(WireEncoding::F32), 4.0 * bytes);
+    // Cut tensors at int4 take half a byte per element; the image stays at a byte: a 4-bit
+    // image would lose accuracy that no measurement covers.
+    assert_eq!(input(WireEncoding::Int4), bytes);
+    assert_eq!(WireEncoding::Int4.for_input(), WireEncoding::Int8);
+    assert_eq!(WireEncoding::F16.for_input(), WireEncoding::F16);
+}

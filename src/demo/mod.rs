@@ -268,7 +268,16 @@ fn pipeline_tiers(
         .collect();
     let shards = split(&pruned, &names)?;
     let mut out = Vec::new();
+    let mut carries_input = true;
     for (i, t) in assign_to_tiers(shards, plan)?.into_iter().enumerate() {
+        // Relays before the first computing tier forward the raw input (never below 8 bits,
+        // as the planner costs it); every later hop carries a cut tensor.
+        carries_input &= t.model.is_none();
+        let encoding = if carries_input {
+            plan.wire_encoding.for_input()
+        } else {
+            plan.wire_encoding
+        };
         let shard: Option<Arc<dyn ShardModel>> = match &t.model {
             Some(bytes) => {
                 let m = TractShard::load(&format!("{}-{}", plan.strategy, t.tier), bytes)
@@ -282,7 +291,7 @@ fn pipeline_tiers(
             model: shard,
             slowdown: opts.slowdowns.get(i).copied().unwrap_or(1.0),
             link_mbps: [opts.end_edge_mbps, opts.edge_cloud_mbps].get(i).copied(),
-            encoding: plan.wire_encoding,
+            encoding,
             // Baselines are the uncompressed f32 tensors the earlier methods send.
             zstd: (plan.wire_encoding != WireEncoding::F32).then_some(ZSTD_LEVEL),
             max_concurrency: crate::runtime::server::ShardConfig::default().max_concurrency,

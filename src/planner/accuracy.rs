@@ -76,6 +76,18 @@ impl WireEncoding {
         }
     }
 
+    /// The encoding the raw input crosses a link in when this is the plan's wire encoding:
+    /// the same, but never below 8 bits. An 8-bit image is what a camera gives anyway; a 4-bit
+    /// one would lose accuracy that no measurement covers (accuracy points encode cut
+    /// tensors only).
+    pub fn for_input(self) -> WireEncoding {
+        if self.bits() < 8 {
+            Self::Int8
+        } else {
+            self
+        }
+    }
+
     /// Per-channel quantisation ships a scale and a zero point (two f32) with every channel.
     pub fn is_quantised(self) -> bool {
         matches!(self, Self::Int8 | Self::Int4)

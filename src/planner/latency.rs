@@ -185,10 +185,11 @@ impl<'a> LatencyModel<'a> {
         c.bytes / f64::from(c.channels) * self.size_ratio() + params
     }
 
-    /// The input crosses a link in the same encoding as the cut tensors (an 8-bit image is what
-    /// a camera has anyway); its few channels' parameters are negligible.
+    /// The input crosses a link in the cut tensors' encoding, but never below 8 bits
+    /// ([`WireEncoding::for_input`]); its few channels' parameters are negligible.
     pub fn input_bytes(&self) -> f64 {
-        self.profile.input.bytes * self.size_ratio()
+        self.profile.input.bytes * f64::from(self.encoding.for_input().bits())
+            / f64::from(self.profile.wire_encoding.bits())
     }
 
     pub fn linear(&self, layout: &Layout) -> LinearLatency {
