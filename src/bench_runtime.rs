@@ -57,8 +57,10 @@ impl Default for RuntimeBenchOptions {
         RuntimeBenchOptions {
             hop_sizes: vec![1_000, 10_000, 100_000, 1_000_000, 4_000_000],
             hop_samples: 60,
-            throughput_requests: 96,
-            throughput_rounds: 7,
+            // Many short paired rounds: this machine's speed wanders by ±20% over seconds, and
+            // a median of 21 paired ratios holds still where one of 7 did not.
+            throughput_requests: 48,
+            throughput_rounds: 21,
             load_clients: 64,
             load_requests: 640,
             load_deadline: Duration::from_secs(120),
@@ -88,8 +90,12 @@ pub struct ThroughputRow {
     pub server_callers: usize,
     pub direct_rps: f64,
     pub server_rps: f64,
-    /// `server_rps / direct_rps`.
+    /// Median over rounds of the round's `server req/s / direct req/s` (both measured back to
+    /// back in the round), so it is not quite `server_rps / direct_rps`.
     pub ratio: f64,
+    /// The spread of the per-round ratios: how much the machine's noise moves one measurement.
+    pub ratio_min: f64,
+    pub ratio_max: f64,
     /// CPU time of the whole process (every thread, client included) per request.
     pub direct_cpu_ms: f64,
     pub server_cpu_ms: f64,
@@ -326,72 +332,111 @@ async fn throughput_row(
     let frame = f32_frame(input, shape)?;
     let total = opts.throughput_requests;
     expect_ok(server.post(frame.clone()).await?)?;
-    let (mut direct, mut served) = (Vec::new(), Vec::new());
+    let (mut direct, mut served, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut direct_cpu, mut served_cpu) = (Vec::new(), Vec::new());
-    for _ in 0..opts.throughput_rounds {
-        let t = Instant::now();
-        let cpu = cpu_seconds();
-        let tickets = Arc::new(AtomicUsize::new(total));
-        let mut callers = Vec::new();
-        for _ in 0..direct_callers {
-            let (m, x, s, t) = (
-                model.clone(),
-                input.to_vec(),
-                shape.to_vec(),
-                tickets.clone(),
-            );
-            callers.push(tokio::task::spawn_blocking(move || {
-                while take(&t) {
-                    let out = m.run(Tensor {
-                        shape: s.clone(),
-                        data: x.clone(),
-                    });
-                    std::hint::black_box(out.map_err(anyhow::Error::msg)?);
-                }
-                Ok::<_, anyhow::Error>(())
-            }));
-        }
-        for c in callers {
-            c.await??;
-        }
-        direct.push(total as f64 / t.elapsed().as_secs_f64());
-        direct_cpu.push((cpu_seconds() - cpu) * 1e3 / total as f64);
-
-        let t = Instant::now();
-        let cpu = cpu_seconds();
-        let tickets = Arc::new(AtomicUsize::new(total));
-        let mut callers = Vec::new();
-        for _ in 0..server_callers {
-            let (p, f, t) = (server.clone(), frame.clone(), tickets.clone());
-            callers.push(tokio::spawn(async move {
-                while take(&t) {
-                    let posted = p.post(f.clone()).await?;
-                    let answer = Frame::decode(&posted.body, &FrameLimits::default());
-                    expect_ok(posted)?;
-                    std::hint::black_box(answer?.to_f32()?);
-                }
-                Ok::<_, anyhow::Error>(())
-            }));
-        }
-        for c in callers {
-            c.await??;
-        }
-        served.push(total as f64 / t.elapsed().as_secs_f64());
-        served_cpu.push((cpu_seconds() - cpu) * 1e3 / total as f64);
+    for round in 0..opts.throughput_rounds {
+        // Each round measures both modes back to back, in alternating order, so a drift in the
+        // machine's speed (a noisy VM) falls on both sides of the round's ratio alike.
+        let direct_half = direct_round(&model, input, shape, direct_callers, total);
+        let served_half = served_round(&server, &frame, server_callers, total);
+        let ((d_rps, d_cpu), (s_rps, s_cpu)) = if round % 2 == 0 {
+            let d = direct_half.await?;
+            (d, served_half.await?)
+        } else {
+            let s = served_half.await?;
+            (direct_half.await?, s)
+        };
+        ratios.push(s_rps / d_rps);
+        direct.push(d_rps);
+        direct_cpu.push(d_cpu);
+        served.push(s_rps);
+        served_cpu.push(s_cpu);
     }
     if let Ok(p) = Arc::try_unwrap(server) {
         p.stop().await?;
     }
-    let (direct_rps, server_rps) = (median(direct), median(served));
     Ok(ThroughputRow {
         direct_callers,
         server_callers,
-        direct_rps,
-        server_rps,
-        ratio: server_rps / direct_rps,
+        direct_rps: median(direct),
+        server_rps: median(served),
+        ratio_min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratio_max: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        ratio: median(ratios),
         direct_cpu_ms: median(direct_cpu),
         server_cpu_ms: median(served_cpu),
     })
+}
+
+/// `total` requests through tract on `callers` threads: (requests/s, process CPU ms/request).
+async fn direct_round(
+    model: &Arc<TractShard>,
+    input: &[f32],
+    shape: &[usize],
+    callers: usize,
+    total: usize,
+) -> Result<(f64, f64)> {
+    let (t, cpu) = (Instant::now(), cpu_seconds());
+    let tickets = Arc::new(AtomicUsize::new(total));
+    let mut running = Vec::new();
+    for _ in 0..callers {
+        let (m, x, s, t) = (
+            model.clone(),
+            input.to_vec(),
+            shape.to_vec(),
+            tickets.clone(),
+        );
+        running.push(tokio::task::spawn_blocking(move || {
+            while take(&t) {
+                let out = m.run(Tensor {
+                    shape: s.clone(),
+                    data: x.clone(),
+                });
+                std::hint::black_box(out.map_err(anyhow::Error::msg)?);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for c in running {
+        c.await??;
+    }
+    Ok(rate(total, t, cpu))
+}
+
+/// `total` requests through the server from `clients` concurrent clients, each waiting for its
+/// answer (and decoding it) before the next: (requests/s, process CPU ms/request).
+async fn served_round(
+    server: &Arc<Pipeline>,
+    frame: &Bytes,
+    clients: usize,
+    total: usize,
+) -> Result<(f64, f64)> {
+    let (t, cpu) = (Instant::now(), cpu_seconds());
+    let tickets = Arc::new(AtomicUsize::new(total));
+    let mut running = Vec::new();
+    for _ in 0..clients {
+        let (p, f, t) = (server.clone(), frame.clone(), tickets.clone());
+        running.push(tokio::spawn(async move {
+            while take(&t) {
+                let posted = p.post(f.clone()).await?;
+                let answer = Frame::decode(&posted.body, &FrameLimits::default());
+                expect_ok(posted)?;
+                std::hint::black_box(answer?.to_f32()?);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for c in running {
+        c.await??;
+    }
+    Ok(rate(total, t, cpu))
+}
+
+fn rate(total: usize, since: Instant, cpu_since: f64) -> (f64, f64) {
+    (
+        total as f64 / since.elapsed().as_secs_f64(),
+        (cpu_seconds() - cpu_since) * 1e3 / total as f64,
+    )
 }
 
 /// User + system CPU time of this process so far.
@@ -614,17 +659,19 @@ pub fn markdown(r: &RuntimeBench) -> String {
             h.hop_overhead_min_ms
         );
     }
-    s += "\n| direct callers | direct req/s | direct CPU ms/req | server clients | server req/s | server CPU ms/req | server / direct |\n|---:|---:|---:|---:|---:|---:|---:|\n";
+    s += "\n| direct callers | direct req/s | direct CPU ms/req | server clients | server req/s | server CPU ms/req | server / direct (median round) | per-round range |\n|---:|---:|---:|---:|---:|---:|---:|---|\n";
     for t in &r.throughput {
         s += &format!(
-            "| {} | {:.1} | {:.2} | {} | {:.1} | {:.2} | {:.3} |\n",
+            "| {} | {:.1} | {:.2} | {} | {:.1} | {:.2} | {:.3} | {:.3}–{:.3} |\n",
             t.direct_callers,
             t.direct_rps,
             t.direct_cpu_ms,
             t.server_callers,
             t.server_rps,
             t.server_cpu_ms,
-            t.ratio
+            t.ratio,
+            t.ratio_min,
+            t.ratio_max
         );
     }
     s += "\n| load test | clients | tier limit | requests | ok | 503s (retried) | errors | wrong | p50 ms | p99 ms | ok/s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";

@@ -1,4 +1,5 @@
 //! The shard runtime: the wire format between tiers, link emulation, metrics and the server.
+pub mod compute_pool;
 pub mod frame;
 pub mod link;
 pub mod metrics;

@@ -21,11 +21,12 @@
 //! Concurrency: at most `max_concurrency` requests are in flight in a tier (from reading the
 //! body to relaying the answer), which also bounds buffered bodies to `max_concurrency` frames;
 //! the next is refused at once with 503, never queued. Decoding, the model and encoding run on
-//! tokio's blocking pool, never on the async threads, and at most `compute_threads` at a time
-//! (default: the cores): admitted requests beyond that wait for a core with their body already
-//! read, so the cores never idle while a request is in transit and are never oversubscribed.
+//! a [`ComputePool`] of `compute_threads` threads (default: the cores), never on the async
+//! threads: admitted requests beyond that wait in its queue with their body already read, so the
+//! cores never idle while a request is in transit and are never oversubscribed.
 
 use crate::planner::accuracy::WireEncoding;
+use crate::runtime::compute_pool::ComputePool;
 use crate::runtime::frame::{self, Frame, FrameError, FrameLimits};
 use crate::runtime::link::{ComputeEmulation, Link, LinkEmulation, PacedBody};
 use crate::runtime::metrics::{Metrics, Outcome};
@@ -250,8 +251,8 @@ struct Shard {
     model: OnceLock<ModelSlot>,
     metrics: Metrics,
     slots: Arc<Semaphore>,
-    /// Decode/run/encode permits (`compute_threads`).
-    cores: Semaphore,
+    /// Decode/run/encode threads (`compute_threads`).
+    compute: ComputePool,
     client: ForwardClient,
     link: Option<Arc<Link>>,
     /// Precomputed `{next}/v1/infer` and `{next}/readyz`.
@@ -387,7 +388,7 @@ impl Shard {
         Ok(Shard {
             metrics: Metrics::new(&cfg.tier, &cfg.plan_id, &cfg.cuts),
             slots: Arc::new(Semaphore::new(cfg.max_concurrency)),
-            cores: Semaphore::new(cfg.compute_threads),
+            compute: ComputePool::new(&format!("cnnpc-{}", cfg.tier), cfg.compute_threads)?,
             link: cfg
                 .link_handle
                 .clone()
@@ -589,24 +590,17 @@ async fn handle(
         None => (WireEncoding::F32, None),
     };
     let (limits, axis) = (shard.cfg.limits, shard.cfg.channel_axis);
-    let core = shard.cores.acquire().await.map_err(|_| {
-        Failure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Outcome::Overloaded,
-            "the server is shutting down",
-        )
-    })?;
-    let computed =
-        tokio::task::spawn_blocking(move || compute(&*model, &body, &limits, encoding, zstd, axis))
-            .await
-            .map_err(|e| {
-                Failure::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    Outcome::ModelError,
-                    format!("model panicked: {e}"),
-                )
-            })??;
-    drop(core);
+    let computed = shard
+        .compute
+        .run(move || compute(&*model, &body, &limits, encoding, zstd, axis))
+        .await
+        .map_err(|e| {
+            Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Outcome::ModelError,
+                format!("model {e}"),
+            )
+        })??;
     let extra = shard.cfg.compute.extra(computed.compute);
     if !extra.is_zero() {
         tokio::time::sleep(extra).await;
@@ -748,7 +742,7 @@ struct Computed {
     compute: Duration,
 }
 
-/// Decode → run → encode, on a blocking thread.
+/// Decode → run → encode, on a compute thread.
 fn compute(
     model: &dyn ShardModel,
     body: &[u8],
