@@ -98,6 +98,16 @@ impl ShardModel for Failing {
     }
 }
 
+struct Panicking;
+impl ShardModel for Panicking {
+    fn run(&self, _: Tensor) -> Result<Tensor, String> {
+        panic!("kernel assertion failed")
+    }
+    fn name(&self) -> &str {
+        "panicking"
+    }
+}
+
 /// What the unsplit model would answer: the shards composed in-process.
 fn unsplit(models: &[&dyn ShardModel], x: Tensor) -> Tensor {
     models.iter().fold(x, |t, m| m.run(t).unwrap())
@@ -863,6 +873,28 @@ async fn model_errors_are_500_and_counted() {
     assert_eq!(ans.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(ans.json()["error"].as_str().unwrap().contains("layer 3"));
     assert_eq!(requests(&scrape(&s).await, "edge", "model_error"), 1.0);
+}
+
+#[tokio::test]
+async fn a_panicking_model_is_a_500_and_the_tier_keeps_serving() {
+    // One compute thread: the second request needs the thread that ran the panic.
+    let s = Server::start(
+        ShardConfig {
+            compute_threads: 1,
+            ..cfg("edge", None)
+        },
+        Panicking,
+    );
+    for _ in 0..2 {
+        let ans = post(&s.url(), f32_frame(&input(&[1, 1, 1, 1])), &[]).await;
+        assert_eq!(ans.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let error = ans.json()["error"].as_str().unwrap().to_string();
+        assert!(
+            error.contains("panicked: kernel assertion failed"),
+            "{error}"
+        );
+    }
+    assert_eq!(requests(&scrape(&s).await, "edge", "model_error"), 2.0);
 }
 
 #[tokio::test]

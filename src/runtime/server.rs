@@ -26,7 +26,7 @@
 //! cores never idle while a request is in transit and are never oversubscribed.
 
 use crate::planner::accuracy::WireEncoding;
-use crate::runtime::compute_pool::ComputePool;
+use crate::runtime::compute_pool::{ComputePool, PoolError};
 use crate::runtime::frame::{self, Frame, FrameError, FrameLimits};
 use crate::runtime::link::{ComputeEmulation, Link, LinkEmulation, PacedBody};
 use crate::runtime::metrics::{Metrics, Outcome};
@@ -594,12 +594,17 @@ async fn handle(
         .compute
         .run(move || compute(&*model, &body, &limits, encoding, zstd, axis))
         .await
-        .map_err(|e| {
-            Failure::new(
+        .map_err(|e| match e {
+            PoolError::Panicked(why) => Failure::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Outcome::ModelError,
-                format!("model {e}"),
-            )
+                format!("model panicked: {why}"),
+            ),
+            PoolError::Stopped => Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Outcome::Overloaded,
+                "the server is shutting down",
+            ),
         })??;
     let extra = shard.cfg.compute.extra(computed.compute);
     if !extra.is_zero() {
