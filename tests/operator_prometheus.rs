@@ -242,7 +242,7 @@ async fn a_slower_link_seen_in_prometheus_changes_the_plan_within_two_scrapes() 
     let config = format!(
         "global:\n  scrape_interval: {SCRAPE_S}s\n  evaluation_interval: {SCRAPE_S}s\n\
          scrape_configs:\n  - job_name: shards\n    static_configs:\n      - targets: ['{end}', '{edge}']\n        \
-         labels: {{namespace: test, app_kubernetes_io_instance: demo, cnnpc_io_plan_id: '{}'}}\n",
+         labels: {{namespace: test, name: demo, pod_plan_id: '{}'}}\n",
         p1.id
     );
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();

@@ -6,6 +6,7 @@ use super::core::{self, Outcome, TierHealth, Trigger};
 use super::crd::{CollaborativeInference, CollaborativeInferenceStatus, PlanStatus};
 use super::feedback::{self, Counters, Observation};
 use super::fetch::{FetchError, ModelStore};
+use super::labels;
 use super::metrics::Metrics;
 use super::planning::{self, Adjustments, PlanError, PlanOutcome, PlanRequest, Replan};
 use super::resources::{self, BuildContext, BuildError, Children};
@@ -201,7 +202,7 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 async fn read_children(client: &Client, ns: &str, name: &str) -> Result<Observed> {
-    let lp = ListParams::default().labels(&resources::children_selector(name));
+    let lp = ListParams::default().labels(&labels::children_selector(name));
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
@@ -723,10 +724,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) -> Result<(), kub
         ),
     };
     cis.list(&ListParams::default().limit(1)).await?;
-    let children = watcher::Config::default().labels(&format!(
-        "app.kubernetes.io/managed-by={}",
-        resources::MANAGED_BY
-    ));
+    let children = watcher::Config::default().labels(&labels::managed_selector());
     Controller::new(cis, watcher::Config::default())
         .owns(deps, children.clone())
         .owns(svcs, children.clone())

@@ -89,9 +89,7 @@ fn setup(spec: CollaborativeInferenceSpec) -> Env {
     let mut ctx = Context::new(
         client,
         Metrics::default(),
-        BuildContext {
-            shard_image: "cnnpc:test".into(),
-        },
+        BuildContext::new("cnnpc:test"),
         ModelStore {
             cache_dir: dir.path().join("cache"),
             model_dir: dir.path().to_path_buf(),

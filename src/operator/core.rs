@@ -105,7 +105,7 @@ pub fn tier_health(d: &Deployment) -> Option<TierHealth> {
         .metadata
         .labels
         .as_ref()?
-        .get("app.kubernetes.io/component")?
+        .get(super::labels::COMPONENT)?
         .clone();
     let status = d.status.clone().unwrap_or_default();
     let ready = status.ready_replicas.unwrap_or(0);
@@ -354,7 +354,7 @@ mod tests {
     fn deployment(tier: &str, ready: Option<i32>, unavailable_since: Option<i64>) -> Deployment {
         Deployment {
             metadata: ObjectMeta {
-                labels: Some(crate::operator::resources::labels("x", tier)),
+                labels: Some(crate::operator::labels::child("x", tier)),
                 creation_timestamp: Some(Time(ts(0))),
                 ..ObjectMeta::default()
             },

@@ -141,13 +141,16 @@ pub fn reason(old: &Adjustments, new: &Adjustments) -> String {
 
 // ---- Prometheus HTTP API ----
 
-/// The label matchers that select one plan's shards in Prometheus: the pod labels as the usual
-/// `labelmap __meta_kubernetes_pod_label_(.+)` relabelling names them, and the namespace.
+/// The label matchers that select one plan's shards in Prometheus: the namespace and the pod
+/// labels as the chart's PodMonitor relabels them ([`labels::prom`](super::labels::prom)).
 pub fn selector(namespace: &str, name: &str, plan_id: &str) -> String {
+    use super::labels::prom;
     format!(
-        "namespace=\"{}\",app_kubernetes_io_instance=\"{}\",cnnpc_io_plan_id=\"{}\"",
+        "namespace=\"{}\",{}=\"{}\",{}=\"{}\"",
         escape(namespace),
+        prom::NAME,
         escape(name),
+        prom::PLAN_ID,
         escape(plan_id)
     )
 }
@@ -464,7 +467,7 @@ mod tests {
         assert!(parse_vector(b"<html>").is_err());
         let q = queries(&selector("ns", "x\"y", "p1"), "1m");
         assert!(
-            q[0].1.contains(r#"app_kubernetes_io_instance="x\"y""#),
+            q[0].1.contains(r#"name="x\"y",pod_plan_id="p1""#),
             "{}",
             q[0].1
         );

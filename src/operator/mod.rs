@@ -1,6 +1,7 @@
 //! The Kubernetes operator: the only part that imports kube / k8s-openapi.
 //!
 //! - [`crd`]: the `CollaborativeInference` resource and its generated CRD.
+//! - [`labels`]: the label contract every selector (chart, dashboard, e2e) is checked against.
 //! - [`resources`]: pure builders of the children (plan ConfigMap, Deployments, Services).
 //! - [`status`], [`core`]: conditions and the controller's decisions, as pure functions.
 //! - [`planning`]: spec + model → plan (blocking: profiling, the live oracle, the search).
@@ -11,10 +12,12 @@
 pub mod controller;
 pub mod core;
 pub mod crd;
+pub mod crd_reference;
 pub mod feedback;
 pub mod fetch;
 #[cfg(test)]
 mod fixtures;
+pub mod labels;
 pub mod lease;
 pub mod metrics;
 pub mod planning;

@@ -7,6 +7,7 @@
 //! nothing changed writes nothing.
 
 use super::crd::{default_slowdown, CollaborativeInference, PlanStatus, TIERS};
+use super::labels;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSecurityContext,
@@ -18,9 +19,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
 pub const SHARD_PORT: i32 = 8080;
-pub const MANAGED_BY: &str = "cnnpc-controller";
-pub const PART_OF: &str = "cnnpc";
+/// The container port's name; the chart's NetworkPolicies and PodMonitor refer to it by name.
+pub const SHARD_PORT_NAME: &str = "http";
 pub const SPEC_HASH: &str = "cnnpc.io/spec-hash";
+/// Annotation on every child: the plan it was built for.
 pub const PLAN_ID: &str = "cnnpc.io/plan-id";
 /// Where the model file is inside a shard pod.
 pub const MODEL_DIR: &str = "/models";
@@ -35,30 +37,6 @@ pub fn plan_configmap_name(ci: &str) -> String {
 
 pub fn tier_name(ci: &str, tier: &str) -> String {
     format!("{ci}-{tier}")
-}
-
-/// The labels every child carries; `component` is the tier (or `plan`).
-pub fn labels(ci: &str, component: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".into(), "cnnpc-shard".into()),
-        ("app.kubernetes.io/instance".into(), ci.into()),
-        ("app.kubernetes.io/component".into(), component.into()),
-        ("app.kubernetes.io/managed-by".into(), MANAGED_BY.into()),
-        ("app.kubernetes.io/part-of".into(), PART_OF.into()),
-    ])
-}
-
-/// The label selector of every child of `ci` (what the controller lists and prunes by).
-pub fn children_selector(ci: &str) -> String {
-    format!("app.kubernetes.io/instance={ci},app.kubernetes.io/managed-by={MANAGED_BY}")
-}
-
-fn selector_labels(ci: &str, tier: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".into(), "cnnpc-shard".into()),
-        ("app.kubernetes.io/instance".into(), ci.into()),
-        ("app.kubernetes.io/component".into(), tier.into()),
-    ])
 }
 
 /// FNV-1a 64 of `bytes` as 16 hex digits: stable across runs and builds (unlike `DefaultHasher`).
@@ -84,6 +62,17 @@ pub enum BuildError {
 pub struct BuildContext {
     /// Image of the shard container when the spec names none.
     pub shard_image: String,
+    /// `cnnpc shard --log-format` (`text` or `json`): the shards log as the controller does.
+    pub log_format: String,
+}
+
+impl BuildContext {
+    pub fn new(shard_image: impl Into<String>) -> BuildContext {
+        BuildContext {
+            shard_image: shard_image.into(),
+            log_format: "text".into(),
+        }
+    }
 }
 
 /// The children of one plan.
@@ -110,7 +99,7 @@ fn meta(
     Ok(ObjectMeta {
         name: Some(name),
         namespace: ci.namespace(),
-        labels: Some(labels(&ci.name_any(), component)),
+        labels: Some(labels::child(&ci.name_any(), component)),
         annotations: Some(BTreeMap::from([(PLAN_ID.to_string(), plan_id.to_string())])),
         owner_references: Some(vec![owner(ci)?]),
         ..ObjectMeta::default()
@@ -138,7 +127,12 @@ pub fn build_plan_configmap(
 ) -> Result<ConfigMap, BuildError> {
     use kube::ResourceExt;
     let mut cm = ConfigMap {
-        metadata: meta(ci, plan_configmap_name(&ci.name_any()), "plan", plan_id)?,
+        metadata: meta(
+            ci,
+            plan_configmap_name(&ci.name_any()),
+            labels::PLAN_COMPONENT,
+            plan_id,
+        )?,
         data: Some(data),
         ..ConfigMap::default()
     };
@@ -217,6 +211,7 @@ pub fn shard_args(
     plan: &PlanStatus,
     active: &[&str],
     part: usize,
+    ctx: &BuildContext,
 ) -> Result<Vec<String>, BuildError> {
     let tier = active[part];
     let spec = ci.spec.tiers.get(tier).cloned().unwrap_or_default();
@@ -282,6 +277,7 @@ pub fn shard_args(
     }
     let slowdown = spec.slowdown.unwrap_or_else(|| default_slowdown(tier));
     args.extend(["--slowdown".into(), format!("{slowdown}")]);
+    args.extend(["--log-format".into(), ctx.log_format.clone()]);
     Ok(args)
 }
 
@@ -302,7 +298,7 @@ fn probe(path: &str, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("http".into()),
+            port: IntOrString::String(SHARD_PORT_NAME.into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -382,11 +378,7 @@ pub fn build_deployment(
         ),
         (None, None) => return Err(BuildError::Invalid("model.path needs model.volume".into())),
     };
-    let pod_labels = {
-        let mut l = labels(&name, tier);
-        l.insert(PLAN_ID.into(), plan.id.clone());
-        l
-    };
+    let pod_labels = labels::shard_pod(&name, tier, &plan.id, part == 0);
     let annotations = BTreeMap::from([
         ("prometheus.io/scrape".to_string(), "true".to_string()),
         ("prometheus.io/port".into(), SHARD_PORT.to_string()),
@@ -395,9 +387,9 @@ pub fn build_deployment(
     let container = Container {
         name: "shard".into(),
         image: Some(image),
-        args: Some(shard_args(ci, plan, active, part)?),
+        args: Some(shard_args(ci, plan, active, part, ctx)?),
         ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
+            name: Some(SHARD_PORT_NAME.into()),
             container_port: SHARD_PORT,
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
@@ -414,7 +406,7 @@ pub fn build_deployment(
         spec: Some(DeploymentSpec {
             replicas: Some(spec.replicas.unwrap_or(1)),
             selector: LabelSelector {
-                match_labels: Some(selector_labels(&name, tier)),
+                match_labels: Some(labels::tier_selector(&name, tier)),
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {
@@ -463,11 +455,11 @@ pub fn build_service(
     let mut s = Service {
         metadata: meta,
         spec: Some(ServiceSpec {
-            selector: Some(selector_labels(&name, tier)),
+            selector: Some(labels::tier_selector(&name, tier)),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: SHARD_PORT,
-                target_port: Some(IntOrString::String("http".into())),
+                target_port: Some(IntOrString::String(SHARD_PORT_NAME.into())),
                 protocol: Some("TCP".into()),
                 ..ServicePort::default()
             }]),
@@ -534,9 +526,7 @@ mod tests {
     }
 
     fn ctx() -> BuildContext {
-        BuildContext {
-            shard_image: "img:1".into(),
-        }
+        BuildContext::new("img:1")
     }
 
     #[test]
@@ -600,7 +590,12 @@ mod tests {
             .labels
             .as_ref()
             .unwrap();
-        assert_eq!(pod_labels[PLAN_ID], "abc");
+        assert_eq!(pod_labels[labels::PLAN_ID], "abc");
+        assert_eq!(
+            pod_labels[labels::ENTRY],
+            "true",
+            "the first tier is the entry"
+        );
         let container = &pod.containers[0];
         assert_eq!(container.image.as_deref(), Some("img:1"));
         let path = |p: &Option<Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone();
@@ -624,7 +619,7 @@ mod tests {
         );
         // The emulated end→cloud path: 1 / (1/20 + 1/5) = 4 Mbit/s.
         assert!(args.contains("--link-mbps 4 "), "{args}");
-        assert!(args.ends_with("--slowdown 18"), "{args}");
+        assert!(args.ends_with("--slowdown 18 --log-format text"), "{args}");
         let cloud_args = ch.deployments[1]
             .spec
             .as_ref()

@@ -23,6 +23,8 @@ pub struct ControllerConfig {
     pub model_dir: std::path::PathBuf,
     pub cache_dir: std::path::PathBuf,
     pub profile_repeats: usize,
+    /// `text` or `json`, passed on to the shards.
+    pub log_format: String,
 }
 
 pub fn controller(a: &ControllerConfig) -> Result<()> {
@@ -53,6 +55,7 @@ async fn run(a: &ControllerConfig) -> Result<()> {
         metrics.clone(),
         BuildContext {
             shard_image: a.shard_image.clone(),
+            log_format: a.log_format.clone(),
         },
         ModelStore {
             cache_dir: a.cache_dir.clone(),
