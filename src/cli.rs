@@ -3,6 +3,7 @@
 use crate::bench;
 use crate::live::{self, CalibrationSet, MeasurementCache, OracleSizes, ProgressOracle};
 use crate::onnx::oracle::LiveOracle;
+use crate::output::{self, LogFormat};
 use crate::planner::accuracy::{AccuracyOracle, Measurements, MeasuringOracle, WireEncoding};
 use crate::planner::plan::Plan;
 use crate::planner::profile::Profile;
@@ -93,7 +94,11 @@ pub enum Command {
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Print the CollaborativeInference CRD (YAML); `crds/` holds its output.
-    Crd,
+    Crd {
+        /// Print the field reference (Markdown, `docs/crd-reference.md`) instead.
+        #[arg(long)]
+        reference: bool,
+    },
     /// Download a model, check its SHA-256, write it (a shard's init container).
     Fetch {
         #[arg(long)]
@@ -133,6 +138,9 @@ pub struct ControllerArgs {
     /// Runs per segment when the controller profiles a model.
     #[arg(long, default_value_t = 5)]
     pub profile_repeats: usize,
+    /// Log lines as text or JSON; the shard pods it creates log the same way.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Args, Debug)]
@@ -201,8 +209,8 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
     };
     let report = crate::demo::run(&opts)?;
     match a.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Output::Table => print!("{}", report.render_table()),
+        Output::Json => output::println(&serde_json::to_string_pretty(&report)?)?,
+        Output::Table => output::print(&report.render_table())?,
     }
     Ok(())
 }
@@ -262,6 +270,9 @@ pub struct ShardArgs {
     /// The plan's cut points, for `cnnpc_plan_info`, e.g. 3,7.
     #[arg(long, default_value = "")]
     pub cuts: String,
+    /// Log lines as text or JSON.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -531,8 +542,8 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
         baselines,
     };
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Output::Table => print!("{}", render_plan(&report)),
+        Output::Json => output::println(&serde_json::to_string_pretty(&report)?)?,
+        Output::Table => output::print(&render_plan(&report))?,
     }
     Ok(())
 }
@@ -715,8 +726,11 @@ pub fn bench(cmd: &BenchCommand) -> Result<()> {
                 &mut |what| eprintln!("measuring {what}"),
             ))?;
             write_json(out, &report)?;
-            print!("{}", crate::bench_runtime::markdown(&report));
-            println!("\n{}", serde_json::to_string_pretty(&report.targets)?);
+            output::print(&crate::bench_runtime::markdown(&report))?;
+            output::println(&format!(
+                "\n{}",
+                serde_json::to_string_pretty(&report.targets)?
+            ))?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }
@@ -742,7 +756,7 @@ pub fn bench(cmd: &BenchCommand) -> Result<()> {
             })
             .map_err(anyhow::Error::msg)?;
             write_json(out, &report)?;
-            println!("{}", serde_json::to_string_pretty(&report.summary)?);
+            output::println(&serde_json::to_string_pretty(&report.summary)?)?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }
@@ -815,9 +829,9 @@ fn bench_compress(
     } else {
         Vec::new()
     };
-    print!("{}", bc::render_markdown(&report));
+    output::print(&bc::render_markdown(&report))?;
     if !sweep.is_empty() {
-        print!("\n{}", bc::render_sweep_markdown(&name, &sweep));
+        output::print(&format!("\n{}", bc::render_sweep_markdown(&name, &sweep)))?;
     }
     write_json(out, &bc::CompressBench { report, sweep })?;
     eprintln!("wrote {}", out.display());
@@ -840,9 +854,9 @@ pub fn cuts(model: &Path, output: Output) -> Result<()> {
     let bytes = read_model(model)?;
     let cuts = crate::onnx::list_cuts(&bytes).with_context(|| format!("in {}", model.display()))?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&cuts)?),
+        Output::Json => output::println(&serde_json::to_string_pretty(&cuts)?)?,
         Output::Table => {
-            println!("{:>5} {:>9}  tensors", "index", "channels");
+            output::println(&format!("{:>5} {:>9}  tensors", "index", "channels"))?;
             for c in &cuts {
                 let tensors: Vec<String> = c
                     .tensors
@@ -855,7 +869,12 @@ pub fn cuts(model: &Path, output: Output) -> Result<()> {
                         )
                     })
                     .collect();
-                println!("{:>5} {:>9}  {}", c.index, c.channels, tensors.join(" + "));
+                output::println(&format!(
+                    "{:>5} {:>9}  {}",
+                    c.index,
+                    c.channels,
+                    tensors.join(" + ")
+                ))?;
             }
         }
     }
@@ -876,11 +895,11 @@ pub fn split(model: &Path, chosen: &[usize], out: &Path) -> Result<()> {
     let shards = crate::onnx::split(&bytes, &sets)?;
     write_shards(&shards, out)?;
     let diff = verify_shards(&bytes, &shards)?;
-    println!(
+    output::println(&format!(
         "wrote {} shards to {}; chained vs original: max abs diff {diff:e}",
         shards.len(),
         out.display()
-    );
+    ))?;
     Ok(())
 }
 
@@ -938,7 +957,7 @@ pub fn split_plan(model: &Path, plan_path: &Path, fit_images: usize, out: &Path)
     write_shards(&shards, out)?;
     // The shards must chain to exactly the model the plan runs (pruned where it prunes).
     let diff = verify_shards(&pruned, &shards)?;
-    println!(
+    output::println(&format!(
         "wrote {} shards to {} for plan {} ({}, {:.1} ms predicted{}); chained vs the {} model: \
          max abs diff {diff:e}",
         shards.len(),
@@ -954,8 +973,8 @@ pub fn split_plan(model: &Path, plan_path: &Path, fit_images: usize, out: &Path)
         } else {
             "unmodified"
         },
-    );
-    print!("{}", shard_commands(&plan, &tiers, out));
+    ))?;
+    output::print(&shard_commands(&plan, &tiers, out))?;
     Ok(())
 }
 
@@ -1166,15 +1185,12 @@ pub fn shard_model(a: &ShardArgs) -> Result<Vec<u8>> {
     Ok(shards.swap_remove(a.part))
 }
 
-pub fn crd() -> Result<()> {
-    use std::io::Write;
-    // `cnnpc crd | head` closes the pipe early: that is not an error.
-    match std::io::stdout().write_all(crate::operator::crd::crd_yaml().as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("cannot write the CRD")
-        }
-        _ => Ok(()),
-    }
+pub fn crd(reference: bool) -> Result<()> {
+    output::print(&if reference {
+        crate::operator::crd_reference::document()
+    } else {
+        crate::operator::crd::crd_yaml()
+    })
 }
 
 pub fn fetch(url: &str, sha256: &str, out: &Path) -> Result<()> {
@@ -1197,5 +1213,6 @@ pub fn controller(a: &ControllerArgs) -> Result<()> {
         model_dir: a.model_dir.clone(),
         cache_dir: a.cache_dir.clone(),
         profile_repeats: a.profile_repeats,
+        log_format: a.log_format.name().to_string(),
     })
 }

@@ -6,11 +6,11 @@
 pub mod bench;
 pub mod bench_compress;
 pub mod bench_runtime;
-pub mod chart;
 pub mod cli;
 pub mod demo;
 pub mod live;
 pub mod onnx;
 pub mod operator;
+pub mod output;
 pub mod planner;
 pub mod runtime;

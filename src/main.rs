@@ -1,5 +1,6 @@
 use clap::Parser;
 use cnnpc::cli::{self, Cli, Command};
+use cnnpc::output::{self, LogFormat};
 
 // Frames of a few MB come and go on every request; glibc's malloc maps and unmaps each one.
 #[global_allocator]
@@ -10,24 +11,20 @@ fn main() {
     // Logs go to stderr; RUST_LOG overrides the default level. The demo runs its shard servers
     // in-process: their per-request lines would bury its progress and table. The benchmarks
     // too, and their load test provokes 503s on purpose.
-    let level = match args.command {
-        Command::Demo(_) => "warn",
-        Command::Bench(_) => "error",
-        _ => "info",
+    let (level, format) = match &args.command {
+        Command::Demo(_) => ("warn", LogFormat::Text),
+        Command::Bench(_) => ("error", LogFormat::Text),
+        Command::Controller(a) => ("info", a.log_format),
+        Command::Shard(a) => ("info", a.log_format),
+        _ => ("info", LogFormat::Text),
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .init();
+    output::init_logging(level, format);
     let result = match &args.command {
         Command::Plan(a) => cli::plan(a),
         Command::Bench(b) => cli::bench(b),
         Command::Demo(a) => cli::demo(a),
         Command::Shard(a) => cli::shard(a),
-        Command::Crd => cli::crd(),
+        Command::Crd { reference } => cli::crd(*reference),
         Command::Fetch { url, sha256, out } => cli::fetch(url, sha256, out),
         Command::Controller(a) => cli::controller(a),
         Command::Cuts { model, output } => cli::cuts(model, *output),
@@ -60,6 +57,10 @@ fn main() {
         }),
     };
     if let Err(e) = result {
+        // `cnnpc plan | head`: the reader has all it wanted.
+        if output::is_stdout_closed(&e) {
+            return;
+        }
         // One line, the whole chain of causes: "cannot read profile x.yaml: No such file".
         eprintln!("cnnpc: error: {e:#}");
         std::process::exit(2);
