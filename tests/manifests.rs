@@ -1,26 +1,30 @@
-//! `manifests/` is the chart rendered with default values (no drift), parses as Kubernetes
-//! objects in an order `kubectl apply -f manifests/` can apply, and the sample CR fits the
-//! agreed spec, the kind cluster's tiers and — once it exists — the CRD's schema.
+//! `manifests/` is what the real helm renders from the chart with default values (no drift),
+//! parses as Kubernetes objects in an order `kubectl apply -f manifests/` can apply, and the
+//! samples fit the agreed spec, the kind cluster's tiers and the CRD's schema.
 
-use cnnpc::chart::{parse_documents, plain_manifests, Chart, MANIFESTS_NAMESPACE};
+mod common;
+
+use common::yaml_documents as parse_documents;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+const MANIFESTS_NAMESPACE: &str = "cnnpc-system";
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    common::root()
 }
 
 fn read_manifest(name: &str) -> String {
     std::fs::read_to_string(root().join("manifests").join(name)).unwrap()
 }
 
-fn committed() -> Vec<(String, String)> {
-    let mut files: Vec<(String, String)> = std::fs::read_dir(root().join("manifests"))
+fn yaml_files(dir: &Path) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
@@ -35,21 +39,61 @@ fn committed() -> Vec<(String, String)> {
     files
 }
 
+fn committed() -> Vec<(String, String)> {
+    yaml_files(&root().join("manifests"))
+}
+
+/// Helm's install order by kind (`helm template` prints documents in this order); kinds not
+/// listed go last.
+fn install_rank(kind: &str) -> usize {
+    const ORDER: &[&str] = &[
+        "Namespace",
+        "NetworkPolicy",
+        "ResourceQuota",
+        "LimitRange",
+        "PodDisruptionBudget",
+        "ServiceAccount",
+        "Secret",
+        "ConfigMap",
+        "StorageClass",
+        "PersistentVolume",
+        "PersistentVolumeClaim",
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "DaemonSet",
+        "Pod",
+        "ReplicaSet",
+        "Deployment",
+        "StatefulSet",
+        "Job",
+        "CronJob",
+        "Ingress",
+    ];
+    ORDER.iter().position(|k| *k == kind).unwrap_or(ORDER.len())
+}
+
 #[test]
-fn manifests_are_the_chart_rendered_with_default_values() {
-    let chart = Chart::load(root().join("charts/cnnpc")).unwrap();
-    let want = plain_manifests(&chart).unwrap();
-    if std::env::var_os("CNNPC_BLESS").is_some() {
-        for (name, text) in &want {
-            std::fs::write(root().join("manifests").join(name), text).unwrap();
-        }
-    }
+fn manifests_are_what_helm_renders_with_default_values() {
+    let out = tempfile::tempdir().unwrap();
+    let helm = common::helm::bin();
+    let status = std::process::Command::new("bash")
+        .arg(root().join("scripts/render-manifests.sh"))
+        .arg(out.path())
+        .env("CNNPC_HELM", &helm)
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "scripts/render-manifests.sh failed");
+    let want = yaml_files(out.path());
     let have = committed();
     let names = |f: &[(String, String)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     assert_eq!(
         names(&have),
         names(&want),
-        "manifests/ holds other files than the chart renders: run `make manifests`"
+        "manifests/ holds other files than helm renders: run `make manifests`"
     );
     for ((name, h), (_, w)) in have.iter().zip(&want) {
         if h != w {
@@ -59,7 +103,7 @@ fn manifests_are_the_chart_rendered_with_default_values() {
                 .position(|(a, b)| a != b)
                 .unwrap_or(0);
             panic!(
-                "manifests/{name} drifted from charts/cnnpc at line {}: run `make manifests`\n  committed: {:?}\n  rendered:  {:?}",
+                "manifests/{name} differs from what helm renders at line {}: run `make manifests`\n  committed: {:?}\n  helm:      {:?}",
                 line + 1,
                 h.lines().nth(line),
                 w.lines().nth(line)
@@ -72,7 +116,7 @@ fn manifests_are_the_chart_rendered_with_default_values() {
 fn manifests_parse_as_kubernetes_objects_in_apply_order() {
     let mut kinds = Vec::new();
     for (name, text) in committed() {
-        let docs = parse_documents(&text).unwrap_or_else(|e| panic!("manifests/{name}: {e}"));
+        let docs = parse_documents(&text);
         assert!(!docs.is_empty(), "manifests/{name} is empty");
         for d in docs {
             let kind = d["kind"]
@@ -114,13 +158,12 @@ fn manifests_parse_as_kubernetes_objects_in_apply_order() {
     // kubectl applies a directory's files in name order: the namespace first, then the CRDs
     // (when the operator's crds/ exists), then the rest in Helm's install order.
     assert_eq!(kinds[0], "Namespace");
-    let ns = &parse_documents(&read_manifest("00-namespace.yaml")).unwrap()[0];
+    let ns = &parse_documents(&read_manifest("00-namespace.yaml"))[0];
     assert_eq!(
         ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted",
         "the controller's namespace enforces the restricted Pod Security Standard"
     );
     let deploy = parse_documents(&read_manifest("02-cnnpc.yaml"))
-        .unwrap()
         .into_iter()
         .find(|d| d["kind"] == "Deployment")
         .unwrap();
@@ -150,7 +193,7 @@ fn manifests_parse_as_kubernetes_objects_in_apply_order() {
             .any(|k| k == "CustomResourceDefinition" || k == "Namespace"),
         "CRDs must come right after the namespace: {kinds:?}"
     );
-    let ranks: Vec<usize> = rest.iter().map(|k| cnnpc::chart::install_rank(k)).collect();
+    let ranks: Vec<usize> = rest.iter().map(|k| install_rank(k)).collect();
     assert!(
         ranks.windows(2).all(|w| w[0] <= w[1]),
         "not in install order: {kinds:?}"
@@ -171,7 +214,7 @@ fn sample() -> Value {
     let text =
         std::fs::read_to_string(root().join("manifests/samples/collaborativeinference.yaml"))
             .unwrap();
-    let docs = parse_documents(&text).unwrap();
+    let docs = parse_documents(&text);
     assert_eq!(docs.len(), 1);
     docs.into_iter().next().unwrap()
 }
@@ -213,8 +256,7 @@ fn the_sample_follows_the_agreed_spec_and_the_kind_cluster() {
     );
     // Every tier's nodeSelector picks a node of e2e/kind-config.yaml, and there are three tiers.
     let kind =
-        &parse_documents(&std::fs::read_to_string(root().join("e2e/kind-config.yaml")).unwrap())
-            .unwrap()[0];
+        &parse_documents(&std::fs::read_to_string(root().join("e2e/kind-config.yaml")).unwrap())[0];
     let node_tiers: BTreeSet<String> = kind["nodes"]
         .as_array()
         .unwrap()
@@ -241,22 +283,27 @@ fn the_sample_follows_the_agreed_spec_and_the_kind_cluster() {
     assert!(mounts.contains(model["volume"]["hostPath"]["path"].as_str().unwrap()));
 }
 
+/// Every CollaborativeInference the project ships for users to apply.
+fn shipped_resources() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for dir in ["manifests/samples", "e2e/samples", "examples"] {
+        for (name, text) in yaml_files(&root().join(dir)) {
+            for d in parse_documents(&text) {
+                if d["kind"] == "CollaborativeInference" {
+                    out.push((format!("{dir}/{name}"), d));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[test]
-fn the_sample_validates_against_the_crd_schema_when_the_crd_exists() {
-    let path = root().join("crds/cnnpc.io_collaborativeinferences.yaml");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!(
-            "NOTE: {} does not exist yet (operator branch): sample not checked against it",
-            path.display()
-        );
-        // Still a check: without the CRD, the chart must not ship one either.
-        assert!(!root()
-            .join("charts/cnnpc/crds/cnnpc.io_collaborativeinferences.yaml")
-            .exists());
-        return;
-    };
+fn every_shipped_resource_validates_against_the_crd_schema() {
+    let text =
+        std::fs::read_to_string(root().join("crds/cnnpc.io_collaborativeinferences.yaml")).unwrap();
     let crd: CustomResourceDefinition =
-        serde_json::from_value(parse_documents(&text).unwrap().remove(0)).unwrap();
+        serde_json::from_value(parse_documents(&text).remove(0)).unwrap();
     let version = crd
         .spec
         .versions
@@ -267,15 +314,26 @@ fn the_sample_validates_against_the_crd_schema_when_the_crd_exists() {
         serde_json::to_value(&version.schema.as_ref().unwrap().open_api_v3_schema).unwrap();
     let validator =
         jsonschema::draft4::new(&schema).expect("openAPIV3Schema compiles as JSON Schema");
-    let mut s = sample();
-    // The API server checks metadata itself; the schema covers spec (and status).
-    s.as_object_mut().unwrap().remove("metadata");
-    let errors: Vec<String> = validator
-        .iter_errors(&s)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
+    let shipped = shipped_resources();
     assert!(
-        errors.is_empty(),
-        "the sample does not fit the CRD: {errors:#?}"
+        shipped.len() >= 3,
+        "{:?}",
+        shipped.iter().map(|s| &s.0).collect::<Vec<_>>()
     );
+    for (file, mut s) in shipped {
+        assert_eq!(s["apiVersion"], "cnnpc.io/v1alpha1", "{file}");
+        // The API server checks metadata itself; the schema covers spec (and status).
+        s.as_object_mut().unwrap().remove("metadata");
+        let errors: Vec<String> = validator
+            .iter_errors(&s)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{file} does not fit the CRD: {errors:#?}"
+        );
+        // And the operator's own types read it.
+        let _: cnnpc::operator::crd::CollaborativeInferenceSpec =
+            serde_json::from_value(s["spec"].clone()).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
 }

@@ -1,6 +1,4 @@
-{{/* Names, labels and the image. Only the template functions cnnpc's renderer supports are used
-     (src/chart/template.rs: include, toYaml, nindent, indent, quote, default, trunc,
-     trimSuffix, printf, eq, ne, not, and, or, list, len, required, empty, toJson). */}}
+{{/* Names, labels and the image. */}}
 
 {{- define "cnnpc.name" -}}
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
@@ -34,10 +32,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: controller
 {{- end }}
 
-{{/* The labels the controller puts on every shard pod (the operator's contract). */}}
+{{/* The labels the controller puts on every shard pod: the label contract of
+     src/operator/labels.rs (tests/labels.rs checks every selector of this chart against the pods
+     and Services the operator's builders produce). A tier is `app.kubernetes.io/component`; the
+     pods where requests enter (the plan's first tier) also carry `cnnpc.io/entry: "true"`. */}}
 {{- define "cnnpc.shardSelectorLabels" -}}
-app.kubernetes.io/name: cnnpc
-app.kubernetes.io/component: shard
+app.kubernetes.io/name: cnnpc-shard
 app.kubernetes.io/managed-by: cnnpc-controller
 {{- end }}
 

@@ -1,0 +1,129 @@
+//! The args the operator's child builders give every container parse with the binary's own
+//! clap definition, and mean what the plan says: a typo, a float or a missing flag fails here,
+//! not in a pod in someone's cluster. (The controller's own args, rendered by the real helm, are
+//! parsed in tests/chart.rs.)
+
+mod common;
+
+use clap::Parser;
+use cnnpc::cli::{Cli, Command};
+use cnnpc::operator::crd::Encoding;
+use cnnpc::operator::resources::{build_children, BuildContext};
+use common::plans::{self, SHAPES};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+fn parse(args: &[String]) -> Command {
+    Cli::try_parse_from(std::iter::once("cnnpc".to_string()).chain(args.iter().cloned()))
+        .unwrap_or_else(|e| panic!("`cnnpc {}` does not parse: {e}", args.join(" ")))
+        .command
+}
+
+#[test]
+fn shard_args_of_every_plan_shape_parse_and_follow_the_plan() {
+    let specs = [
+        json!({}),
+        json!({"links": {"emulate": true, "endEdgeMbps": 5, "edgeCloudMbps": 2.5},
+               "calibration": {"pages": 64},
+               "tiers": {"end": {"slowdown": 12.5}}}),
+        json!({"model": {"url": "https://models.example/m.onnx", "sha256": "ab".repeat(32)}}),
+    ];
+    let mut checked = 0;
+    for spec in &specs {
+        let ci = plans::resource("demo", "ml", spec.clone());
+        for shape in SHAPES {
+            for (kept, encoding) in [(16, Encoding::F32), (4, Encoding::Int4)] {
+                let plan = plans::plan(shape, kept, encoding);
+                for log_format in ["text", "json"] {
+                    let ctx = BuildContext {
+                        shard_image: "cnnpc:test".into(),
+                        log_format: log_format.into(),
+                    };
+                    let ch = build_children(&ci, &plan, BTreeMap::new(), &ctx).unwrap();
+                    let computing: Vec<&str> = plan
+                        .tiers
+                        .iter()
+                        .filter(|t| t.segments.is_some())
+                        .map(|t| t.tier.as_str())
+                        .collect();
+                    for (part, d) in ch.deployments.iter().enumerate() {
+                        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+                        let Command::Shard(a) = parse(pod.containers[0].args.as_ref().unwrap())
+                        else {
+                            panic!("{shape}: the shard container does not run `cnnpc shard`");
+                        };
+                        assert_eq!(a.tier, computing[part], "{shape}");
+                        assert_eq!(a.plan_id, plan.id);
+                        assert_eq!(a.log_format.name(), log_format);
+                        assert_eq!(a.listen.port(), 8080);
+                        assert_eq!(a.split_at.len(), plan.cuts.len(), "{shape}");
+                        assert_eq!(a.part, part);
+                        if kept < 16 && !plan.cuts.is_empty() {
+                            assert_eq!(a.keep, vec![kept as usize; plan.cuts.len()]);
+                        } else {
+                            assert!(a.keep.is_empty());
+                        }
+                        match computing.get(part + 1) {
+                            Some(next) => {
+                                assert_eq!(
+                                    a.next.as_deref(),
+                                    Some(format!("http://demo-{next}.ml.svc:8080").as_str())
+                                );
+                                assert_eq!(
+                                    a.encoding.name(),
+                                    serde_json::to_value(encoding).unwrap()
+                                );
+                                assert_eq!(a.link_mbps.is_some(), ci.spec.links.emulate);
+                            }
+                            None => assert!(a.next.is_none(), "{shape}: the last tier forwards"),
+                        }
+                        assert!(a.slowdown >= 1.0);
+                        assert!(a.model.starts_with("/models/"));
+                        for init in pod.init_containers.iter().flatten() {
+                            let Command::Fetch { url, sha256, out } =
+                                parse(init.args.as_ref().unwrap())
+                            else {
+                                panic!("the init container does not run `cnnpc fetch`");
+                            };
+                            assert_eq!(Some(url), ci.spec.model.url.clone());
+                            assert_eq!(Some(sha256), ci.spec.model.sha256.clone());
+                            assert_eq!(out, a.model);
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(
+        checked,
+        3 * 2 * 2 * 12,
+        "every tier of every shape, spec, compression and log format"
+    );
+}
+
+#[test]
+fn the_emulated_path_of_a_skipped_tier_is_the_two_links_in_series() {
+    let ci = plans::resource(
+        "demo",
+        "ml",
+        json!({"links": {"emulate": true, "endEdgeMbps": 20, "edgeCloudMbps": 5}}),
+    );
+    let ch = plans::children(&ci, &plans::plan("end-cloud", 16, Encoding::Int8));
+    let args = ch.deployments[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    let Command::Shard(a) = parse(&args) else {
+        panic!()
+    };
+    assert_eq!(a.link_mbps, Some(4.0), "1 / (1/20 + 1/5)");
+}
