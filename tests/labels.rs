@@ -268,6 +268,7 @@ fn builder_services_and_the_controllers_lists_select_exactly_their_own() {
 fn the_e2e_suites_selectors_select_what_the_builders_make() {
     let script = common::read("e2e/run.sh");
     let w = world();
+    let controller = chart_pods(&render(&json!({})));
     let mut found = 0;
     for (i, _) in script.match_indices(" -l ") {
         let rest = &script[i + 4..];
@@ -284,14 +285,36 @@ fn the_e2e_suites_selectors_select_what_the_builders_make() {
         let hits = w
             .pods
             .iter()
+            .chain(&controller)
             .filter(|p| contract::selector_matches(&sel, &p.labels))
             .count();
         assert!(
             hits > 0,
-            "e2e/run.sh selects {sel:?}, which matches no shard pod the operator makes"
+            "e2e/run.sh selects {sel:?}, which matches no pod the operator or the chart makes"
         );
     }
     assert!(found > 0, "e2e/run.sh selects nothing: the check is void");
+    // The controller, as the e2e tests find it: its pod and its metrics Service.
+    let objs = helm::template_in("cnnpc-e2e", "cnnpc-e2e-system", &json!({})).unwrap();
+    let objs: Vec<Value> = objs.into_iter().map(|d| d.value).collect();
+    let sel = contract::controller_selector("cnnpc-e2e");
+    for kind in ["Deployment", "Service"] {
+        let o = helm::one(&objs, kind);
+        let l: k8s::Labels = serde_json::from_value(o["metadata"]["labels"].clone()).unwrap();
+        assert!(
+            contract::selector_matches(&sel, &l),
+            "{sel} misses the controller {kind}: {l:?}"
+        );
+    }
+    let pod = &chart_pods(&objs)[0];
+    assert!(
+        contract::selector_matches(&sel, &pod.labels),
+        "{sel} misses the controller pod"
+    );
+    assert!(!contract::selector_matches(
+        &contract::controller_selector("other"),
+        &pod.labels
+    ));
     let rust = common::read("tests/e2e.rs");
     assert!(
         !rust.contains("app.kubernetes.io/") && !rust.contains("cnnpc.io/plan-id"),

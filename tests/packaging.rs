@@ -1,10 +1,8 @@
-//! The container image and the e2e driver, checked without docker: the Dockerfile runs as a
+//! The container image, checked without docker: the Dockerfile runs as a
 //! non-root user, ships the font the code reads, copies only what exists and is not
-//! dockerignored, and builds with a new enough Rust; e2e/run.sh names every missing
-//! prerequisite and exits non-zero before doing anything.
+//! dockerignored, and builds with a new enough Rust (e2e/run.sh: tests/e2e_script.rs).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -81,10 +79,24 @@ fn the_build_context_has_what_the_dockerfile_copies() {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(String::from)
         .collect();
+    // Docker's rules for the patterns used here: `dir`, `dir/*`, and `!path` exceptions, the
+    // last matching line wins.
     let ignored = |p: &str| {
-        ignore
-            .iter()
-            .any(|i| p == i || p.starts_with(&format!("{i}/")))
+        let mut out = false;
+        for i in &ignore {
+            let (neg, pat) = match i.strip_prefix('!') {
+                Some(rest) => (true, rest),
+                None => (false, i.as_str()),
+            };
+            let hit = match pat.strip_suffix("/*") {
+                Some(dir) => p.starts_with(&format!("{dir}/")),
+                None => p == pat || p.starts_with(&format!("{pat}/")),
+            };
+            if hit {
+                out = !neg;
+            }
+        }
+        out
     };
     let mut copied = 0;
     for line in df
@@ -104,7 +116,7 @@ fn the_build_context_has_what_the_dockerfile_copies() {
         }
     }
     assert!(copied >= 3, "Cargo.toml, Cargo.lock, src at least");
-    for heavy in ["target", "models", ".git"] {
+    for heavy in ["target", "models/open-nsfw.onnx", ".git"] {
         assert!(ignored(heavy), ".dockerignore should exclude {heavy}");
     }
 }
@@ -131,40 +143,5 @@ fn the_builder_rust_is_new_enough() {
     assert!(
         v(have) >= v(&want),
         "builder Rust {have} < rust-version {want}"
-    );
-}
-
-#[test]
-fn e2e_run_names_every_missing_prerequisite_and_fails() {
-    // A PATH with nothing but what the script needs before its check: no docker, kind, kubectl,
-    // helm or cargo.
-    let bin = tempfile::tempdir().unwrap();
-    let dirname = ["/usr/bin/dirname", "/bin/dirname"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("dirname exists here");
-    std::os::unix::fs::symlink(dirname, bin.path().join("dirname")).unwrap();
-    let bash = ["/usr/bin/bash", "/bin/bash"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap();
-    let out = Command::new(bash)
-        .arg(root().join("e2e/run.sh"))
-        .env_clear()
-        .env("PATH", bin.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "run.sh succeeded without its tools: {stderr}"
-    );
-    assert!(
-        stderr.contains("missing prerequisites: docker kind kubectl helm cargo"),
-        "unclear message: {stderr}"
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
-        "it did something before checking"
     );
 }

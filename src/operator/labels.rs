@@ -110,6 +110,13 @@ pub fn entry_pods_selector(instance: &str) -> String {
     format!("{NAME}={SHARD_APP},{INSTANCE}={instance},{ENTRY}=true")
 }
 
+/// Selector of the chart's controller pods and metrics Service of Helm release `release`
+/// (`cnnpc.controllerSelectorLabels` in charts/cnnpc/templates/_helpers.tpl, default
+/// `nameOverride`): what the e2e suite finds the controller by.
+pub fn controller_selector(release: &str) -> String {
+    format!("{NAME}=cnnpc,{INSTANCE}={release},{COMPONENT}=controller")
+}
+
 /// Matches a label-selector string (`k=v,k2=v2`, `k`, `!k`, `k!=v`: what this crate writes)
 /// against `labels`. For tests and the e2e suite, which must select exactly what `kubectl -l`
 /// would.
