@@ -6,9 +6,9 @@
 mod common;
 
 use clap::Parser;
-use cnnpc::cli::{Cli, Command};
-use cnnpc::operator::crd::Encoding;
+use cnnpc::cli::{Cli, Command, FetchArgs};
 use cnnpc::operator::resources::{build_children, BuildContext};
+use cnnpc::planner::accuracy::WireEncoding as Encoding;
 use common::plans::{self, SHAPES};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -60,8 +60,13 @@ fn shard_args_of_every_plan_shape_parse_and_follow_the_plan() {
                         assert_eq!(a.part, part);
                         if kept < 16 && !plan.cuts.is_empty() {
                             assert_eq!(a.keep, vec![kept as usize; plan.cuts.len()]);
+                            // Rebuilt from what the plan was measured on.
+                            let m = plan.measured_on.as_ref().unwrap();
+                            assert_eq!(a.calibration.as_deref(), Some(m.calibration.as_str()));
+                            assert_eq!((a.fit_first, a.fit_images), (m.fit.first, m.fit.count));
+                            assert_eq!(a.model_sha256.as_deref(), Some(m.model.as_str()));
                         } else {
-                            assert!(a.keep.is_empty());
+                            assert!(a.keep.is_empty() && a.calibration.is_none());
                         }
                         match computing.get(part + 1) {
                             Some(next) => {
@@ -80,7 +85,7 @@ fn shard_args_of_every_plan_shape_parse_and_follow_the_plan() {
                         assert!(a.slowdown >= 1.0);
                         assert!(a.model.starts_with("/models/"));
                         for init in pod.init_containers.iter().flatten() {
-                            let Command::Fetch { url, sha256, out } =
+                            let Command::Fetch(FetchArgs { url, sha256, out }) =
                                 parse(init.args.as_ref().unwrap())
                             else {
                                 panic!("the init container does not run `cnnpc fetch`");

@@ -4,11 +4,12 @@
 
 use std::process::Command;
 
-use cnnpc::bench_compress::{compress_report, kept_ladder, sweep, TARGET_AGREEMENT};
+use cnnpc::bench::compress::{compress_report, kept_ladder, sweep, TARGET_AGREEMENT};
 use cnnpc::onnx::calibration::Batch;
+use cnnpc::onnx::list_cuts;
 use cnnpc::onnx::oracle::LiveOracle;
-use cnnpc::onnx::{list_cuts, testmodels};
 use cnnpc::planner::accuracy::WireEncoding;
+use cnnpc::testkit::models as testmodels;
 use serde_json::Value;
 
 fn batch(seed: u64, n: usize) -> Batch {

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use cnnpc::bench_runtime::{markdown, run, RuntimeBenchOptions};
-use cnnpc::onnx::testmodels;
+use cnnpc::bench::runtime::{markdown, run, RuntimeBenchOptions};
+use cnnpc::testkit::models as testmodels;
 
 fn small() -> RuntimeBenchOptions {
     RuntimeBenchOptions {

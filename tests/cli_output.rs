@@ -20,7 +20,7 @@ fn closed_pipe() -> Stdio {
 fn no_subcommand_panics_on_a_closed_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("chain.onnx");
-    std::fs::write(&model, cnnpc::onnx::testmodels::chain_model_bytes()).unwrap();
+    std::fs::write(&model, cnnpc::testkit::models::chain_model_bytes()).unwrap();
     let model = model.to_string_lossy().to_string();
     let profile = common::root().join("model_profile/mobilenet.yaml");
     let profile = profile.to_string_lossy().to_string();
@@ -106,7 +106,7 @@ fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal_and_json_is_one_objec
     // A real shard on a free port logs its start and its shutdown (SIGTERM).
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("chain.onnx");
-    std::fs::write(&model, cnnpc::onnx::testmodels::chain_model_bytes()).unwrap();
+    std::fs::write(&model, cnnpc::testkit::models::chain_model_bytes()).unwrap();
     for format in ["text", "json"] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cnnpc"))
             .args([

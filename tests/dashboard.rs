@@ -86,7 +86,7 @@ fn shard_pods() -> Vec<common::k8s::Pod> {
     common::plans::SHAPES
         .iter()
         .flat_map(|shape| {
-            let plan = common::plans::plan(shape, 8, cnnpc::operator::crd::Encoding::Int8);
+            let plan = common::plans::plan(shape, 8, cnnpc::planner::accuracy::WireEncoding::Int8);
             common::plans::pods(&common::plans::children(&ci, &plan))
         })
         .collect()
@@ -395,7 +395,7 @@ fn the_podmonitor_labels_every_shard_series_with_its_resource_tier_and_plan() {
         );
     }
     // The controller's replanning queries select by exactly these labels.
-    let sel = cnnpc::operator::feedback::selector("ml", "demo", "p1");
+    let sel = cnnpc::operator::observe::selector("ml", "demo", "p1");
     for l in ["namespace", prom::NAME, prom::PLAN_ID] {
         assert!(sel.contains(&format!("{l}=")), "{sel}");
     }

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use cnnpc::demo::{Pipeline, TierSpec};
-use cnnpc::onnx::{list_cuts, split, testmodels};
+use cnnpc::onnx::{list_cuts, split};
 use cnnpc::planner::accuracy::WireEncoding;
 use cnnpc::runtime::frame::Frame;
 use cnnpc::runtime::server::{ShardModel, Tensor};
 use cnnpc::runtime::tract_model::TractShard;
+use cnnpc::testkit::models as testmodels;
 
 fn tier(name: &str, model: Option<Arc<dyn ShardModel>>, mbps: Option<f64>) -> TierSpec {
     TierSpec {

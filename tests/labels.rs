@@ -6,8 +6,8 @@
 
 mod common;
 
-use cnnpc::operator::crd::Encoding;
 use cnnpc::operator::labels as contract;
+use cnnpc::planner::accuracy::WireEncoding as Encoding;
 use common::helm::{self, by_kind, render};
 use common::k8s::{self, ingress_allowed, labels, match_labels, selects, Pod};
 use common::plans::{self, CR, CR_NS, SHAPES};

@@ -1,11 +1,12 @@
 //! `cnnpc profile` on a generated model: a profile the planner accepts, with exact cut sizes and
 //! the documented tier slowdowns; then planned.
 
+use cnnpc::onnx::list_cuts;
 use cnnpc::onnx::profile::{profile_model, ProfileOptions};
-use cnnpc::onnx::{list_cuts, testmodels};
 use cnnpc::planner::profile::Profile;
 use cnnpc::planner::search::{Planner, SearchConfig, Strategy};
 use cnnpc::planner::topology::TopologySpec;
+use cnnpc::testkit::models as testmodels;
 
 #[test]
 fn profiles_every_single_tensor_cut_and_plans() {

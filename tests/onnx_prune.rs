@@ -7,8 +7,9 @@ use cnnpc::onnx::graph::{Dim, Graph};
 use cnnpc::onnx::oracle::LiveOracle;
 use cnnpc::onnx::prune::{prune_at, Method};
 use cnnpc::onnx::tract_ndarray::ArrayD;
-use cnnpc::onnx::{list_cuts, split, testmodels, verify_chain, OnnxError};
+use cnnpc::onnx::{list_cuts, split, verify_chain, OnnxError};
 use cnnpc::planner::accuracy::{AccuracyOracle, CompressionPoint, OracleError, WireEncoding};
+use cnnpc::testkit::models as testmodels;
 
 fn batch(seed: u64, n: usize) -> Batch {
     let a = testmodels::input(seed, n);

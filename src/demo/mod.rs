@@ -14,24 +14,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::live::{self, CalibrationSet, MeasurementCache, OracleSizes, ProgressOracle};
+use crate::dataset::{self, CalibrationSet, Sizes, TEST_SEED};
 use crate::onnx::oracle::{argmax, LiveOracle};
 use crate::onnx::plan_shards::assign_to_tiers;
-use crate::onnx::profile::{profile_model, ProfileOptions};
+use crate::onnx::profile::ProfileOptions;
 use crate::onnx::split;
-use crate::planner::accuracy::{CompressionPoint, Measurements, MeasuringOracle, WireEncoding};
+use crate::planner::accuracy::{CompressionPoint, Measurements, WireEncoding};
 use crate::planner::plan::Plan;
-use crate::planner::search::{Objective, Planner, SearchConfig, Strategy};
-use crate::planner::topology::TopologySpec;
+use crate::planner::search::{Objective, SearchConfig, Strategy};
+use crate::runtime::frame::ZSTD_LEVEL;
 use crate::runtime::server::ShardModel;
 use crate::runtime::tract_model::TractShard;
+use crate::session::cache::{default_cache_dir, MeasurementCache};
+use crate::session::{self, Accuracy, ProfileSource, Progress, Topology};
 pub use pipeline::{Pipeline, Posted, TierSpec};
 pub use report::{percentile, DemoReport, PlanRow};
-
-/// The zstd level shards use for what they forward (kept only where it shrinks the payload).
-pub const ZSTD_LEVEL: i32 = 3;
 
 /// Everything the demo can be told; the defaults are the reference topology.
 #[derive(Debug, Clone)]
@@ -46,7 +44,7 @@ pub struct DemoOptions {
     pub encodings: Vec<WireEncoding>,
     /// Held-out inputs sent through each plan.
     pub requests: usize,
-    pub oracle: OracleSizes,
+    pub oracle: Sizes,
     /// Measurement cache; `None` measures everything afresh and keeps nothing.
     pub cache: Option<PathBuf>,
     pub repeats: usize,
@@ -62,16 +60,29 @@ impl Default for DemoOptions {
             slowdowns: [18.0, 6.0, 1.0],
             encodings: vec![WireEncoding::Int8, WireEncoding::Int4],
             requests: 24,
-            oracle: OracleSizes { fit: 32, eval: 100 },
-            cache: Some(live::default_cache_dir()),
+            oracle: Sizes { fit: 32, eval: 100 },
+            cache: Some(default_cache_dir()),
             repeats: 9,
         }
     }
 }
 
+/// What the demo reports while it works (the CLI shows it as bars).
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// The planning session's progress.
+    Planning(Progress<'a>),
+    /// A plan is being served: `done` of `total` requests so far, over all plans.
+    Serving {
+        plan: &'a str,
+        done: usize,
+        total: usize,
+    },
+}
+
 const TIERS: [&str; 3] = ["end", "edge", "cloud"];
 
-pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
+pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoReport> {
     let started = Instant::now();
     if opts.requests == 0 {
         bail!("--requests must be at least 1");
@@ -88,10 +99,9 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
         .map_or("model".into(), |s| s.to_string_lossy().into_owned());
     let set = CalibrationSet::for_model(&model)?;
 
-    // 1. Profile on this machine; the tiers are documented slowdowns of it.
-    let bar = ProgressBar::new(0).with_style(bar_style());
-    bar.set_message("profiling segments");
-    let popts = ProfileOptions {
+    // 1–2. Profile on this machine (the tiers are documented slowdowns of it), plan with the
+    // live oracle; baselines uncompressed, f32 on the wire, as the earlier methods send.
+    let profile_opts = ProfileOptions {
         cuts: None,
         repeats: opts.repeats,
         devices: TIERS
@@ -100,73 +110,62 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
             .map(|(t, s)| (t.to_string(), t.to_string(), s))
             .collect(),
     };
-    let profile = profile_model(&model, &name, &popts, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
-    bar.finish_and_clear();
-    let host_ms: f64 = profile.devices["host"].run_ms.iter().sum();
-    eprintln!(
-        "profiled {name}: {} cut points, {host_ms:.2} ms per image on this machine (sum of segments)",
-        profile.cuts.len()
-    );
-
-    // 2. Plan with the live oracle; baselines uncompressed.
-    let (oracle, key) = live::live_oracle(&model, &profile, set, opts.oracle)?;
-    let mut oracle = ProgressOracle::new(oracle);
-    let cache = opts.cache.as_ref().map(|dir| {
-        MeasurementCache::new(
-            dir.join(format!(
-                "{name}-{}-{}-{}.csv",
-                set.name(),
-                opts.oracle.fit,
-                opts.oracle.eval
-            )),
-            key,
-        )
-    });
-    let mut known = match &cache {
-        Some(c) => c.load(&profile)?.unwrap_or_default(),
-        None => Measurements::default(),
+    let request = session::Request {
+        name: name.clone(),
+        model: Some(&model),
+        profile: ProfileSource::Measure(profile_opts),
+        accuracy: Accuracy::Live {
+            set,
+            sizes: opts.oracle,
+        },
+        known: Measurements::default(),
+        topology: Topology::end_edge_cloud(opts.end_edge_mbps, opts.edge_cloud_mbps),
+        objective: Some(Objective::MinLatency {
+            min_accuracy: opts.min_accuracy,
+        }),
+        strategy: Strategy::Cnnpc,
+        config: SearchConfig::new(opts.encodings.clone(), true),
+        baselines: Some(SearchConfig::new(vec![WireEncoding::F32], false)),
     };
-    let reused = known.len();
-    if reused > 0 {
-        eprintln!("reusing {reused} accuracy measurements from an earlier run");
-    }
-    let mut spec = TopologySpec::end_edge_cloud("end", opts.end_edge_mbps, opts.edge_cloud_mbps);
-    spec.hop_ms = 0.0;
-    let topology = spec.build(&profile)?;
-    let planner = Planner::new(&profile, &topology)?;
-    let config = SearchConfig::new(opts.encodings.clone(), true);
-    let objective = Objective::MinLatency {
-        min_accuracy: opts.min_accuracy,
+    // The cache is read once the profile is known: its key counts the profile's cuts, and its
+    // CSV names cuts by the profile's points.
+    let measured_on = session::measured_on(&model, set, opts.oracle);
+    let cache_for = |profile: &crate::planner::profile::Profile| {
+        opts.cache.as_ref().map(|dir| {
+            MeasurementCache::new(
+                dir.join(format!(
+                    "{name}-{}-{}-{}.csv",
+                    set.name(),
+                    opts.oracle.fit,
+                    opts.oracle.eval
+                )),
+                session::measurement_key(&measured_on, profile.cuts.len()),
+            )
+        })
     };
-    let searched = {
-        let mut m = MeasuringOracle::new(&mut oracle, &mut known);
-        planner
-            .search(Strategy::Cnnpc, Some(objective), &config, Some(&mut m))
-            .map(|c| (c, m.calls))
-    };
-    oracle.finish();
-    if let Some(c) = &cache {
-        c.store(&known)?;
+    let out = session::run_with_known(
+        request,
+        &mut |profile| match cache_for(profile) {
+            Some(c) => Ok(c.load(profile)?.unwrap_or_default()),
+            None => Ok(Measurements::default()),
+        },
+        &mut |p| events(Event::Planning(p)),
+    )?;
+    if let Some(c) = cache_for(&out.profile) {
+        c.store(&out.known)?;
     }
-    let (chosen, calls) = searched?;
-    let mut plans = vec![planner.plan("cnnpc", &chosen, calls)];
-    let uncompressed = SearchConfig::new(vec![WireEncoding::F32], false);
-    for s in [
-        Strategy::EndOnly,
-        Strategy::EdgeOnly,
-        Strategy::CloudOnly,
-        Strategy::Neurosurgeon,
-    ] {
-        let c = planner.search(s, None, &uncompressed, None)?;
-        plans.push(planner.plan(s.name(), &c, 0));
-    }
+    let host_ms: f64 = out.profile.devices["host"].run_ms.iter().sum();
+    let calls = out.calls;
+    let reused = out.reused;
+    let mut oracle = out
+        .oracle
+        .context("the live oracle is gone (a session without live accuracy)")?;
+    let mut plans = vec![out.plan];
+    plans.extend(out.baselines);
 
     // 3. Serve each plan on loopback and send the held-out inputs through it.
-    let font = live::font()?;
-    let test = set.batch(&font, live::TEST_SEED, opts.requests)?;
+    let font = dataset::font()?;
+    let test = set.batch(&font, TEST_SEED, opts.requests)?;
     let full = TractShard::load(&name, &model).map_err(anyhow::Error::msg)?;
     let per: usize = test.shape[1..].iter().product();
     let mut shape = test.shape.clone();
@@ -188,11 +187,16 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let bar = ProgressBar::new((plans.len() * opts.requests) as u64).with_style(bar_style());
+    let total = plans.len() * opts.requests;
+    let mut done = 0;
     let mut rows = Vec::new();
     for plan in &plans {
-        bar.set_message(format!("serving {}", plan.strategy));
-        let tiers = pipeline_tiers(plan, &mut oracle.inner, &model, opts)?;
+        events(Event::Serving {
+            plan: &plan.strategy,
+            done,
+            total,
+        });
+        let tiers = pipeline_tiers(plan, &mut oracle, &model, opts)?;
         let row = runtime.block_on(async {
             let p = Pipeline::start(tiers, &name, &plan.strategy).await?;
             // Warm-up: tract's first run and the connection pools are not what we measure.
@@ -206,7 +210,12 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
                 let a = p.infer(x, &shape).await?;
                 latencies.push(a.latency.as_secs_f64() * 1e3);
                 predicted.push(argmax(&a.output));
-                bar.inc(1);
+                done += 1;
+                events(Event::Serving {
+                    plan: &plan.strategy,
+                    done,
+                    total,
+                });
             }
             let after = p.link_bytes().await?;
             p.stop().await?;
@@ -226,7 +235,6 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
         })?;
         rows.push(row);
     }
-    bar.finish_and_clear();
     Ok(DemoReport::new(
         &name,
         opts,
@@ -236,12 +244,6 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
         rows,
         started.elapsed().as_secs_f64(),
     ))
-}
-
-fn bar_style() -> ProgressStyle {
-    ProgressStyle::with_template("{msg:24} [{bar:30}] {pos}/{len} {elapsed}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ")
 }
 
 /// The servers of `plan`: every tier from the end device to the last one that computes; tiers

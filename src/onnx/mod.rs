@@ -11,7 +11,8 @@
 //! - [`oracle`]: the live accuracy oracle (prune, split, encode, run, compare).
 //! - [`par`]: calibration inputs run one at a time, on every core.
 //! - [`quantise`]: the cut-tensor codecs (f32, f16, int8, int4 per channel).
-//! - [`testmodels`]: small generated models for tests (no downloaded files needed).
+//! - [`pb_helpers`]: builders of protobuf pieces the surgery writes.
+//! - [`random`]: a deterministic generator for profiling and verification inputs.
 
 pub mod calibration;
 pub mod cuts;
@@ -20,12 +21,13 @@ pub mod graph;
 pub mod oracle;
 pub mod pages;
 pub mod par;
+pub mod pb_helpers;
 pub mod plan_shards;
 pub mod profile;
 pub mod prune;
 pub mod quantise;
+pub mod random;
 pub mod split;
-pub mod testmodels;
 pub mod verify;
 
 pub use cuts::{list_cuts, Cut, CutTensor};

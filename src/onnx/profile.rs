@@ -8,8 +8,8 @@
 use super::cuts::{list_cuts, Cut};
 use super::error::OnnxError;
 use super::graph::{Dim, Graph};
+use super::random::Lcg;
 use super::split::split;
-use super::testmodels::Lcg;
 use super::verify::Runner;
 use crate::planner::accuracy::WireEncoding;
 use crate::planner::profile::{CutPoint, Device, Profile, TensorInfo, TensorSize};

@@ -41,8 +41,8 @@ use tract_onnx::prelude::*;
 use super::calibration::Batch;
 use super::error::{tract_err, OnnxError};
 use super::graph::{node_inputs, Graph};
+use super::pb_helpers::{attr_int, attr_ints, node, tensor};
 use super::split::split_graph;
-use super::testmodels::{attr_int, attr_ints, node, tensor};
 use super::verify::Runner;
 
 /// Which channels to keep.

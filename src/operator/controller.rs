@@ -1,21 +1,25 @@
-//! The reconciler: reads the children, decides (pure functions in [`core`](super::core),
-//! [`feedback`](super::feedback)), plans in a blocking task, applies children and status by
-//! server-side apply (field manager `cnnpc-controller`), skipping writes that change nothing.
+//! The reconciler: read → decide → apply. It reads the children and the observations
+//! ([`observe`](super::observe)), decides with pure functions ([`core`](super::core),
+//! [`decide`](super::decide)), plans in a blocking task ([`planning`](super::planning)), and
+//! applies children and status by server-side apply ([`apply`](super::apply), field manager
+//! `cnnpc-controller`), skipping writes that change nothing.
 
+use super::apply::{self, apply_and_prune};
 use super::core::{self, Outcome, TierHealth, Trigger};
-use super::crd::{CollaborativeInference, CollaborativeInferenceStatus, PlanStatus};
-use super::feedback::{self, Counters, Observation};
+use super::crd::{Assumptions, CollaborativeInference, CollaborativeInferenceStatus, PlanStatus};
+use super::decide::{self, Observation};
 use super::fetch::{FetchError, ModelStore};
 use super::labels;
 use super::metrics::Metrics;
-use super::planning::{self, Adjustments, PlanError, PlanOutcome, PlanRequest, Replan};
+use super::observe::{self, Counters};
+use super::planning::{self, PlanError, PlanOutcome, PlanRequest, Replan};
 use super::resources::{self, BuildContext, BuildError, Children};
 use crate::planner::accuracy::Measurements;
 use crate::planner::profile::Profile;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -23,7 +27,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const FIELD_MANAGER: &str = "cnnpc-controller";
+/// The field manager of every write, and the events' reporter.
+pub const FIELD_MANAGER: &str = labels::MANAGER;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -91,7 +96,8 @@ pub enum Observer {
     Fixed(Arc<Mutex<Observation>>),
 }
 
-/// Per-resource memory between reconciles (lost on restart, which costs one interval).
+/// Per-resource memory between reconciles, keyed by the resource's UID (a re-created resource of
+/// the same name starts afresh); lost on restart, which costs one interval.
 #[derive(Debug, Default)]
 struct Memo {
     failures: u32,
@@ -150,7 +156,14 @@ impl Context {
     }
 }
 
+/// The memo key: the UID (namespace/name only for an object not stored yet, as in some tests).
 fn key(ci: &CollaborativeInference) -> String {
+    ci.uid()
+        .unwrap_or_else(|| format!("{}/{}", ci.namespace().unwrap_or_default(), ci.name_any()))
+}
+
+/// How the resource is named in logs.
+fn who(ci: &CollaborativeInference) -> String {
     format!("{}/{}", ci.namespace().unwrap_or_default(), ci.name_any())
 }
 
@@ -185,7 +198,7 @@ pub async fn reconcile(ci: Arc<CollaborativeInference>, ctx: Arc<Context>) -> Re
 
 /// Backoff per resource: 5 s doubling to 5 min; the failure is counted by its label.
 pub fn error_policy(ci: Arc<CollaborativeInference>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(resource = %key(&ci), error = %error, "reconcile failed");
+    tracing::warn!(resource = %who(&ci), error = %error, "reconcile failed");
     ctx.metrics
         .errors
         .with_label_values(&[error.metric_label()])
@@ -223,7 +236,7 @@ async fn read_children(client: &Client, ns: &str, name: &str) -> Result<Observed
 struct Step {
     plan: PlanStatus,
     data: BTreeMap<String, String>,
-    assumed: Adjustments,
+    assumed: Assumptions,
     lost: Vec<String>,
     replanned: Option<Trigger>,
     note: Option<String>,
@@ -249,8 +262,8 @@ async fn decide(ci: &CollaborativeInference, ctx: &Context, observed: &Observed)
     if let Some(trigger) = core::trigger(ci.metadata.generation, &status, has_cm, &lost) {
         // A new spec starts from the spec's assumptions; a tier change keeps what was learnt.
         let adjust = match (&trigger, &status.assumed) {
-            (Trigger::TierLost(_) | Trigger::TierRecovered(_), Some(a)) => core::adjustments(a),
-            _ => Adjustments::default(),
+            (Trigger::TierLost(_) | Trigger::TierRecovered(_), Some(a)) => a.clone(),
+            _ => Assumptions::default(),
         };
         let reuse = !matches!(trigger, Trigger::Initial | Trigger::SpecChanged);
         let outcome = search(ci, ctx, &data, reuse, &lost, adjust).await?;
@@ -270,11 +283,7 @@ async fn decide(ci: &CollaborativeInference, ctx: &Context, observed: &Observed)
         });
     }
     let current = status.plan.clone().ok_or(Error::Task("no plan".into()))?;
-    let assumed = status
-        .assumed
-        .as_ref()
-        .map(core::adjustments)
-        .unwrap_or_default();
+    let assumed = status.assumed.clone().unwrap_or_default();
     let mut step = Step {
         plan: current.clone(),
         data: data.clone(),
@@ -297,14 +306,14 @@ async fn decide(ci: &CollaborativeInference, ctx: &Context, observed: &Observed)
     let obs = match observe(ci, ctx, &current).await {
         Ok(o) => o,
         Err(why) => {
-            tracing::info!(resource = %key(ci), %why, "no observations this round");
+            tracing::info!(resource = %who(ci), %why, "no observations this round");
             return Ok(step);
         }
     };
     if let Some(s) = obs.request_s {
         step.observed_latency_ms = Some(round3(s * 1e3));
     }
-    if feedback::adjust(&current, &assumed, &obs) == assumed {
+    if decide::adjust(&current, &assumed, &obs) == assumed {
         return Ok(step);
     }
     let mut req = plan_request(ci, ctx, &data, true, &lost, assumed).await?;
@@ -343,7 +352,7 @@ async fn search(
     data: &BTreeMap<String, String>,
     reuse_profile: bool,
     lost: &[String],
-    adjust: Adjustments,
+    adjust: Assumptions,
 ) -> Result<PlanOutcome> {
     let req = plan_request(ci, ctx, data, reuse_profile, lost, adjust).await?;
     let outcome = tokio::task::spawn_blocking(move || planning::make_plan(req))
@@ -360,7 +369,7 @@ async fn plan_request(
     data: &BTreeMap<String, String>,
     reuse_profile: bool,
     lost: &[String],
-    adjust: Adjustments,
+    adjust: Assumptions,
 ) -> Result<PlanRequest> {
     let model = Arc::new(ctx.models.resolve(&ci.spec.model).await?);
     let profile = match &ci.spec.profile {
@@ -381,7 +390,7 @@ async fn plan_request(
         model,
         profile,
         lost: lost.to_vec(),
-        adjust,
+        assumed: adjust,
         known,
         repeats: ctx.repeats,
     })
@@ -435,9 +444,9 @@ async fn observe(
             Some(url) => {
                 let ns = ci.namespace().unwrap_or_default();
                 let range = format!("{}s", (ci.spec.replan.interval_seconds * 2).max(60));
-                prometheus_observation(
+                observe::prometheus(
                     url,
-                    &feedback::selector(&ns, &ci.name_any(), &plan.id),
+                    &observe::selector(&ns, &ci.name_any(), &plan.id),
                     &range,
                 )
                 .await
@@ -456,68 +465,15 @@ async fn observe(
                         )
                     })
                     .collect();
-                let now = scrape(&urls).await?;
+                let now = observe::scrape(&urls).await?;
                 let before = ctx.memo(&key(ci), |m| m.counters.replace(now.clone()));
                 match before {
-                    Some(b) => Ok(feedback::observation_between(&b, &now)),
+                    Some(b) => Ok(observe::observation_between(&b, &now)),
                     None => Err("first scrape: observations start next round".into()),
                 }
             }
         },
     }
-}
-
-/// Runs the [`feedback::queries`] against Prometheus at `base`.
-pub async fn prometheus_observation(
-    base: &str,
-    selector: &str,
-    range: &str,
-) -> std::result::Result<Observation, String> {
-    let mut answers = Vec::new();
-    for (_, q) in feedback::queries(selector, range) {
-        let url = format!(
-            "{}/api/v1/query?query={}",
-            base.trim_end_matches('/'),
-            percent_encode(&q)
-        );
-        let body = super::fetch::get(&url, 16 << 20, Duration::from_secs(10))
-            .await
-            .map_err(|e| e.to_string())?;
-        answers.push(feedback::parse_vector(&body)?);
-    }
-    Ok(feedback::observation_from(
-        &answers[0],
-        &answers[1],
-        &answers[2],
-        &answers[3],
-    ))
-}
-
-/// Scrapes the shards' `/metrics` and adds up their counters.
-pub async fn scrape(urls: &[String]) -> std::result::Result<Counters, String> {
-    let mut acc = Counters::default();
-    for u in urls {
-        let body = super::fetch::get(u, 4 << 20, Duration::from_secs(5))
-            .await
-            .map_err(|e| e.to_string())?;
-        feedback::parse_exposition(&String::from_utf8_lossy(&body), &mut acc);
-    }
-    Ok(acc)
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn apply_params() -> PatchParams {
-    PatchParams::apply(FIELD_MANAGER).force()
 }
 
 async fn apply(
@@ -532,61 +488,26 @@ async fn apply(
     let client = &ctx.client;
     let name = ci.name_any();
 
-    // Apply what differs (by the spec hash the builders stamp).
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let live_cm = observed.config_map.as_ref().map(|c| &c.metadata);
-    if live_cm.and_then(resources::spec_hash) != resources::spec_hash(&children.config_map.metadata)
-    {
-        cms.patch(
-            &children.config_map.name_any(),
-            &apply_params(),
-            &Patch::Apply(&children.config_map),
-        )
-        .await?;
-    }
-    let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    for d in &children.deployments {
-        let live = observed
-            .deployments
-            .iter()
-            .find(|o| o.name_any() == d.name_any());
-        if live.and_then(|l| resources::spec_hash(&l.metadata)) != resources::spec_hash(&d.metadata)
-        {
-            deps.patch(&d.name_any(), &apply_params(), &Patch::Apply(d))
-                .await?;
-        }
-    }
-    let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
-    for s in &children.services {
-        let live = observed
-            .services
-            .iter()
-            .find(|o| o.name_any() == s.name_any());
-        if live.and_then(|l| resources::spec_hash(&l.metadata)) != resources::spec_hash(&s.metadata)
-        {
-            svcs.patch(&s.name_any(), &apply_params(), &Patch::Apply(s))
-                .await?;
-        }
-    }
-
-    // Delete children no longer wanted; a lost tier's shard stays, so its recovery is seen.
-    let keep: Vec<String> = children
-        .deployments
+    // Apply what differs (by the spec hash the builders stamp), delete what is no longer
+    // wanted; a lost tier's shard stays, so its recovery is seen.
+    let keep: Vec<String> = step
+        .lost
         .iter()
-        .map(|d| d.name_any())
-        .chain(step.lost.iter().map(|t| resources::tier_name(&name, t)))
+        .map(|t| resources::tier_name(&name, t))
         .collect();
-    for d in &observed.deployments {
-        if !keep.contains(&d.name_any()) {
-            deps.delete(&d.name_any(), &DeleteParams::background())
-                .await?;
-        }
-    }
-    for s in &observed.services {
-        if !keep.contains(&s.name_any()) {
-            svcs.delete(&s.name_any(), &DeleteParams::default()).await?;
-        }
-    }
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let live_cm: Vec<ConfigMap> = observed.config_map.iter().cloned().collect();
+    apply_and_prune(
+        &cms,
+        std::slice::from_ref(&children.config_map),
+        &live_cm,
+        &[],
+    )
+    .await?;
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    apply_and_prune(&deps, &children.deployments, &observed.deployments, &keep).await?;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
+    apply_and_prune(&svcs, &children.services, &observed.services, &keep).await?;
 
     // Status, written only when it changes.
     let old = ci.status.clone().unwrap_or_default();
@@ -594,7 +515,7 @@ async fn apply(
     let outcome = Outcome {
         generation: ci.metadata.generation,
         plan: &step.plan,
-        assumed: core::assumptions(&step.assumed),
+        assumed: step.assumed.clone(),
         lost: step.lost.clone(),
         replanned: step.replanned.as_ref(),
         note: step.note.clone(),
@@ -653,7 +574,7 @@ async fn write_status(
         "kind": "CollaborativeInference",
         "status": status,
     });
-    api.patch_status(&ci.name_any(), &apply_params(), &Patch::Apply(&patch))
+    api.patch_status(&ci.name_any(), &apply::params(), &Patch::Apply(&patch))
         .await?;
     Ok(())
 }
@@ -675,7 +596,7 @@ async fn publish(
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&ev, &ci.object_ref(&())).await {
-        tracing::warn!(resource = %key(ci), error = %e, "cannot publish event");
+        tracing::warn!(resource = %who(ci), error = %e, "cannot publish event");
     }
 }
 
@@ -695,7 +616,7 @@ async fn report_failure(ci: &CollaborativeInference, ctx: &Context, e: Error) ->
     if new != old {
         if let Some(ns) = ci.namespace() {
             if let Err(k) = write_status(ctx, ci, &ns, &new).await {
-                tracing::warn!(resource = %key(ci), error = %k, "cannot write status");
+                tracing::warn!(resource = %who(ci), error = %k, "cannot write status");
             }
         }
         publish(ctx, ci, EventType::Warning, reason, "Plan", message).await;

@@ -81,7 +81,7 @@ fn spec() -> CollaborativeInferenceSpec {
 
 fn setup(spec: CollaborativeInferenceSpec) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let model = crate::onnx::testmodels::chain_model_bytes();
+    let model = crate::testkit::models::chain_model_bytes();
     std::fs::write(dir.path().join("chain.onnx"), &model).unwrap();
     let fake = FakeApi::default();
     let (client, server) = fake.start();
@@ -175,7 +175,8 @@ impl Env {
     }
 
     fn feedback_due(&self) {
-        self.ctx.memo("ns/demo", |m| m.last_feedback = None);
+        self.ctx
+            .memo(&super::key(&self.ci()), |m| m.last_feedback = None);
     }
 }
 
@@ -550,5 +551,31 @@ async fn observations_replan_past_the_hysteresis_only() {
             .with_label_values(&["observed"])
             .get(),
         1
+    );
+}
+
+#[tokio::test]
+async fn a_recreated_resource_does_not_inherit_the_old_ones_memory() {
+    let env = setup(spec());
+    let old = env.ci();
+    // Three failures in a row: the backoff has grown.
+    for _ in 0..3 {
+        error_policy(
+            Arc::new(old.clone()),
+            &Error::Task("boom".into()),
+            env.ctx.clone(),
+        );
+    }
+    assert_eq!(env.ctx.memo(&super::key(&old), |m| m.failures), 3);
+    // Deleted and created again under the same name: a new UID, a fresh memory.
+    let mut new = old.clone();
+    new.metadata.uid = Some("uid-demo-2".into());
+    assert_ne!(super::key(&new), super::key(&old));
+    assert_eq!(env.ctx.memo(&super::key(&new), |m| m.failures), 0);
+    let next = error_policy(Arc::new(new), &Error::Task("boom".into()), env.ctx.clone());
+    assert_eq!(
+        next,
+        Action::requeue(backoff(1)),
+        "the first failure's backoff"
     );
 }

@@ -283,25 +283,11 @@ pub fn failed_status(
     }
 }
 
-/// Assumptions in status form.
-pub fn assumptions(a: &super::planning::Adjustments) -> Assumptions {
-    Assumptions {
-        link_mbps: a.link_mbps.clone(),
-        compute_scale: a.compute_scale.clone(),
-    }
-}
-
-pub fn adjustments(a: &Assumptions) -> super::planning::Adjustments {
-    super::planning::Adjustments {
-        link_mbps: a.link_mbps.clone(),
-        compute_scale: a.compute_scale.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::crd::{Encoding, PlanTierStatus};
+    use crate::operator::crd::PlanTierStatus;
+    use crate::planner::accuracy::WireEncoding;
     use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
@@ -314,7 +300,7 @@ mod tests {
             id: id.into(),
             summary: format!("plan {id}"),
             deployment: tiers.join("-"),
-            encoding: Encoding::Int8,
+            encoding: WireEncoding::Int8,
             cuts: vec![],
             tiers: ["end", "edge", "cloud"]
                 .iter()
@@ -326,6 +312,7 @@ mod tests {
                 .collect(),
             latency_ms: 12.5,
             accuracy: None,
+            measured_on: None,
         }
     }
 

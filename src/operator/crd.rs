@@ -2,6 +2,8 @@
 //! generated CRD. Field names are a contract (the Helm chart, the dashboards and users' YAML
 //! rely on them): change them here, regenerate `crds/` with `cnnpc crd`, and update the docs.
 
+use crate::planner::accuracy::WireEncoding;
+use crate::planner::plan::MeasuredOn;
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration, Volume};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -219,30 +221,8 @@ pub struct Objective {
     pub max_latency_ms: Option<f64>,
 }
 
-/// Wire encodings of the cut tensor.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Encoding {
-    F32,
-    F16,
-    Int8,
-    Int4,
-}
-
-impl Encoding {
-    pub fn wire(self) -> crate::planner::accuracy::WireEncoding {
-        use crate::planner::accuracy::WireEncoding as W;
-        match self {
-            Encoding::F32 => W::F32,
-            Encoding::F16 => W::F16,
-            Encoding::Int8 => W::Int8,
-            Encoding::Int4 => W::Int4,
-        }
-    }
-}
-
-fn default_encodings() -> Vec<Encoding> {
-    vec![Encoding::Int8]
+fn default_encodings() -> Vec<WireEncoding> {
+    vec![WireEncoding::Int8]
 }
 fn yes() -> bool {
     true
@@ -254,7 +234,7 @@ pub struct Compression {
     /// Encodings the plan may choose from when accuracy is measured (default `[int8]`).
     #[serde(default = "default_encodings")]
     #[schemars(length(min = 1))]
-    pub encodings: Vec<Encoding>,
+    pub encodings: Vec<WireEncoding>,
     /// Whether channels may be pruned at the cuts (default true; only with `calibration`).
     #[serde(default = "yes")]
     pub prune: bool,
@@ -373,7 +353,7 @@ pub struct PlanStatus {
     pub summary: String,
     /// The tiers that compute, e.g. `end-edge-cloud`, `edge-only`.
     pub deployment: String,
-    pub encoding: Encoding,
+    pub encoding: WireEncoding,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cuts: Vec<PlanCutStatus>,
     /// Per tier in request order: the segments it runs (`[first, last]`) or none.
@@ -381,6 +361,9 @@ pub struct PlanStatus {
     pub latency_ms: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
+    /// What the accuracy was measured on; the shards rebuild the pruned model from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_on: Option<MeasuredOn>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]

@@ -43,7 +43,7 @@ impl FetchError {
     }
 }
 
-pub use crate::live::sha256_hex;
+pub use crate::digest::sha256_hex;
 
 /// GET `url` (http or https, native roots) with a total timeout and a size limit.
 pub async fn get(url: &str, limit: usize, timeout: Duration) -> Result<Bytes, FetchError> {

@@ -4,22 +4,26 @@
 //! - [`labels`]: the label contract every selector (chart, dashboard, e2e) is checked against.
 //! - [`resources`]: pure builders of the children (plan ConfigMap, Deployments, Services).
 //! - [`status`], [`core`]: conditions and the controller's decisions, as pure functions.
-//! - [`planning`]: spec + model → plan (blocking: profiling, the live oracle, the search).
-//! - [`feedback`]: observations (Prometheus or scraped shards) → new assumptions → replan?
+//! - [`planning`]: spec + model → plan through the one pipeline (`session`; blocking).
+//! - Replanning is read → decide → apply: [`observe`] reads Prometheus or the shards,
+//!   [`decide`] turns observations into assumptions and roll-out decisions (pure), [`apply`]
+//!   server-side applies and prunes every child kind.
 //! - [`fetch`]: models over HTTP(S) with SHA-256, or from a mounted directory.
 //! - [`controller`]: the reconciler (kube I/O), [`lease`]: leader election, [`metrics`].
 //! - [`rbac`]: the API access the controller needs.
+pub mod apply;
 pub mod controller;
 pub mod core;
 pub mod crd;
 pub mod crd_reference;
-pub mod feedback;
+pub mod decide;
 pub mod fetch;
 #[cfg(test)]
 mod fixtures;
 pub mod labels;
 pub mod lease;
 pub mod metrics;
+pub mod observe;
 pub mod planning;
 pub mod rbac;
 pub mod resources;

@@ -1,20 +1,22 @@
-//! From a spec, a model and what the controller has observed to a plan: profile (or take the
-//! given profile), build the topology of the available tiers, search. Blocking and CPU-bound
-//! (profiling and the live oracle run tract): the controller calls it in `spawn_blocking`.
-//! No kube client here.
+//! From a spec, a model and what the controller assumes about the tiers and links to a plan,
+//! through the one planning pipeline ([`session`](crate::session)): the spec says which tiers
+//! may run, how fast the links are, what the objective is and what to measure accuracy on.
+//! Blocking and CPU-bound (profiling and the live oracle run tract): the controller calls it in
+//! `spawn_blocking`. No kube client here.
 
-use super::crd::{default_slowdown, CollaborativeInferenceSpec, PlanCutStatus, PlanStatus};
-use super::crd::{Encoding, PlanTierStatus, TIERS};
+use super::crd::{
+    default_slowdown, Assumptions, CollaborativeInferenceSpec, PlanCutStatus, PlanStatus,
+    PlanTierStatus, TIERS,
+};
+use super::decide::{self, Observation};
 use super::resources::fnv_hex;
-use crate::live::{CalibrationSet, OracleSizes};
-use crate::onnx::graph::Graph;
-use crate::onnx::oracle::LiveOracle;
-use crate::onnx::profile::{profile_model, ProfileOptions};
-use crate::planner::accuracy::{AccuracyOracle, Measurements, MeasuringOracle, WireEncoding};
+use crate::dataset::{CalibrationSet, Sizes};
+use crate::onnx::profile::ProfileOptions;
+use crate::planner::accuracy::Measurements;
 use crate::planner::plan::Plan;
 use crate::planner::profile::Profile;
 use crate::planner::search::{Objective, Planner, SearchConfig, SearchError, Strategy};
-use crate::planner::topology::TopologySpec;
+use crate::session::{self, Accuracy, ProfileSource, Progress, TierChoice, Topology};
 use std::collections::BTreeMap;
 
 /// Why no plan could be made; `reason()` is the condition reason.
@@ -50,12 +52,26 @@ impl PlanError {
     }
 }
 
-/// Feedback folded into the topology: per physical link (`end->edge`, `edge->cloud`) the
-/// bandwidth, per tier a factor on its profiled compute times.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Adjustments {
-    pub link_mbps: BTreeMap<String, f64>,
-    pub compute_scale: BTreeMap<String, f64>,
+impl From<session::Error> for PlanError {
+    fn from(e: session::Error) -> Self {
+        use session::Error as E;
+        match e {
+            E::Model(m) => PlanError::InvalidModel(m),
+            E::Profile(m) | E::NoDevice(m) => PlanError::InvalidProfile(m),
+            E::UnknownCut(m) => PlanError::UnknownCut(m),
+            E::Calibration(m) | E::Measurements(m) => PlanError::Calibration(m),
+            E::AmbiguousDevice { tier, devices } => PlanError::InvalidSpec(format!(
+                "the profile has several {tier} devices ({devices}); choose one with tiers.{tier}.device"
+            )),
+            E::Search(s) => match s {
+                SearchError::AccuracyUnreachable { .. } | SearchError::LatencyUnreachable { .. } => {
+                    PlanError::ImpossibleObjective(s.to_string())
+                }
+                SearchError::Oracle(o) => PlanError::Calibration(o.to_string()),
+                other => PlanError::InvalidSpec(other.to_string()),
+            },
+        }
+    }
 }
 
 /// Everything one search needs.
@@ -68,7 +84,8 @@ pub struct PlanRequest {
     pub profile: Option<Profile>,
     /// Tiers to plan around.
     pub lost: Vec<String>,
-    pub adjust: Adjustments,
+    /// Link bandwidths and compute factors to plan with (empty: the spec's).
+    pub assumed: Assumptions,
     /// Accuracy measurements made before (reused, never repeated).
     pub known: Measurements,
     /// Profiling repeats per segment.
@@ -84,12 +101,12 @@ pub struct PlanOutcome {
     /// Human-readable notes (e.g. "accuracy not measured: no calibration").
     pub notes: Vec<String>,
     /// The link bandwidths and compute factors the search assumed.
-    pub assumed: Adjustments,
+    pub assumed: Assumptions,
 }
 
-/// The physical links, in order, with their spec (or adjusted) bandwidth.
-pub fn physical_links(spec: &CollaborativeInferenceSpec, adjust: &Adjustments) -> [f64; 2] {
-    let get = |name: &str, dflt: f64| adjust.link_mbps.get(name).copied().unwrap_or(dflt);
+/// The physical links, in order, with their assumed (else spec) bandwidth.
+pub fn physical_links(spec: &CollaborativeInferenceSpec, assumed: &Assumptions) -> [f64; 2] {
+    let get = |name: &str, dflt: f64| assumed.link_mbps.get(name).copied().unwrap_or(dflt);
     [
         get("end->edge", spec.links.end_edge_mbps),
         get("edge->cloud", spec.links.edge_cloud_mbps),
@@ -108,58 +125,34 @@ pub fn available_tiers(spec: &CollaborativeInferenceSpec, lost: &[String]) -> Ve
 
 /// The topology over `tiers` (a subsequence of end, edge, cloud): consecutive available tiers
 /// are joined by the serial path over the physical links between them.
-pub fn topology_spec(
+pub fn topology(
     spec: &CollaborativeInferenceSpec,
-    profile: &Profile,
     tiers: &[&str],
-    adjust: &Adjustments,
-) -> Result<TopologySpec, PlanError> {
-    let links = physical_links(spec, adjust);
+    assumed: &Assumptions,
+) -> Topology {
+    let links = physical_links(spec, assumed);
     let idx = |t: &str| TIERS.iter().position(|x| *x == t).unwrap_or(0);
-    let mut out = Vec::new();
-    for t in tiers {
-        let ts = spec.tiers.get(t).cloned().unwrap_or_default();
-        let device = match &ts.device {
-            Some(d) => d.clone(),
-            None => match profile.devices_for(t).as_slice() {
-                [one] => one.to_string(),
-                [] => {
-                    return Err(PlanError::InvalidProfile(format!(
-                        "the profile has no device of tier {t}"
-                    )))
-                }
-                many => {
-                    return Err(PlanError::InvalidSpec(format!(
-                    "the profile has several {t} devices ({}); choose one with tiers.{t}.device",
-                    many.join(", ")
-                )))
-                }
-            },
-        };
-        let scale = adjust.compute_scale.get(*t).copied().unwrap_or(1.0);
-        out.push((t.to_string(), device, scale));
-    }
-    let link_mbps = tiers
-        .windows(2)
-        .map(|w| {
-            let s: f64 = (idx(w[0])..idx(w[1])).map(|i| 1.0 / links[i]).sum();
-            1.0 / s
-        })
-        .collect();
-    Ok(TopologySpec {
-        tiers: out,
-        link_mbps,
+    Topology {
+        tiers: tiers
+            .iter()
+            .map(|t| TierChoice {
+                tier: t.to_string(),
+                device: spec.tiers.get(t).and_then(|s| s.device.clone()),
+                compute_scale: assumed.compute_scale.get(*t).copied().unwrap_or(1.0),
+            })
+            .collect(),
+        link_mbps: tiers
+            .windows(2)
+            .map(|w| 1.0 / (idx(w[0])..idx(w[1])).map(|i| 1.0 / links[i]).sum::<f64>())
+            .collect(),
         hop_ms: 0.0,
-        overhead: crate::planner::topology::Overhead::REFERENCE,
         reference_cloud_only: false,
-    })
+    }
 }
 
 /// The status form of a plan. The id hashes what the shards run (deployment, cuts, kept
 /// channels, encoding), so the same plan found again has the same id.
 pub fn plan_status(plan: &Plan, profile: &Profile) -> Result<PlanStatus, PlanError> {
-    let encoding: Encoding = serde_json::from_value(serde_json::json!(plan.wire_encoding.name()))
-        .map_err(|e| PlanError::InvalidSpec(format!("encoding: {e}")))?;
     let mut cuts = Vec::new();
     for c in &plan.cuts {
         let point = profile.cuts.get(c.point).ok_or_else(|| {
@@ -207,7 +200,7 @@ pub fn plan_status(plan: &Plan, profile: &Profile) -> Result<PlanStatus, PlanErr
         id,
         summary,
         deployment: plan.deployment.clone(),
-        encoding,
+        encoding: plan.wire_encoding,
         cuts,
         tiers: plan
             .tiers
@@ -220,31 +213,14 @@ pub fn plan_status(plan: &Plan, profile: &Profile) -> Result<PlanStatus, PlanErr
             .collect(),
         latency_ms: plan.latency_ms,
         accuracy: plan.accuracy,
+        measured_on: plan.measured_on.clone(),
     })
 }
 
-/// Checks that every tensor of every profile cut exists in the model.
-fn check_cuts(profile: &Profile, model: &[u8]) -> Result<(), PlanError> {
-    let graph = Graph::from_bytes(model).map_err(|e| PlanError::InvalidModel(e.to_string()))?;
-    for (i, c) in profile.cuts.iter().enumerate() {
-        if let Some(t) = c.tensors.iter().find(|t| !graph.has_tensor(&t.name)) {
-            return Err(PlanError::UnknownCut(format!(
-                "profile cut {i} names tensor {:?}, which the model does not have",
-                t.name
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The profile the controller measures itself: every single-tensor cut, the tiers as the
+/// How the controller profiles a model itself: every single-tensor cut, the tiers as the
 /// spec's slowdowns of this machine.
-pub fn measure_profile(
-    spec: &CollaborativeInferenceSpec,
-    model: &[u8],
-    repeats: usize,
-) -> Result<Profile, PlanError> {
-    let opts = ProfileOptions {
+pub fn profile_options(spec: &CollaborativeInferenceSpec, repeats: usize) -> ProfileOptions {
+    ProfileOptions {
         cuts: None,
         repeats,
         devices: TIERS
@@ -258,39 +234,28 @@ pub fn measure_profile(
                 (t.to_string(), t.to_string(), s)
             })
             .collect(),
-    };
-    profile_model(model, "model", &opts, &mut |_, _| {})
-        .map_err(|e| PlanError::InvalidModel(format!("profiling the model: {e}")))
+    }
 }
 
-/// The live oracle on the model's built-in calibration set, with the seeds and method of
-/// `cnnpc plan` and `cnnpc demo` (`live::live_oracle`): half the pages fit the pruning, half
-/// grade it. A shard pod rebuilds its pruned shard from the same fit pages (`cnnpc shard
-/// --calibration-pages`), so it computes what was measured.
-fn live_oracle(model: &[u8], profile: &Profile, pages: u32) -> Result<LiveOracle, PlanError> {
-    // Checked first so that a profile of another model is reported as such.
-    crate::live::profile_cuts(model, profile)
-        .map_err(|e| PlanError::UnknownCut(format!("{e:#}")))?;
+/// The live oracle's data for `calibration.pages` built-in inputs: half fit the pruning, half
+/// measure it (`session::live_oracle`'s sets; the shard pods rebuild the pruned model from the
+/// plan's `measuredOn`).
+fn live_accuracy(model: &[u8], pages: u32) -> Result<Accuracy, PlanError> {
     let set =
         CalibrationSet::for_model(model).map_err(|e| PlanError::Calibration(format!("{e:#}")))?;
     let half = (pages as usize / 2).max(1);
-    let sizes = OracleSizes {
-        fit: half,
-        eval: half,
-    };
-    let (oracle, _key) = crate::live::live_oracle(model, profile, set, sizes)
-        .map_err(|e| PlanError::Calibration(format!("{e:#}")))?;
-    Ok(oracle)
+    Ok(Accuracy::Live {
+        set,
+        sizes: Sizes {
+            fit: half,
+            eval: half,
+        },
+    })
 }
 
 /// Profiles (unless a profile is given), builds the topology of the available tiers and searches.
 pub fn make_plan(req: PlanRequest) -> Result<PlanOutcome, PlanError> {
     let spec = &req.spec;
-    let profile = match req.profile {
-        Some(p) => p,
-        None => measure_profile(spec, &req.model, req.repeats)?,
-    };
-    check_cuts(&profile, &req.model)?;
     let tiers = available_tiers(spec, &req.lost);
     if tiers.is_empty() {
         return Err(PlanError::NoTier(if req.lost.is_empty() {
@@ -299,20 +264,6 @@ pub fn make_plan(req: PlanRequest) -> Result<PlanOutcome, PlanError> {
             format!("lost: {}", req.lost.join(", "))
         }));
     }
-    let tspec = topology_spec(spec, &profile, &tiers, &req.adjust)?;
-    let topology = tspec
-        .build(&profile)
-        .map_err(|e| PlanError::InvalidProfile(e.to_string()))?;
-    let planner =
-        Planner::new(&profile, &topology).map_err(|e| PlanError::InvalidProfile(e.to_string()))?;
-    let encodings: Vec<WireEncoding> = spec
-        .compression
-        .encodings
-        .iter()
-        .map(|e| e.wire())
-        .collect();
-    let mut notes = Vec::new();
-    let mut known = req.known;
     let objective =
         spec.objective
             .as_ref()
@@ -321,42 +272,64 @@ pub fn make_plan(req: PlanRequest) -> Result<PlanOutcome, PlanError> {
                 (_, Some(t)) => Some(Objective::MaxAccuracy { max_latency_ms: t }),
                 _ => None,
             });
-    let candidate = match &spec.calibration {
-        Some(cal) if objective.is_some() => {
-            let mut live = live_oracle(&req.model, &profile, cal.pages)?;
-            let config = SearchConfig::new(encodings, spec.compression.prune);
-            let mut m = MeasuringOracle::new(&mut live as &mut dyn AccuracyOracle, &mut known);
-            let c = planner.search(Strategy::Cnnpc, objective, &config, Some(&mut m));
-            let calls = m.calls;
-            let c = c.map_err(search_error)?;
-            notes.push(format!("{calls} accuracy measurements"));
-            (c, calls)
-        }
-        _ => {
-            // No accuracy data: the best uncompressed split (no pruning, the profile's own
-            // encoding on the wire), which loses no accuracy.
-            let config = SearchConfig::new(vec![profile.wire_encoding], false);
-            let c = planner
-                .search(Strategy::Cnnpc, None, &config, None)
-                .map_err(search_error)?;
-            if let Some(Objective::MaxAccuracy { max_latency_ms }) = objective {
-                if c.latency_ms > max_latency_ms {
-                    return Err(PlanError::ImpossibleObjective(format!(
-                        "no plan meets {max_latency_ms} ms without pruning: the fastest takes {:.3} ms (set calibration to allow pruning)",
-                        c.latency_ms
-                    )));
-                }
-            }
-            if spec.calibration.is_none() {
-                notes.push("accuracy not measured (no calibration): uncompressed split".into());
-            }
-            (c, 0)
-        }
+    let measured = spec.calibration.is_some() && objective.is_some();
+    let accuracy = match &spec.calibration {
+        Some(cal) if objective.is_some() => live_accuracy(&req.model, cal.pages)?,
+        _ => Accuracy::None,
     };
-    let plan = planner.plan("cnnpc", &candidate.0, candidate.1);
-    let status = plan_status(&plan, &profile)?;
-    let links = physical_links(spec, &req.adjust);
-    let assumed = Adjustments {
+    // No accuracy data: the best uncompressed split (no pruning, the profile's own encoding on
+    // the wire), which loses no accuracy.
+    let config = if measured {
+        SearchConfig::new(spec.compression.encodings.clone(), spec.compression.prune)
+    } else {
+        SearchConfig::new(Vec::new(), false)
+    };
+    let profile = match req.profile {
+        Some(p) => ProfileSource::Given(p),
+        None => ProfileSource::Measure(profile_options(spec, req.repeats)),
+    };
+    let request = session::Request {
+        name: "model".into(),
+        model: Some(&req.model),
+        profile,
+        accuracy,
+        known: req.known,
+        topology: topology(spec, &tiers, &req.assumed),
+        objective: if measured { objective } else { None },
+        strategy: Strategy::Cnnpc,
+        config,
+        baselines: None,
+    };
+    let mut log = |p: Progress| match p {
+        Progress::Measured {
+            n,
+            point,
+            accuracy,
+            seconds,
+        } => tracing::info!(n, %point, accuracy, seconds, "accuracy measured"),
+        Progress::Profiled { cuts, host_ms } => tracing::info!(cuts, host_ms, "model profiled"),
+        _ => {}
+    };
+    let out = session::run(request, &mut log)?;
+    let mut notes = Vec::new();
+    if measured {
+        notes.push(format!("{} accuracy measurements", out.calls));
+    } else {
+        if let Some(Objective::MaxAccuracy { max_latency_ms }) = objective {
+            if out.plan.latency_ms > max_latency_ms {
+                return Err(PlanError::ImpossibleObjective(format!(
+                    "no plan meets {max_latency_ms} ms without pruning: the fastest takes {:.3} ms (set calibration to allow pruning)",
+                    out.plan.latency_ms
+                )));
+            }
+        }
+        if spec.calibration.is_none() {
+            notes.push("accuracy not measured (no calibration): uncompressed split".into());
+        }
+    }
+    let status = plan_status(&out.plan, &out.profile)?;
+    let links = physical_links(spec, &req.assumed);
+    let assumed = Assumptions {
         link_mbps: BTreeMap::from([
             ("end->edge".to_string(), links[0]),
             ("edge->cloud".to_string(), links[1]),
@@ -366,43 +339,33 @@ pub fn make_plan(req: PlanRequest) -> Result<PlanOutcome, PlanError> {
             .map(|t| {
                 (
                     t.to_string(),
-                    req.adjust.compute_scale.get(*t).copied().unwrap_or(1.0),
+                    req.assumed.compute_scale.get(*t).copied().unwrap_or(1.0),
                 )
             })
             .collect(),
     };
     Ok(PlanOutcome {
-        plan,
+        plan: out.plan,
         status,
-        profile,
-        known,
+        profile: out.profile,
+        known: out.known,
         notes,
         assumed,
     })
 }
 
-fn search_error(e: SearchError) -> PlanError {
-    match e {
-        SearchError::AccuracyUnreachable { .. } | SearchError::LatencyUnreachable { .. } => {
-            PlanError::ImpossibleObjective(e.to_string())
-        }
-        SearchError::Oracle(o) => PlanError::Calibration(o.to_string()),
-        other => PlanError::InvalidSpec(other.to_string()),
-    }
-}
-
-/// The predicted latency of the deployed plan `current` under a new topology (feedback): the
-/// same deployment, cuts, kept channels and encoding, re-costed. `None` when the topology no
-/// longer has the plan's tiers.
+/// The predicted latency of the deployed plan `current` under new assumptions: the same
+/// deployment, cuts, kept channels and encoding, re-costed. `None` when the topology no longer
+/// has the plan's tiers.
 pub fn recost(
     current: &PlanStatus,
     spec: &CollaborativeInferenceSpec,
     profile: &Profile,
     lost: &[String],
-    adjust: &Adjustments,
+    assumed: &Assumptions,
 ) -> Option<f64> {
     let tiers = available_tiers(spec, lost);
-    let tspec = topology_spec(spec, profile, &tiers, adjust).ok()?;
+    let tspec = session::topology_spec(&topology(spec, &tiers, assumed), profile).ok()?;
     let topology = tspec.build(profile).ok()?;
     let planner = Planner::new(profile, &topology).ok()?;
     // Boundaries of the current plan over these tiers.
@@ -441,7 +404,7 @@ pub fn recost(
     let c = crate::planner::search::Candidate {
         layout,
         kept,
-        encoding: current.encoding.wire(),
+        encoding: current.encoding,
         latency_ms: 0.0,
         accuracy: current.accuracy,
     };
@@ -454,7 +417,7 @@ pub enum Replan {
     /// The assumptions did not move enough to search again.
     Unchanged,
     /// A search ran; the best plan is not enough better than the current one (`note` says).
-    Kept { note: String, assumed: Adjustments },
+    Kept { note: String, assumed: Assumptions },
     /// Roll this plan out.
     RollOut {
         outcome: Box<PlanOutcome>,
@@ -462,28 +425,27 @@ pub enum Replan {
     },
 }
 
-/// The replanning logic: fold `obs` into the assumptions the current plan was made with
-/// (`req.adjust`), search again when they moved by more than 5%, and roll the new plan out when
-/// it beats the current one, re-costed under the same new assumptions, by more than
-/// `hysteresis`. Blocking (it may search).
+/// Folds `obs` into the assumptions the current plan was made with (`req.assumed`), searches
+/// again when they moved by more than 5%, and rolls the new plan out when it beats the current
+/// one, re-costed under the same new assumptions, by more than `hysteresis`. Blocking (it may
+/// search); the decisions are [`decide`]'s.
 pub fn replan_on(
     current: &PlanStatus,
     mut req: PlanRequest,
-    obs: &super::feedback::Observation,
+    obs: &Observation,
     hysteresis: f64,
 ) -> Result<Replan, PlanError> {
-    use super::feedback;
-    let old = req.adjust.clone();
-    let new = feedback::adjust(current, &old, obs);
-    if !feedback::changed(&old, &new, 0.05) {
+    let old = req.assumed.clone();
+    let new = decide::adjust(current, &old, obs);
+    if !decide::changed(&old, &new, 0.05) {
         return Ok(Replan::Unchanged);
     }
-    let reason = feedback::reason(&old, &new);
-    req.adjust = new.clone();
+    let reason = decide::reason(&old, &new);
+    req.assumed = new.clone();
     let (spec, lost) = (req.spec.clone(), req.lost.clone());
     let outcome = make_plan(req)?;
     let current_ms = recost(current, &spec, &outcome.profile, &lost, &new);
-    if feedback::should_roll_out(
+    if decide::should_roll_out(
         &current.id,
         current_ms,
         &outcome.status.id,
@@ -524,10 +486,10 @@ mod tests {
     fn request(s: CollaborativeInferenceSpec) -> PlanRequest {
         PlanRequest {
             spec: s,
-            model: std::sync::Arc::new(crate::onnx::testmodels::chain_model_bytes()),
+            model: std::sync::Arc::new(crate::testkit::models::chain_model_bytes()),
             profile: None,
             lost: vec![],
-            adjust: Adjustments::default(),
+            assumed: Assumptions::default(),
             known: Measurements::default(),
             repeats: 1,
         }
@@ -536,16 +498,15 @@ mod tests {
     #[test]
     fn skipping_a_tier_joins_its_links_in_series() {
         let s = spec(json!({"links": {"endEdgeMbps": 20, "edgeCloudMbps": 5}}));
-        let profile =
-            measure_profile(&s, &crate::onnx::testmodels::chain_model_bytes(), 1).unwrap();
-        let t = topology_spec(&s, &profile, &["end", "cloud"], &Adjustments::default()).unwrap();
+        let t = topology(&s, &["end", "cloud"], &Assumptions::default());
         assert_eq!(t.link_mbps, vec![4.0]);
-        let mut adj = Adjustments::default();
+        let mut adj = Assumptions::default();
         adj.link_mbps.insert("edge->cloud".into(), 20.0);
         adj.compute_scale.insert("end".into(), 2.0);
-        let t = topology_spec(&s, &profile, &["end", "edge", "cloud"], &adj).unwrap();
+        let t = topology(&s, &["end", "edge", "cloud"], &adj);
         assert_eq!(t.link_mbps, vec![20.0, 20.0]);
-        assert_eq!(t.tiers[0], ("end".to_string(), "end".to_string(), 2.0));
+        assert_eq!(t.tiers[0].tier, "end");
+        assert_eq!(t.tiers[0].compute_scale, 2.0);
         let off = spec(json!({"tiers": {"edge": {"enabled": false}}}));
         assert_eq!(available_tiers(&off, &["cloud".to_string()]), vec!["end"]);
     }
@@ -569,12 +530,13 @@ mod tests {
             );
             assert_eq!(c.kept, c.channels, "no pruning without calibration");
         }
+        assert!(s.measured_on.is_none(), "nothing was measured");
         let again = recost(
             s,
             &spec(json!({})),
             &out.profile,
             &[],
-            &Adjustments::default(),
+            &Assumptions::default(),
         )
         .unwrap();
         assert!(

@@ -246,7 +246,14 @@ pub fn shard_args(
         args.extend(["--part".into(), part.to_string()]);
     }
     if plan.cuts.iter().any(|c| c.kept < c.channels) {
-        let pages = ci.spec.calibration.as_ref().map_or(0, |c| c.pages);
+        // The pruned model is rebuilt in the pod from what the plan was measured on: the same
+        // model (checked by its hash), the same fit inputs, so it is the model measured.
+        let m = plan.measured_on.as_ref().ok_or_else(|| {
+            BuildError::Invalid(format!(
+                "plan {} prunes but records no calibration it was measured on",
+                plan.id
+            ))
+        })?;
         args.extend([
             "--keep".into(),
             plan.cuts
@@ -254,8 +261,14 @@ pub fn shard_args(
                 .map(|c| c.kept.to_string())
                 .collect::<Vec<_>>()
                 .join(","),
-            "--calibration-pages".into(),
-            pages.to_string(),
+            "--calibration".into(),
+            m.calibration.clone(),
+            "--fit-first".into(),
+            m.fit.first.to_string(),
+            "--fit-images".into(),
+            m.fit.count.to_string(),
+            "--model-sha256".into(),
+            m.model.clone(),
         ]);
     }
     if let Some(next) = active.get(part + 1) {
@@ -483,9 +496,8 @@ pub fn spec_hash(meta: &ObjectMeta) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::crd::{
-        CollaborativeInferenceSpec, Encoding, PlanCutStatus, PlanTierStatus,
-    };
+    use crate::operator::crd::{CollaborativeInferenceSpec, PlanCutStatus, PlanTierStatus};
+    use crate::planner::accuracy::WireEncoding;
     use serde_json::json;
 
     fn ci(spec: serde_json::Value) -> CollaborativeInference {
@@ -506,7 +518,7 @@ mod tests {
             id: "abc".into(),
             summary: "end-cloud cut 0 4/8 int8".into(),
             deployment: "end-cloud".into(),
-            encoding: Encoding::Int8,
+            encoding: WireEncoding::Int8,
             cuts: vec![PlanCutStatus {
                 point: 0,
                 tensors: vec!["relu1".into()],
@@ -522,6 +534,19 @@ mod tests {
             ],
             latency_ms: 5.0,
             accuracy: Some(0.99),
+            measured_on: Some(crate::planner::plan::MeasuredOn {
+                model: "ab".repeat(32),
+                calibration: "rotated-pages".into(),
+                fit: crate::planner::plan::Items {
+                    first: 100_000,
+                    count: 16,
+                },
+                eval: crate::planner::plan::Items {
+                    first: 0,
+                    count: 16,
+                },
+                pruning: "greedy+lsq".into(),
+            }),
         }
     }
 
@@ -612,7 +637,10 @@ mod tests {
             "{args}"
         );
         assert!(args.contains("--split-at relu1 --part 0"), "{args}");
-        assert!(args.contains("--keep 4 --calibration-pages 32"), "{args}");
+        assert!(
+            args.contains("--keep 4 --calibration rotated-pages --fit-first 100000 --fit-images 16 --model-sha256 abab"),
+            "{args}"
+        );
         assert!(
             args.contains("--next http://demo-cloud.ns.svc:8080 --encoding int8"),
             "{args}"
@@ -686,7 +714,7 @@ mod tests {
         assert_eq!(a, b);
         let h = |ch: &Children| spec_hash(&ch.deployments[0].metadata).unwrap().to_string();
         let mut p = plan();
-        p.encoding = Encoding::Int4;
+        p.encoding = WireEncoding::Int4;
         p.id = "other".into();
         let c2 = build_children(&c, &p, BTreeMap::new(), &ctx()).unwrap();
         assert_ne!(h(&a), h(&c2));

@@ -10,7 +10,19 @@ use std::collections::BTreeMap;
 
 /// How a cut tensor is encoded on the wire. The planner only needs its size; the runtime and the
 /// ONNX oracle implement it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum WireEncoding {
     F32,

@@ -45,6 +45,30 @@ pub struct PlanLink {
     pub transfer_ms: f64,
 }
 
+/// What a plan's accuracy was measured on: the shards rebuild exactly the measured model from
+/// this record (the same model, the same fit inputs, the same pruning method). Part of the plan
+/// JSON and of the CollaborativeInference status (one-word keys suit both).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MeasuredOn {
+    /// SHA-256 of the model file (lower-case hex).
+    pub model: String,
+    /// The calibration data (a built-in set's name).
+    pub calibration: String,
+    /// The inputs the pruning statistics were fitted on.
+    pub fit: Items,
+    /// The inputs accuracy was measured on (disjoint from the fit inputs).
+    pub eval: Items,
+    /// The pruning method (channel selection and reconstruction).
+    pub pruning: String,
+}
+
+/// A run of calibration inputs: `count` items from item `first` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Items {
+    pub first: u64,
+    pub count: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub model: String,
@@ -67,6 +91,9 @@ pub struct Plan {
     pub overhead_ms: f64,
     pub tiers: Vec<PlanTier>,
     pub links: Vec<PlanLink>,
+    /// What the accuracy was measured on (live measurements only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_on: Option<MeasuredOn>,
 }
 
 impl Plan {
@@ -174,6 +201,7 @@ impl Planner<'_> {
                 })
                 .collect(),
             links,
+            measured_on: None,
         }
     }
 }

@@ -46,6 +46,9 @@ pub const VERSION: u8 = 1;
 pub const PREAMBLE_LEN: usize = 21;
 /// Flag bit: the payload is zstd-compressed.
 pub const FLAG_ZSTD: u8 = 0x01;
+/// The zstd level shards, the demo and the compression report use for what they send (kept
+/// only where it shrinks the payload).
+pub const ZSTD_LEVEL: i32 = 3;
 
 /// Header length (everything before the payload) for a given rank and parameter count.
 pub const fn header_len(rank: usize, param_count: usize) -> usize {

@@ -9,7 +9,7 @@
 //!   (asynchronously: no inference thread is held), so it answers like a device `slowdown`
 //!   times slower. This is emulation: the CPU is not actually slower, the wait is just added.
 //!
-//! Real kernel shaping for root is in [`crate::runtime::netns`].
+//! Real kernel shaping, for tests that run as root, is in `testkit::netns`.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};

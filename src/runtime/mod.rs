@@ -3,6 +3,5 @@ pub mod compute_pool;
 pub mod frame;
 pub mod link;
 pub mod metrics;
-pub mod netns;
 pub mod server;
 pub mod tract_model;

@@ -3,10 +3,11 @@
 
 use super::k8s::{Labels, Pod};
 use cnnpc::operator::crd::{
-    CollaborativeInference, CollaborativeInferenceSpec, Encoding, PlanCutStatus, PlanStatus,
-    PlanTierStatus,
+    CollaborativeInference, CollaborativeInferenceSpec, PlanCutStatus, PlanStatus, PlanTierStatus,
 };
 use cnnpc::operator::resources::{build_children, BuildContext, Children};
+use cnnpc::planner::accuracy::WireEncoding as Encoding;
+use cnnpc::planner::plan::{Items, MeasuredOn};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -74,6 +75,24 @@ pub fn plan(deployment: &str, kept: u32, encoding: Encoding) -> PlanStatus {
         tiers,
         latency_ms: 10.0,
         accuracy: Some(0.99),
+        measured_on: (kept < 16).then(record),
+    }
+}
+
+/// What the pruned plans were "measured" on.
+pub fn record() -> MeasuredOn {
+    MeasuredOn {
+        model: "ab".repeat(32),
+        calibration: "rotated-pages".into(),
+        fit: Items {
+            first: 100_000,
+            count: 32,
+        },
+        eval: Items {
+            first: 0,
+            count: 32,
+        },
+        pruning: "greedy+lsq".into(),
     }
 }
 

@@ -4,98 +4,15 @@
 //! Neither model carries `value_info`, so shapes of inner tensors must come from inference.
 
 use prost::Message;
-use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
+use tract_onnx::pb;
 
-use super::graph::{type_from_info, Dim, TensorInfo, ONNX_FLOAT};
+use crate::onnx::pb_helpers::{attr_int, attr_ints, attr_tensor, node, tensor, value_info};
+pub use crate::onnx::random::Lcg;
 
 /// Spatial size of the generated models' input: `[N, 3, SIZE, SIZE]`.
 pub const SIZE: i64 = 16;
 /// Classes of the generated models' output: `[N, CLASSES]`.
 pub const CLASSES: i64 = 10;
-
-/// Knuth's MMIX LCG; `f32` values uniform in `[-1, 1)`.
-#[derive(Debug, Clone)]
-pub struct Lcg(pub u64);
-
-impl Lcg {
-    pub fn next_u32(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) as u32
-    }
-
-    pub fn next_f32(&mut self) -> f32 {
-        (self.next_u32() as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-    }
-
-    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next_f32() * scale).collect()
-    }
-}
-
-/// A float tensor proto named `name`.
-pub fn tensor(name: &str, dims: &[i64], data: Vec<f32>) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: DataType::Float as i32,
-        float_data: data,
-        ..Default::default()
-    }
-}
-
-pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> pb::NodeProto {
-    pb::NodeProto {
-        op_type: op.into(),
-        name: name.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
-
-pub fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Ints as i32,
-        ints: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-pub fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Int as i32,
-        i: v,
-        ..Default::default()
-    }
-}
-
-pub fn attr_tensor(name: &str, t: pb::TensorProto) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Tensor as i32,
-        t: Some(t),
-        ..Default::default()
-    }
-}
-
-/// A float value info with a symbolic batch `N` and the given other dims.
-pub fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
-    let mut all = vec![Dim::Sym("N".into())];
-    all.extend(dims.iter().map(|&d| Dim::Fixed(d)));
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(type_from_info(&TensorInfo {
-            elem_type: ONNX_FLOAT,
-            dims: all,
-        })),
-        ..Default::default()
-    }
-}
 
 /// Accumulates nodes and initializers with seeded weights.
 struct Builder {

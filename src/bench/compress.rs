@@ -14,10 +14,7 @@ use serde::Serialize;
 use crate::onnx::oracle::LiveOracle;
 use crate::onnx::OnnxError;
 use crate::planner::accuracy::{CompressionPoint, WireEncoding};
-use crate::runtime::frame::Frame;
-
-/// The zstd level the shards use.
-pub const ZSTD_LEVEL: i32 = 3;
+use crate::runtime::frame::{Frame, ZSTD_LEVEL};
 
 /// The compression target of the issue: this many times fewer bytes than the f32 cut...
 pub const TARGET_FACTOR: f64 = 16.0;

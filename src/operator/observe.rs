@@ -1,145 +1,16 @@
-//! Replanning from what the shards observe.
-//!
+//! What the shards observed, read for the controller: from Prometheus (`/api/v1/query`, the
+//! last two samples of each series via `irate`, so a change shows within two scrape intervals)
+//! or, without Prometheus, from the shards' own `/metrics` (the difference of two scrapes).
 //! The shards export (`runtime::metrics`) `cnnpc_shard_compute_seconds{tier}`,
 //! `cnnpc_hop_seconds{from,to}` and `cnnpc_hop_bytes_total{from,to}` and, at the entry tier,
-//! `cnnpc_request_seconds`. The controller reads them from Prometheus (`/api/v1/query`, the
-//! last two samples of each series via `irate`, so a change shows within two scrape intervals)
-//! or, without Prometheus, scrapes the shards' `/metrics` and takes the difference of two
-//! scrapes. From them:
-//! - per tier, compute scale = old scale × observed mean compute time / the time the plan
-//!   predicted for that tier;
-//! - per hop, throughput = mean bytes × 8 / mean hop time; a hop that spans both physical
-//!   links (edge idle) scales both by the same factor.
-//!
-//! The decisions here are pure; the I/O is in [`prometheus_observation`] and [`scrape`].
+//! `cnnpc_request_seconds`. All of the controller's metric I/O is here; the parsing is pure and
+//! tested on its own.
 
-use super::crd::PlanStatus;
-use super::planning::Adjustments;
+use super::decide::Observation;
 use crate::runtime::metrics::samples;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use std::collections::BTreeMap;
-
-/// Means over the observation window.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Observation {
-    /// Per tier: mean compute seconds per request.
-    pub compute_s: BTreeMap<String, f64>,
-    /// Per hop `from->to`: (mean seconds, mean bytes) per request.
-    pub hops: BTreeMap<String, (f64, f64)>,
-    /// Mean end-to-end seconds at the entry tier.
-    pub request_s: Option<f64>,
-}
-
-impl Observation {
-    pub fn is_empty(&self) -> bool {
-        self.compute_s.is_empty() && self.hops.is_empty() && self.request_s.is_none()
-    }
-}
-
-const PHYSICAL: [(&str, &str); 2] = [("end", "edge"), ("edge", "cloud")];
-
-fn tier_index(t: &str) -> Option<usize> {
-    super::crd::TIERS.iter().position(|x| *x == t)
-}
-
-/// The new assumptions after `obs`, starting from the ones the current plan was made with.
-/// Numbers that are missing, zero or not finite leave the old assumption as it was.
-pub fn adjust(current: &PlanStatus, assumed: &Adjustments, obs: &Observation) -> Adjustments {
-    let mut out = assumed.clone();
-    for t in &current.tiers {
-        let (Some(observed), true) = (obs.compute_s.get(&t.tier), t.segments.is_some()) else {
-            continue;
-        };
-        let predicted_s = t.compute_ms / 1e3;
-        if !(observed.is_finite() && *observed > 0.0 && predicted_s > 1e-9) {
-            continue;
-        }
-        let old = assumed.compute_scale.get(&t.tier).copied().unwrap_or(1.0);
-        out.compute_scale
-            .insert(t.tier.clone(), old * observed / predicted_s);
-    }
-    for (hop, &(secs, bytes)) in &obs.hops {
-        let Some((from, to)) = hop.split_once("->") else {
-            continue;
-        };
-        let (Some(a), Some(b)) = (tier_index(from), tier_index(to)) else {
-            continue;
-        };
-        if !(secs.is_finite() && secs > 0.0 && bytes.is_finite() && bytes > 0.0 && a < b) {
-            continue;
-        }
-        let observed_mbps = bytes * 8.0 / secs / 1e6;
-        let names: Vec<String> = PHYSICAL[a..b]
-            .iter()
-            .map(|(f, t)| format!("{f}->{t}"))
-            .collect();
-        let old: Vec<f64> = names
-            .iter()
-            .map(|n| assumed.link_mbps.get(n).copied().unwrap_or(f64::NAN))
-            .collect();
-        if old.iter().any(|m| !(m.is_finite() && *m > 0.0)) {
-            continue;
-        }
-        // Path bandwidth the old assumptions give, and the factor that makes it the observed one.
-        let path: f64 = 1.0 / old.iter().map(|m| 1.0 / m).sum::<f64>();
-        let factor = observed_mbps / path;
-        for (n, m) in names.iter().zip(old) {
-            out.link_mbps.insert(n.clone(), m * factor);
-        }
-    }
-    out
-}
-
-/// Whether any assumption moved by more than `tolerance` (relative): only then is a new
-/// search worth running.
-pub fn changed(old: &Adjustments, new: &Adjustments, tolerance: f64) -> bool {
-    let moved = |a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>| {
-        b.iter().any(|(k, v)| match a.get(k) {
-            Some(o) if *o > 0.0 => ((v - o) / o).abs() > tolerance,
-            _ => true,
-        })
-    };
-    moved(&old.link_mbps, &new.link_mbps) || moved(&old.compute_scale, &new.compute_scale)
-}
-
-/// Roll a new plan out only when it differs and is predicted faster than the current plan
-/// (re-costed under the same new assumptions) by more than `hysteresis` of the current latency.
-/// A current plan that can no longer run (`current_ms` None) is always replaced.
-pub fn should_roll_out(
-    current_id: &str,
-    current_ms: Option<f64>,
-    new_id: &str,
-    new_ms: f64,
-    hysteresis: f64,
-) -> bool {
-    if current_id == new_id {
-        return false;
-    }
-    match current_ms {
-        None => true,
-        Some(cur) => cur > 0.0 && (cur - new_ms) / cur > hysteresis,
-    }
-}
-
-/// The reason recorded for a replan from observations, e.g.
-/// `observed end->edge 2.1 Mbit/s (assumed 20.0)`.
-pub fn reason(old: &Adjustments, new: &Adjustments) -> String {
-    let mut parts = Vec::new();
-    for (k, v) in &new.link_mbps {
-        let o = old.link_mbps.get(k).copied().unwrap_or(f64::NAN);
-        if (v - o).abs() > 1e-9 * o.abs().max(1.0) {
-            parts.push(format!("{k} {v:.2} Mbit/s (assumed {o:.2})"));
-        }
-    }
-    for (k, v) in &new.compute_scale {
-        let o = old.compute_scale.get(k).copied().unwrap_or(1.0);
-        if (v - o).abs() > 1e-9 * o.abs().max(1.0) {
-            parts.push(format!("{k} compute x{v:.2} (assumed x{o:.2})"));
-        }
-    }
-    format!("observed {}", parts.join(", "))
-}
-
-// ---- Prometheus HTTP API ----
+use std::time::Duration;
 
 /// The label matchers that select one plan's shards in Prometheus: the namespace and the pod
 /// labels as the chart's PodMonitor relabels them ([`labels::prom`](super::labels::prom)).
@@ -260,8 +131,6 @@ pub fn observation_from(
     }
 }
 
-// ---- Scraping the shards directly ----
-
 /// Cumulative sums and counts read from one or more shards' `/metrics` texts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counters {
@@ -330,122 +199,43 @@ pub fn observation_between(before: &Counters, after: &Counters) -> Observation {
     obs
 }
 
+/// Runs the [`queries`] against Prometheus at `base`.
+pub async fn prometheus(base: &str, selector: &str, range: &str) -> Result<Observation, String> {
+    let mut answers = Vec::new();
+    for (_, q) in queries(selector, range) {
+        let url = format!(
+            "{}/api/v1/query?query={}",
+            base.trim_end_matches('/'),
+            utf8_percent_encode(&q, NON_ALPHANUMERIC)
+        );
+        let body = super::fetch::get(&url, 16 << 20, Duration::from_secs(10))
+            .await
+            .map_err(|e| e.to_string())?;
+        answers.push(parse_vector(&body)?);
+    }
+    Ok(observation_from(
+        &answers[0],
+        &answers[1],
+        &answers[2],
+        &answers[3],
+    ))
+}
+
+/// Scrapes the shards' `/metrics` and adds up their counters.
+pub async fn scrape(urls: &[String]) -> Result<Counters, String> {
+    let mut acc = Counters::default();
+    for u in urls {
+        let body = super::fetch::get(u, 4 << 20, Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())?;
+        parse_exposition(&String::from_utf8_lossy(&body), &mut acc);
+    }
+    Ok(acc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::crd::{Encoding, PlanTierStatus};
-
-    fn plan(tiers: &[(&str, Option<[u32; 2]>, f64)]) -> PlanStatus {
-        PlanStatus {
-            id: "p".into(),
-            summary: String::new(),
-            deployment: String::new(),
-            encoding: Encoding::Int8,
-            cuts: vec![],
-            tiers: tiers
-                .iter()
-                .map(|(t, s, ms)| PlanTierStatus {
-                    tier: t.to_string(),
-                    segments: s.map(|s| s.to_vec()),
-                    compute_ms: *ms,
-                })
-                .collect(),
-            latency_ms: 0.0,
-            accuracy: None,
-        }
-    }
-
-    fn assumed() -> Adjustments {
-        Adjustments {
-            link_mbps: BTreeMap::from([("end->edge".into(), 20.0), ("edge->cloud".into(), 10.0)]),
-            compute_scale: BTreeMap::from([("end".into(), 2.0)]),
-        }
-    }
-
-    #[test]
-    fn compute_scale_follows_observed_over_predicted() {
-        let p = plan(&[
-            ("end", Some([0, 1]), 10.0),
-            ("edge", Some([2, 3]), 4.0),
-            ("cloud", None, 0.0),
-        ]);
-        let obs = Observation {
-            compute_s: BTreeMap::from([
-                ("end".into(), 0.015),  // 15 ms against 10 predicted
-                ("edge".into(), 0.004), // as predicted
-                ("cloud".into(), 9.0),  // runs nothing in the plan: ignored
-            ]),
-            ..Observation::default()
-        };
-        let a = adjust(&p, &assumed(), &obs);
-        assert!((a.compute_scale["end"] - 3.0).abs() < 1e-9, "{a:?}");
-        assert!((a.compute_scale["edge"] - 1.0).abs() < 1e-9);
-        assert!(!a.compute_scale.contains_key("cloud"));
-        assert_eq!(a.link_mbps, assumed().link_mbps);
-    }
-
-    #[test]
-    fn hop_throughput_sets_the_link_and_a_two_link_hop_scales_both() {
-        let p = plan(&[
-            ("end", Some([0, 1]), 1.0),
-            ("edge", None, 0.0),
-            ("cloud", Some([2, 3]), 1.0),
-        ]);
-        // 250 000 bytes in 0.4 s = 5 Mbit/s over a path assumed 1/(1/20+1/10) = 6.67 Mbit/s.
-        let obs = Observation {
-            hops: BTreeMap::from([("end->cloud".into(), (0.4, 250_000.0))]),
-            ..Observation::default()
-        };
-        let a = adjust(&p, &assumed(), &obs);
-        assert!((a.link_mbps["end->edge"] - 15.0).abs() < 1e-9, "{a:?}");
-        assert!((a.link_mbps["edge->cloud"] - 7.5).abs() < 1e-9);
-        // One link only.
-        let obs = Observation {
-            hops: BTreeMap::from([("end->edge".into(), (0.1, 25_000.0))]),
-            ..Observation::default()
-        };
-        let a = adjust(&p, &assumed(), &obs);
-        assert!((a.link_mbps["end->edge"] - 2.0).abs() < 1e-9);
-        assert_eq!(a.link_mbps["edge->cloud"], 10.0);
-        assert!(changed(&assumed(), &a, 0.05));
-        assert!(!changed(&assumed(), &assumed(), 0.05));
-        assert!(reason(&assumed(), &a).contains("end->edge 2.00 Mbit/s (assumed 20.00)"));
-    }
-
-    #[test]
-    fn bad_numbers_change_nothing() {
-        let p = plan(&[("end", Some([0, 1]), 10.0)]);
-        let obs = Observation {
-            compute_s: BTreeMap::from([("end".into(), f64::NAN)]),
-            hops: BTreeMap::from([
-                ("end->edge".into(), (0.0, 10.0)),
-                ("cloud->end".into(), (1.0, 10.0)),
-                ("nonsense".into(), (1.0, 10.0)),
-            ]),
-            request_s: None,
-        };
-        assert_eq!(adjust(&p, &assumed(), &obs), assumed());
-    }
-
-    #[test]
-    fn hysteresis_gates_the_roll_out() {
-        assert!(
-            !should_roll_out("a", Some(100.0), "a", 10.0, 0.1),
-            "same plan"
-        );
-        assert!(
-            !should_roll_out("a", Some(100.0), "b", 95.0, 0.1),
-            "5% < 10%"
-        );
-        assert!(
-            should_roll_out("a", Some(100.0), "b", 85.0, 0.1),
-            "15% > 10%"
-        );
-        assert!(
-            should_roll_out("a", None, "b", 500.0, 0.1),
-            "current cannot run"
-        );
-    }
 
     #[test]
     fn prometheus_vectors_parse_and_assemble() {

@@ -5,11 +5,12 @@
 //! accuracy floor it records both searches' latency, oracle calls and wall time, the gap, and
 //! the chosen plan's speedup over end-only and over the best uncompressed split.
 
-use crate::planner::accuracy::{Measurements, MeasuringOracle, WireEncoding};
+use crate::planner::accuracy::{CompressionPoint, Measurements, WireEncoding};
+use crate::planner::plan::Plan;
 use crate::planner::profile::Profile;
-use crate::planner::search::{Objective, Planner, SearchConfig, Strategy};
+use crate::planner::search::{Objective, SearchConfig, Strategy};
 use crate::planner::surface::SyntheticSurface;
-use crate::planner::topology::TopologySpec;
+use crate::session::{self, Accuracy, ProfileSource, TierChoice, Topology};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -71,14 +72,9 @@ pub fn plan_bench(
     for p in profiles {
         for device in p.devices_for("end") {
             for ec in [10.0, 5.0, 1.0] {
-                let topo = TopologySpec::end_edge_cloud(device, 20.0, ec)
-                    .build(p)
-                    .map_err(|e| e.to_string())?;
-                let planner = Planner::new(p, &topo).map_err(|e| e.to_string())?;
-                let config = SearchConfig::new(vec![WireEncoding::Int8], true);
                 for (surface, noise) in [("smooth", 0.0), ("noisy", 0.003)] {
                     for &a0 in floors {
-                        let row = bench_one(&planner, &config, device, ec, surface, noise, a0)?;
+                        let row = bench_one(p, device, ec, surface, noise, a0)?;
                         progress(&row);
                         rows.push(row);
                     }
@@ -92,9 +88,46 @@ pub fn plan_bench(
     })
 }
 
+/// One planning session on the reference topology with end device `device`.
+fn plan(
+    profile: &Profile,
+    device: &str,
+    ec: f64,
+    surface: &SyntheticSurface,
+    strategy: Strategy,
+    objective: Option<Objective>,
+) -> Result<(session::Outcome, f64), String> {
+    let mut topology = Topology::end_edge_cloud(20.0, ec);
+    topology.tiers[0] = TierChoice {
+        device: Some(device.to_string()),
+        ..TierChoice::new("end")
+    };
+    let request = session::Request {
+        name: profile.model.clone(),
+        model: None,
+        profile: ProfileSource::Given(profile.clone()),
+        accuracy: Accuracy::Surface(surface.clone()),
+        known: Measurements::default(),
+        topology,
+        objective,
+        strategy,
+        config: SearchConfig::new(vec![WireEncoding::Int8], true),
+        baselines: Some(SearchConfig::new(vec![WireEncoding::Int8], false)),
+    };
+    let start = Instant::now();
+    let out = session::run(request, &mut |_| {}).map_err(|e| e.to_string())?;
+    Ok((out, start.elapsed().as_secs_f64() * 1e3))
+}
+
+fn baseline(out: &session::Outcome, strategy: Strategy) -> Result<&Plan, String> {
+    out.baselines
+        .iter()
+        .find(|b| b.strategy == strategy.name())
+        .ok_or_else(|| format!("no {} baseline", strategy.name()))
+}
+
 fn bench_one(
-    planner: &Planner,
-    config: &SearchConfig,
+    profile: &Profile,
     device: &str,
     ec: f64,
     surface: &str,
@@ -102,46 +135,46 @@ fn bench_one(
     a0: f64,
 ) -> Result<PlanBenchRow, String> {
     let objective = Some(Objective::MinLatency { min_accuracy: a0 });
-    let mut oracle = SyntheticSurface::new(planner.profile.cuts.len(), 1.0, noise, 7);
-    let mut run = |strategy| -> Result<(crate::planner::search::Candidate, usize, f64), String> {
-        let mut known = Measurements::default();
-        let mut m = MeasuringOracle::new(&mut oracle, &mut known);
-        let start = Instant::now();
-        let c = planner
-            .search(strategy, objective, config, Some(&mut m))
-            .map_err(|e| e.to_string())?;
-        Ok((c, m.calls, start.elapsed().as_secs_f64() * 1e3))
-    };
-    let (cnnpc, calls, wall) = run(Strategy::Cnnpc)?;
-    let (ex, ex_calls, ex_wall) = run(Strategy::Exhaustive)?;
-    let plain = SearchConfig::new(config.encodings.clone(), false);
-    let end = planner
-        .search(Strategy::EndOnly, None, &plain, None)
-        .map_err(|e| e.to_string())?;
-    let ns = planner
-        .search(Strategy::Neurosurgeon, None, &plain, None)
-        .map_err(|e| e.to_string())?;
-    let truth = oracle.accuracy(&planner.point(cnnpc.layout, &cnnpc.kept, cnnpc.encoding));
+    let oracle = SyntheticSurface::new(profile.cuts.len(), 1.0, noise, 7);
+    let (cnnpc, wall) = plan(profile, device, ec, &oracle, Strategy::Cnnpc, objective)?;
+    let (ex, ex_wall) = plan(
+        profile,
+        device,
+        ec,
+        &oracle,
+        Strategy::Exhaustive,
+        objective,
+    )?;
+    let end = baseline(&cnnpc, Strategy::EndOnly)?;
+    let ns = baseline(&cnnpc, Strategy::Neurosurgeon)?;
+    let p = &cnnpc.plan;
+    let point = CompressionPoint::new(
+        &p.cuts.iter().map(|c| c.point).collect::<Vec<_>>(),
+        &p.cuts.iter().map(|c| c.kept_channels).collect::<Vec<_>>(),
+        &p.cuts.iter().map(|c| c.channels).collect::<Vec<_>>(),
+        p.wire_encoding,
+    );
+    let truth = oracle.accuracy(&point);
     Ok(PlanBenchRow {
-        model: planner.profile.model.clone(),
+        model: profile.model.clone(),
         end_device: device.to_string(),
         edge_cloud_mbps: ec,
         surface: surface.to_string(),
         min_accuracy: a0,
-        cnnpc_ms: cnnpc.latency_ms,
-        cnnpc_accuracy: cnnpc.accuracy.unwrap_or(f64::NAN),
-        cnnpc_deployment: planner.layouts[cnnpc.layout].name(planner.topology),
-        cnnpc_oracle_calls: calls,
+        cnnpc_ms: p.latency_ms,
+        cnnpc_accuracy: p.accuracy.unwrap_or(f64::NAN),
+        cnnpc_deployment: p.deployment.clone(),
+        cnnpc_oracle_calls: cnnpc.calls,
         cnnpc_wall_ms: wall,
-        exhaustive_ms: ex.latency_ms,
-        exhaustive_oracle_calls: ex_calls,
+        exhaustive_ms: ex.plan.latency_ms,
+        exhaustive_oracle_calls: ex.calls,
         exhaustive_wall_ms: ex_wall,
-        gap_percent: (cnnpc.latency_ms - ex.latency_ms) / ex.latency_ms * 100.0,
+        gap_percent: (p.latency_ms - ex.plan.latency_ms) / ex.plan.latency_ms * 100.0,
         violates_objective: truth < a0,
         end_only_ms: end.latency_ms,
         neurosurgeon_ms: ns.latency_ms,
-        speedup_vs_end_only: end.latency_ms / cnnpc.latency_ms,
-        speedup_vs_neurosurgeon: ns.latency_ms / cnnpc.latency_ms,
+        speedup_vs_end_only: end.latency_ms / p.latency_ms,
+        speedup_vs_neurosurgeon: ns.latency_ms / p.latency_ms,
     })
 }
 

@@ -1,0 +1,9 @@
+//! The benchmarks (`cnnpc bench …`, `make bench-*`): each writes JSON and prints Markdown.
+//!
+//! - [`plan`]: the CNNPC search against the exhaustive optimum on every reference setting.
+//! - [`compress`]: bytes on the wire against agreement at one cut of a real model.
+//! - [`runtime`]: the shard runtime on loopback (per-hop overhead, throughput, load).
+
+pub mod compress;
+pub mod plan;
+pub mod runtime;

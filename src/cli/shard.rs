@@ -1,0 +1,195 @@
+//! `cnnpc shard`: serve one shard, what a tier's pod runs. Given the whole model and the
+//! plan's cuts, it splits (and prunes, from what the plan was measured on) its part itself.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::read_model;
+use crate::output::LogFormat;
+use crate::planner::accuracy::WireEncoding;
+use crate::planner::plan::{Items, MeasuredOn};
+
+#[derive(Args, Debug)]
+pub struct ShardArgs {
+    /// The shard's ONNX file (from `cnnpc split`), or the whole model with `--split-at`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Split the model at these cuts first (each a comma-separated set of tensor names, in
+    /// pipeline order; repeat for several cuts) and serve part `--part` of it.
+    #[arg(long)]
+    pub split_at: Vec<String>,
+    /// Which part of the split model to serve (0 = before the first cut).
+    #[arg(long, default_value_t = 0)]
+    pub part: usize,
+    /// Channels kept at each `--split-at` cut (pruning, as the live oracle measured it).
+    #[arg(long, value_delimiter = ',')]
+    pub keep: Vec<usize>,
+    /// The calibration data the plan was measured on (the pruning is refitted on its fit
+    /// inputs): a built-in set's name.
+    #[arg(long)]
+    pub calibration: Option<String>,
+    /// The first fit input of `--calibration` the plan's pruning was fitted on.
+    #[arg(long, default_value_t = crate::dataset::FIT_SEED)]
+    pub fit_first: u64,
+    /// How many fit inputs the plan's pruning was fitted on.
+    #[arg(long, default_value_t = 0)]
+    pub fit_images: usize,
+    /// SHA-256 of the model the plan was measured on: a pruning shard refuses another model.
+    #[arg(long)]
+    pub model_sha256: Option<String>,
+    /// This tier's name: the metric labels and the `from` of the next hop.
+    #[arg(long, default_value = "end")]
+    pub tier: String,
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Base URL of the next tier (http://host:port); omit on the last tier.
+    #[arg(long)]
+    pub next: Option<String>,
+    /// Wire encoding of the tensor sent to the next tier.
+    #[arg(long, default_value = "f32")]
+    pub encoding: WireEncoding,
+    /// zstd level for the forwarded payload (kept only where it shrinks it).
+    #[arg(long)]
+    pub zstd: Option<i32>,
+    /// Requests admitted at once (read, queued for a core, computing or forwarding); the next
+    /// gets 503 + Retry-After.
+    #[arg(long, default_value_t = 4)]
+    pub max_concurrency: usize,
+    /// Requests computed at once (default: the cores this process may use).
+    #[arg(long)]
+    pub compute_threads: Option<usize>,
+    #[arg(long, default_value_t = 10_000)]
+    pub forward_timeout_ms: u64,
+    /// Emulate a link of this bandwidth to the next tier (token bucket in the sender).
+    #[arg(long)]
+    pub link_mbps: Option<f64>,
+    /// Emulated one-way delay to the next tier.
+    #[arg(long, default_value_t = 0.0)]
+    pub link_delay_ms: f64,
+    /// Emulate a slower device: sleep (slowdown − 1) × the measured compute time.
+    #[arg(long, default_value_t = 1.0)]
+    pub slowdown: f64,
+    #[arg(long, default_value = "none")]
+    pub plan_id: String,
+    /// The plan's cut points, for `cnnpc_plan_info`, e.g. 3,7.
+    #[arg(long, default_value = "")]
+    pub cuts: String,
+    /// Log lines as text or JSON.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+pub fn run(a: &ShardArgs) -> Result<()> {
+    use crate::runtime::link::{ComputeEmulation, LinkEmulation};
+    use crate::runtime::server::{self, ShardConfig};
+    use crate::runtime::tract_model::TractShard;
+    let next = a
+        .next
+        .as_deref()
+        .map(|u| {
+            u.parse::<axum::http::Uri>()
+                .with_context(|| format!("--next {u:?} is not a URL"))
+        })
+        .transpose()?;
+    let config = ShardConfig {
+        tier: a.tier.clone(),
+        model_name: super::stem(&a.model),
+        listen: a.listen,
+        next,
+        encoding: a.encoding,
+        zstd: a.zstd,
+        max_concurrency: a.max_concurrency,
+        compute_threads: a
+            .compute_threads
+            .unwrap_or_else(server::default_compute_threads),
+        forward_timeout: std::time::Duration::from_millis(a.forward_timeout_ms),
+        link: LinkEmulation {
+            mbps: a.link_mbps,
+            delay_ms: a.link_delay_ms,
+        },
+        compute: ComputeEmulation {
+            slowdown: a.slowdown,
+        },
+        plan_id: a.plan_id.clone(),
+        cuts: a.cuts.clone(),
+        ..ShardConfig::default()
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    let bytes = shard_model(a)?;
+    let model = TractShard::load(&config.model_name, &bytes)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("loading shard {}", a.model.display()))?;
+    tracing::info!(tier = %config.tier, listen = %config.listen, input = ?model.input_shape(), "shard loaded");
+    super::runtime()?.block_on(server::run(config, std::sync::Arc::new(model)))?;
+    Ok(())
+}
+
+/// The model a shard serves: the file, or its part `--part` after `--keep` pruning (refitted
+/// on the inputs the plan was measured on) and `--split-at` splitting.
+pub fn shard_model(a: &ShardArgs) -> Result<Vec<u8>> {
+    let bytes = read_model(&a.model)?;
+    if a.split_at.is_empty() {
+        if a.part != 0 || !a.keep.is_empty() {
+            bail!("--part and --keep need --split-at");
+        }
+        return Ok(bytes);
+    }
+    let sets: Vec<Vec<String>> = a
+        .split_at
+        .iter()
+        .map(|s| s.split(',').map(str::to_string).collect())
+        .collect();
+    if a.part > sets.len() {
+        bail!(
+            "--part {} does not exist: {} cuts make {} parts",
+            a.part,
+            sets.len(),
+            sets.len() + 1
+        );
+    }
+    let mut model = bytes;
+    if !a.keep.is_empty() {
+        if a.keep.len() != sets.len() {
+            bail!("--keep needs one number per --split-at cut");
+        }
+        let graph = crate::onnx::Graph::from_bytes(&model)?;
+        let mut prune = Vec::new();
+        for (set, &kept) in sets.iter().zip(&a.keep) {
+            let channels: usize = crate::onnx::prune::cut_channels(&graph, set)?.iter().sum();
+            if kept < channels {
+                prune.push((set.clone(), kept));
+            }
+        }
+        if !prune.is_empty() {
+            let (Some(calibration), true) = (&a.calibration, a.fit_images > 0) else {
+                bail!(
+                    "pruning needs --calibration and --fit-images (what the plan was measured on)"
+                );
+            };
+            let record = MeasuredOn {
+                model: a
+                    .model_sha256
+                    .clone()
+                    .unwrap_or_else(|| crate::digest::sha256_hex(&model)),
+                calibration: calibration.clone(),
+                fit: Items {
+                    first: a.fit_first,
+                    count: a.fit_images,
+                },
+                eval: Items { first: 0, count: 0 },
+                pruning: crate::onnx::prune::Method::default().name().to_string(),
+            };
+            let fit = crate::session::fit_inputs(&model, &record)?;
+            model = crate::onnx::prune::prune_many(
+                &model,
+                &prune,
+                &fit,
+                crate::onnx::prune::Method::default(),
+            )?;
+        }
+    }
+    let mut shards = crate::onnx::split(&model, &sets)?;
+    Ok(shards.swap_remove(a.part))
+}

@@ -1,0 +1,472 @@
+//! The planning pipeline, written once: a model, its profile, calibration data, a topology and
+//! an objective go through profile → accuracy oracle → search → plan. `cnnpc plan`, `cnnpc
+//! demo`, the operator and the benchmarks all call [`run`]; each turns its [`Progress`] into
+//! what it shows (progress bars, log lines, events).
+//!
+//! Blocking and CPU-bound (profiling and the live oracle run tract). It reads no files itself
+//! but the calibration font; measurements come in as [`Request::known`] and go out as
+//! [`Outcome::known`], so the caller keeps them where it likes ([`cache`] on disk, the operator
+//! in a ConfigMap).
+
+pub mod cache;
+pub mod report;
+
+use std::time::Instant;
+
+use crate::dataset::{self, CalibrationSet, Sizes, EVAL_SEED, FIT_SEED};
+use crate::digest::sha256_hex;
+use crate::onnx::calibration::Batch;
+use crate::onnx::oracle::LiveOracle;
+use crate::onnx::profile::{profile_model, ProfileOptions};
+use crate::onnx::prune::Method;
+use crate::onnx::{list_cuts, Cut};
+use crate::planner::accuracy::{
+    AccuracyOracle, CompressionPoint, Measurements, MeasuringOracle, OracleError,
+};
+use crate::planner::plan::{Items, MeasuredOn, Plan};
+use crate::planner::profile::Profile;
+use crate::planner::search::{Objective, Planner, SearchConfig, SearchError, Strategy};
+use crate::planner::surface::SyntheticSurface;
+use crate::planner::table::TableOracle;
+use crate::planner::topology::{Overhead, TopologySpec};
+
+/// Where the profile comes from.
+#[derive(Debug, Clone)]
+pub enum ProfileSource {
+    /// A profile made before (a `model_profile/` file, a ConfigMap, an earlier plan's).
+    Given(Profile),
+    /// Measure the model per segment on this machine; the tiers are slowdowns of it.
+    Measure(ProfileOptions),
+}
+
+/// Where accuracies come from.
+#[derive(Debug, Clone)]
+pub enum Accuracy {
+    /// Nothing is measured: no pruning, the best uncompressed plan.
+    None,
+    /// A table of measured points (the reference's CSV layout).
+    Table(Measurements),
+    /// The synthetic surface (`planner::surface`), for trying the planner.
+    Surface(SyntheticSurface),
+    /// Prune, split, encode and run the model on calibration data.
+    Live { set: CalibrationSet, sizes: Sizes },
+}
+
+/// One tier of the topology: its name, the profile device it is (`None`: the profile's only
+/// device of that tier) and a factor on that device's run times (replanning feeds observed /
+/// predicted ratios here).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierChoice {
+    pub tier: String,
+    pub device: Option<String>,
+    pub compute_scale: f64,
+}
+
+impl TierChoice {
+    pub fn new(tier: &str) -> TierChoice {
+        TierChoice {
+            tier: tier.into(),
+            device: None,
+            compute_scale: 1.0,
+        }
+    }
+}
+
+/// The tiers in request order and the links between them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topology {
+    pub tiers: Vec<TierChoice>,
+    /// Mbit/s of each link, `tiers.len() - 1` entries.
+    pub link_mbps: Vec<f64>,
+    pub hop_ms: f64,
+    pub reference_cloud_only: bool,
+}
+
+impl Topology {
+    /// End, edge and cloud joined by two links (the reference setting).
+    pub fn end_edge_cloud(end_edge_mbps: f64, edge_cloud_mbps: f64) -> Topology {
+        Topology {
+            tiers: ["end", "edge", "cloud"].map(TierChoice::new).to_vec(),
+            link_mbps: vec![end_edge_mbps, edge_cloud_mbps],
+            hop_ms: 0.0,
+            reference_cloud_only: false,
+        }
+    }
+}
+
+/// Everything one planning run needs.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// Model name in the profile and the plan.
+    pub name: String,
+    /// The ONNX model (needed to measure a profile or accuracy).
+    pub model: Option<&'a [u8]>,
+    pub profile: ProfileSource,
+    pub accuracy: Accuracy,
+    /// Points measured before (reused, never measured again).
+    pub known: Measurements,
+    pub topology: Topology,
+    pub objective: Option<Objective>,
+    pub strategy: Strategy,
+    /// Encodings (empty: the profile's own) and whether channels may be pruned.
+    pub config: SearchConfig,
+    /// Also plan the baselines (end-only, edge-only, cloud-only, neurosurgeon) with this
+    /// configuration; they never measure accuracy.
+    pub baselines: Option<SearchConfig>,
+}
+
+/// What a run reports while it works.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    Profiling {
+        done: usize,
+        total: usize,
+    },
+    Profiled {
+        cuts: usize,
+        host_ms: f64,
+    },
+    /// The live oracle is built: what it measures on.
+    Oracle {
+        measured_on: &'a MeasuredOn,
+    },
+    /// Points measured before that this run reuses.
+    Reused {
+        points: usize,
+    },
+    Measuring {
+        n: usize,
+        point: &'a CompressionPoint,
+    },
+    Measured {
+        n: usize,
+        point: &'a CompressionPoint,
+        accuracy: f64,
+        seconds: f64,
+    },
+}
+
+/// What a run found.
+pub struct Outcome {
+    pub plan: Plan,
+    /// In the order end-only, edge-only, cloud-only, neurosurgeon (those the topology has).
+    pub baselines: Vec<Plan>,
+    pub profile: Profile,
+    /// Every point known after the run: the reused ones and the fresh ones.
+    pub known: Measurements,
+    /// Fresh measurements.
+    pub calls: usize,
+    /// Points known before the run.
+    pub reused: usize,
+    /// The live oracle (when accuracy was live): it builds the pruned model the plan measured.
+    pub oracle: Option<LiveOracle>,
+}
+
+/// Why a run failed; the operator maps each to a condition reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Model(String),
+    #[error("{0}")]
+    Profile(String),
+    #[error("{0}")]
+    UnknownCut(String),
+    #[error("{0}")]
+    Calibration(String),
+    #[error("the profile has no device of tier {0}")]
+    NoDevice(String),
+    #[error("the profile has several {tier} devices ({devices}); choose one")]
+    AmbiguousDevice { tier: String, devices: String },
+    #[error("reading the measurements made before: {0}")]
+    Measurements(String),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+}
+
+/// The key naming everything a live measurement depends on (the measurement cache's first
+/// line): the model, the calibration data and sizes, the pruning method, the profile's cuts.
+pub fn measurement_key(m: &MeasuredOn, cuts: usize) -> String {
+    format!(
+        "model sha256 {}, calibration {}, fit {}@{}, eval {}@{}, pruning {}, cuts {cuts}",
+        m.model, m.calibration, m.fit.count, m.fit.first, m.eval.count, m.eval.first, m.pruning
+    )
+}
+
+/// The model's cuts in the profile's order, matched by the tensors that cross them: the oracle
+/// and the planner must mean the same thing by "cut 7".
+pub fn profile_cuts(model: &[u8], profile: &Profile) -> Result<Vec<Cut>, Error> {
+    let cuts = list_cuts(model).map_err(|e| Error::Model(e.to_string()))?;
+    profile
+        .cuts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let want: Vec<&str> = p.tensors.iter().map(|t| t.name.as_str()).collect();
+            if want.is_empty() {
+                return Err(Error::UnknownCut(format!(
+                    "profile cut {i} ({}) names no tensors, so it cannot be found in the model; \
+                     make the profile with `cnnpc profile`",
+                    p.name
+                )));
+            }
+            cuts.iter()
+                .find(|c| {
+                    c.tensors
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .eq(want.iter().copied())
+                })
+                .cloned()
+                .ok_or_else(|| {
+                    Error::UnknownCut(format!(
+                        "profile cut {i} ({}) crosses {want:?}, which is not a cut of this model \
+                         (was the profile made from another model?)",
+                        p.name
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// What a live oracle on `set` with `sizes` measures `model` on (the pruning method is the
+/// default one, as every oracle and shard uses).
+pub fn measured_on(model: &[u8], set: CalibrationSet, sizes: Sizes) -> MeasuredOn {
+    MeasuredOn {
+        model: sha256_hex(model),
+        calibration: set.name().to_string(),
+        fit: Items {
+            first: FIT_SEED,
+            count: sizes.fit,
+        },
+        eval: Items {
+            first: EVAL_SEED,
+            count: sizes.eval,
+        },
+        pruning: Method::default().name().to_string(),
+    }
+}
+
+/// The inputs the pruning of a plan measured on `m` was fitted on, after checking that
+/// `model` is the model it was measured on: what a shard or `cnnpc split --plan` needs to
+/// rebuild exactly the measured model.
+pub fn fit_inputs(model: &[u8], m: &MeasuredOn) -> Result<Batch, Error> {
+    let have = sha256_hex(model);
+    if have != m.model {
+        return Err(Error::Model(format!(
+            "the model has sha256 {have}, but the plan was measured on {}",
+            m.model
+        )));
+    }
+    if m.pruning != Method::default().name() {
+        return Err(Error::Calibration(format!(
+            "the plan was pruned with {}, this cnnpc prunes with {}",
+            m.pruning,
+            Method::default().name()
+        )));
+    }
+    let set: CalibrationSet = m.calibration.parse().map_err(Error::Calibration)?;
+    let font = dataset::font().map_err(|e| Error::Calibration(format!("{e:#}")))?;
+    set.batch(&font, m.fit.first, m.fit.count)
+        .map_err(|e| Error::Calibration(format!("{e:#}")))
+}
+
+/// The live oracle for `model` on `set`, over the profile's cuts, and what it measures on.
+pub fn live_oracle(
+    model: &[u8],
+    profile: &Profile,
+    set: CalibrationSet,
+    sizes: Sizes,
+) -> Result<(LiveOracle, MeasuredOn), Error> {
+    live_oracle_on(model, None, profile, set, sizes)
+}
+
+fn live_oracle_on(
+    model: &[u8],
+    cuts: Option<Vec<Cut>>,
+    profile: &Profile,
+    set: CalibrationSet,
+    sizes: Sizes,
+) -> Result<(LiveOracle, MeasuredOn), Error> {
+    if sizes.fit == 0 || sizes.eval == 0 {
+        return Err(Error::Calibration(
+            "the oracle needs at least one fit and one eval input".into(),
+        ));
+    }
+    let cuts = match cuts {
+        Some(c) => c,
+        None => profile_cuts(model, profile)?,
+    };
+    let cal = |e: anyhow::Error| Error::Calibration(format!("{e:#}"));
+    let font = dataset::font().map_err(cal)?;
+    let fit = set.batch(&font, FIT_SEED, sizes.fit).map_err(cal)?;
+    let eval = set.batch(&font, EVAL_SEED, sizes.eval).map_err(cal)?;
+    let oracle = LiveOracle::new(model.to_vec(), cuts, fit, eval)
+        .map_err(|e| Error::Calibration(e.to_string()))?;
+    Ok((oracle, measured_on(model, set, sizes)))
+}
+
+/// The topology over the profile's devices.
+pub fn topology_spec(t: &Topology, profile: &Profile) -> Result<TopologySpec, Error> {
+    let mut tiers = Vec::new();
+    for c in &t.tiers {
+        let device = match &c.device {
+            Some(d) => d.clone(),
+            None => match profile.devices_for(&c.tier).as_slice() {
+                [one] => one.to_string(),
+                [] => return Err(Error::NoDevice(c.tier.clone())),
+                many => {
+                    return Err(Error::AmbiguousDevice {
+                        tier: c.tier.clone(),
+                        devices: many.join(", "),
+                    })
+                }
+            },
+        };
+        tiers.push((c.tier.clone(), device, c.compute_scale));
+    }
+    Ok(TopologySpec {
+        tiers,
+        link_mbps: t.link_mbps.clone(),
+        hop_ms: t.hop_ms,
+        overhead: Overhead::REFERENCE,
+        reference_cloud_only: t.reference_cloud_only,
+    })
+}
+
+/// Reports every fresh measurement of the wrapped oracle.
+struct Reporting<'o, 'p> {
+    inner: &'o mut dyn AccuracyOracle,
+    progress: &'p mut dyn FnMut(Progress),
+    n: usize,
+}
+
+impl AccuracyOracle for Reporting<'_, '_> {
+    fn measure(&mut self, point: &CompressionPoint) -> Result<f64, OracleError> {
+        self.n += 1;
+        let started = Instant::now();
+        (self.progress)(Progress::Measuring { n: self.n, point });
+        let accuracy = self.inner.measure(point)?;
+        let seconds = started.elapsed().as_secs_f64();
+        (self.progress)(Progress::Measured {
+            n: self.n,
+            point,
+            accuracy,
+            seconds,
+        });
+        Ok(accuracy)
+    }
+}
+
+/// Runs the pipeline (see the module doc).
+pub fn run(req: Request, progress: &mut dyn FnMut(Progress)) -> Result<Outcome, Error> {
+    let known = req.known.clone();
+    run_with_known(req, &mut |_| Ok(known.clone()), progress)
+}
+
+/// [`run`], with the points known before asked for once the profile is known (a measurement
+/// file names cuts by the profile's points, and a measured profile exists only mid-run).
+pub fn run_with_known(
+    req: Request,
+    known_for: &mut dyn FnMut(&Profile) -> anyhow::Result<Measurements>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Outcome, Error> {
+    let needs_model = || {
+        req.model
+            .ok_or_else(|| Error::Model("profiling and live accuracy need the model".into()))
+    };
+    let profile = match &req.profile {
+        ProfileSource::Given(p) => p.clone(),
+        ProfileSource::Measure(opts) => {
+            let model = needs_model()?;
+            let p = profile_model(model, &req.name, opts, &mut |done, total| {
+                progress(Progress::Profiling { done, total })
+            })
+            .map_err(|e| Error::Model(format!("profiling the model: {e}")))?;
+            let host_ms = p.devices.get("host").map_or(0.0, |d| d.run_ms.iter().sum());
+            progress(Progress::Profiled {
+                cuts: p.cuts.len(),
+                host_ms,
+            });
+            p
+        }
+    };
+    let spec = topology_spec(&req.topology, &profile)?;
+    let topology = spec
+        .build(&profile)
+        .map_err(|e| Error::Profile(e.to_string()))?;
+    let planner = Planner::new(&profile, &topology).map_err(|e| Error::Profile(e.to_string()))?;
+    let mut config = req.config.clone();
+    if config.encodings.is_empty() {
+        config.encodings = vec![profile.wire_encoding];
+    }
+
+    // A profile from elsewhere must name this model's cuts (the shards split it there).
+    let cuts = match req.model {
+        Some(m) => Some(profile_cuts(m, &profile)?),
+        None => None,
+    };
+    let mut live = None;
+    let mut measured_on = None;
+    let mut other: Option<Box<dyn AccuracyOracle>> = None;
+    match &req.accuracy {
+        Accuracy::None => {}
+        Accuracy::Table(t) => other = Some(Box::new(TableOracle { table: t.clone() })),
+        Accuracy::Surface(s) => other = Some(Box::new(s.clone())),
+        Accuracy::Live { set, sizes } => {
+            let (o, m) = live_oracle_on(needs_model()?, cuts.clone(), &profile, *set, *sizes)?;
+            progress(Progress::Oracle { measured_on: &m });
+            live = Some(o);
+            measured_on = Some(m);
+        }
+    }
+    let mut known = known_for(&profile).map_err(|e| Error::Measurements(format!("{e:#}")))?;
+    let reused = known.len();
+    if reused > 0 {
+        progress(Progress::Reused { points: reused });
+    }
+    let oracle: Option<&mut dyn AccuracyOracle> = match (&mut live, &mut other) {
+        (Some(l), _) => Some(l),
+        (None, Some(o)) => Some(o.as_mut()),
+        _ => None,
+    };
+    let (candidate, calls) = {
+        let mut reporting = oracle.map(|inner| Reporting {
+            inner,
+            progress: &mut *progress,
+            n: 0,
+        });
+        let mut m = reporting
+            .as_mut()
+            .map(|r| MeasuringOracle::new(r as &mut dyn AccuracyOracle, &mut known));
+        let c = planner.search(req.strategy, req.objective, &config, m.as_mut())?;
+        (c, m.map_or(0, |m| m.calls))
+    };
+    let mut plan = planner.plan(req.strategy.name(), &candidate, calls);
+    plan.measured_on = measured_on;
+    let mut baselines = Vec::new();
+    if let Some(base) = &req.baselines {
+        let mut config = base.clone();
+        if config.encodings.is_empty() {
+            config.encodings = vec![profile.wire_encoding];
+        }
+        for s in [
+            Strategy::EndOnly,
+            Strategy::EdgeOnly,
+            Strategy::CloudOnly,
+            Strategy::Neurosurgeon,
+        ] {
+            if let Ok(c) = planner.search(s, None, &config, None) {
+                baselines.push(planner.plan(s.name(), &c, 0));
+            }
+        }
+    }
+    Ok(Outcome {
+        plan,
+        baselines,
+        profile,
+        known,
+        calls,
+        reused,
+        oracle: live,
+    })
+}
