@@ -57,6 +57,46 @@ pub struct CompressionPoint {
     pub encoding: WireEncoding,
 }
 
+/// What "accuracy" means for a model: the number an objective's floor A0 is compared with.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Top-1 agreement with the unmodified model (needs no labels).
+    #[default]
+    Agreement,
+    /// Top-1 accuracy against the calibration data's labels.
+    Accuracy,
+    /// Mean cosine similarity of the outputs with the unmodified model's: for models whose
+    /// output is not class scores (detection or segmentation maps).
+    Cosine,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Agreement => "agreement",
+            Metric::Accuracy => "accuracy",
+            Metric::Cosine => "cosine",
+        }
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "agreement" => Ok(Metric::Agreement),
+            "accuracy" => Ok(Metric::Accuracy),
+            "cosine" => Ok(Metric::Cosine),
+            _ => Err(format!(
+                "unknown metric {s:?} (accuracy, agreement or cosine)"
+            )),
+        }
+    }
+}
+
 /// Why an accuracy measurement could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum OracleError {

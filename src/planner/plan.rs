@@ -50,10 +50,19 @@ pub struct PlanLink {
 /// JSON and of the CollaborativeInference status (one-word keys suit both).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MeasuredOn {
-    /// SHA-256 of the model file (lower-case hex).
+    /// SHA-256 of the model file (lower-case hex), before `shape` was applied.
     pub model: String,
-    /// The calibration data (a built-in set's name).
+    /// The input shape the model was given (empty: as the model declares it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shape: Vec<usize>,
+    /// The calibration data, for humans: a built-in set's name, a file or a folder.
     pub calibration: String,
+    /// The calibration data's identity: a content hash of the files (and preprocessing), or a
+    /// built-in generator and its version.
+    pub data: String,
+    /// What accuracy means for this plan (the floor was compared with it).
+    #[serde(default)]
+    pub metric: crate::planner::accuracy::Metric,
     /// The inputs the pruning statistics were fitted on.
     pub fit: Items,
     /// The inputs accuracy was measured on (disjoint from the fit inputs).
