@@ -56,17 +56,63 @@ pub enum Filter {
 }
 
 /// Order of the three colour channels in the model input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ChannelOrder {
+    #[default]
     Rgb,
     Bgr,
 }
 
 /// Memory layout of the model input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Layout {
+    #[default]
     Nchw,
     Nhwc,
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "nchw" => Ok(Layout::Nchw),
+            "nhwc" => Ok(Layout::Nhwc),
+            _ => Err(format!("layout {s:?}: nchw or nhwc")),
+        }
+    }
+}
+
+impl std::str::FromStr for ChannelOrder {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "rgb" => Ok(ChannelOrder::Rgb),
+            "bgr" => Ok(ChannelOrder::Bgr),
+            _ => Err(format!("channel order {s:?}: rgb or bgr")),
+        }
+    }
 }
 
 /// The preprocessing constants of one model: `value = (pixel * scale - mean[c]) / std[c]` with
@@ -426,6 +472,50 @@ pub fn open_nsfw_inputs(
         data,
         shape: vec![n, c, c, 3],
         labels: None,
+    })
+}
+
+/// The PP-OCR text-line direction classifier (`ch_ppocr_mobile_v2.0_cls_infer.onnx` in
+/// rapidocr_onnxruntime 1.3.24): `[N, 3, 48, 192]`, `(pixel / 255 - 0.5) / 0.5`, classes `0`
+/// and `180` (the line is upside down).
+pub const PPOCR_CLS: (usize, usize) = (48, 192);
+pub const PPOCR_CLS_LABELS: &[&str] = &["0", "180"];
+
+/// Line `seed`, upside down when `seed` is odd; its label (0 upright, 1 turned by 180°).
+pub fn text_line(font: &[u8], seed: u64) -> Result<(Rgb, usize), super::pages::PageError> {
+    let (h, w) = PPOCR_CLS;
+    let line = super::pages::render_line(font, seed, w, h)?;
+    let k = (seed % 2) as usize;
+    let line = super::pages::rotate_ccw(&line, 2 * k as u32);
+    Ok((Rgb::from_gray(&line), k))
+}
+
+/// `n` text lines (seeds `first..first + n`) preprocessed for the PP-OCR direction classifier:
+/// `[n, 3, 48, 192]` NCHW with labels.
+pub fn ppocr_text_lines(
+    font: &[u8],
+    first: u64,
+    n: usize,
+) -> Result<Batch, super::pages::PageError> {
+    let (h, w) = PPOCR_CLS;
+    let mut data = Vec::with_capacity(n * 3 * h * w);
+    let mut labels = Vec::with_capacity(n);
+    for seed in first..first + n as u64 {
+        let (img, label) = text_line(font, seed)?;
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    let v = f32::from(img.pixels[(y * w + x) * 3 + c]);
+                    data.push((v / 255.0 - 0.5) / 0.5);
+                }
+            }
+        }
+        labels.push(label);
+    }
+    Ok(Batch {
+        data,
+        shape: vec![n, 3, h, w],
+        labels: Some(labels),
     })
 }
 

@@ -59,7 +59,7 @@ pub struct Cut {
     pub tensors: Vec<CutTensor>,
     /// Channels crossing the cut: the sum of dim 1 over `tensors`.
     pub channels: u64,
-    /// Name (or output) of the last node before the cut, for humans.
+    /// Name (or output) of the node producing the cut's last tensor, for humans.
     pub after_node: String,
 }
 
@@ -106,7 +106,13 @@ pub fn cuts_of(graph: &Graph) -> Result<Vec<Cut>, OnnxError> {
             .iter()
             .filter_map(|t| t.shape.get(1).and_then(Dim::fixed))
             .sum::<i64>();
-        let node = &nodes[order[p]];
+        // Named after the node producing the cut's last tensor: the node just before the cut
+        // in topological order is often an unrelated Constant.
+        let producer = tensors
+            .last()
+            .and_then(|t| graph.producer(&t.name))
+            .map_or(order[p], |(n, _)| n);
+        let node = &nodes[producer];
         let after_node = if node.name.is_empty() {
             node.output.first().cloned().unwrap_or_default()
         } else {

@@ -19,6 +19,10 @@ pub enum OnnxError {
     /// A cut is empty.
     #[error("cut {0} is empty")]
     EmptyCut(usize),
+    /// The model's input shape is symbolic where it must be concrete, or the shape given does
+    /// not fit the model (the message names the input, its dimensions and the flag).
+    #[error("{0}")]
+    InputShape(String),
     /// The cut does not separate the graph: the part after it still needs `missing`, which is
     /// computed before the cut and not part of it.
     #[error("cut {cut} does not separate the graph: the part after it still needs `{missing}`")]
@@ -32,8 +36,8 @@ pub enum OnnxError {
     /// tract could not load, type or run a model.
     #[error("tract: {0}")]
     Tract(String),
-    /// The inputs given to a verification do not fit the model.
-    #[error("bad verification input: {0}")]
+    /// An input does not fit: verification inputs, cut indices, calibration data, options.
+    #[error("{0}")]
     BadInput(String),
 }
 
@@ -51,6 +55,7 @@ impl OnnxError {
             OnnxError::MissingShape(_) => "missing_shape",
             OnnxError::Tract(_) => "tract",
             OnnxError::BadInput(_) => "bad_input",
+            OnnxError::InputShape(_) => "input_shape",
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`par`]: calibration inputs run one at a time, on every core.
 //! - [`quantise`]: the cut-tensor codecs (f32, f16, int8, int4 per channel).
 //! - [`pb_helpers`]: builders of protobuf pieces the surgery writes.
+//! - [`shape`]: the model's input shape, fixed where the export left it symbolic.
 //! - [`random`]: a deterministic generator for profiling and verification inputs.
 
 pub mod calibration;
@@ -27,6 +28,7 @@ pub mod profile;
 pub mod prune;
 pub mod quantise;
 pub mod random;
+pub mod shape;
 pub mod split;
 pub mod verify;
 

@@ -32,19 +32,10 @@ use super::prune::{apply_pruning, cut_stats, plan_pruning, CutStats, Method};
 use super::quantise;
 use super::split::split_graph;
 use super::verify::Runner;
+pub use crate::planner::accuracy::Metric;
 use crate::planner::accuracy::{
     AccuracyOracle, CompressionPoint, Measurements, OracleError, WireEncoding,
 };
-
-/// What [`AccuracyOracle::measure`] returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Metric {
-    /// Top-1 agreement with the unmodified model (needs no labels).
-    Agreement,
-    /// Top-1 accuracy against the eval set's labels (an error without labels).
-    Accuracy,
-}
 
 /// The outcome of one measurement.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -55,6 +46,9 @@ pub struct Evaluation {
     /// Mean over images of the largest |Δ| between the model's output vectors (softmax
     /// probabilities for both real models): finer than agreement for confident models.
     pub mean_output_diff: f64,
+    /// Mean over images of the cosine similarity of the output with the unmodified model's
+    /// (1 = the same direction): the metric for outputs that are not class scores.
+    pub cosine: f64,
     pub images: usize,
     pub seconds: f64,
 }
@@ -76,6 +70,7 @@ pub struct LiveOracle {
     stats: HashMap<usize, CutStats>,
     agreement: Measurements,
     accuracy: Measurements,
+    cosine: Measurements,
     /// Every fresh measurement, in order.
     pub log: Vec<(CompressionPoint, Evaluation)>,
 }
@@ -117,6 +112,7 @@ impl LiveOracle {
             stats: HashMap::new(),
             agreement: Measurements::default(),
             accuracy: Measurements::default(),
+            cosine: Measurements::default(),
             log: Vec::new(),
         })
     }
@@ -215,8 +211,9 @@ impl LiveOracle {
             .collect();
         let outputs = run_chain(&shards, &self.eval, point.encoding, &at, observer)?;
         let labels = self.eval.labels.as_ref();
-        let (mut agree, mut correct, mut diff) = (0usize, 0usize, 0f64);
+        let (mut agree, mut correct, mut diff, mut cos) = (0usize, 0usize, 0f64, 0f64);
         for (i, (got, want)) in outputs.iter().zip(&self.reference).enumerate() {
+            cos += cosine(got, want);
             let g = argmax(got);
             agree += usize::from(g == argmax(want));
             if let Some(l) = labels {
@@ -233,6 +230,7 @@ impl LiveOracle {
             agreement: agree as f64 / n,
             accuracy: labels.map(|_| correct as f64 / n),
             mean_output_diff: diff / n,
+            cosine: cos / n,
             images: outputs.len(),
             seconds: started.elapsed().as_secs_f64(),
         })
@@ -245,6 +243,7 @@ impl LiveOracle {
                 agreement: 1.0,
                 accuracy: self.reference_accuracy(),
                 mean_output_diff: 0.0,
+                cosine: 1.0,
                 images: self.eval.len(),
                 seconds: 0.0,
             }
@@ -252,6 +251,7 @@ impl LiveOracle {
             self.evaluate_at(point, &[], None)?
         };
         self.agreement.insert(point.clone(), e.agreement);
+        self.cosine.insert(point.clone(), e.cosine);
         if let Some(a) = e.accuracy {
             self.accuracy.insert(point.clone(), a);
         }
@@ -265,6 +265,7 @@ impl AccuracyOracle for LiveOracle {
         let known = match self.metric {
             Metric::Agreement => self.agreement.get(point),
             Metric::Accuracy => self.accuracy.get(point),
+            Metric::Cosine => self.cosine.get(point),
         };
         if let Some(a) = known {
             return Ok(a);
@@ -274,10 +275,27 @@ impl AccuracyOracle for LiveOracle {
             .map_err(|e| OracleError::Failed(format!("{point}: {e}")))?;
         match self.metric {
             Metric::Agreement => Ok(e.agreement),
+            Metric::Cosine => Ok(e.cosine.clamp(0.0, 1.0)),
             Metric::Accuracy => e.accuracy.ok_or_else(|| {
                 OracleError::Failed("accuracy needs a labelled calibration set".into())
             }),
         }
+    }
+}
+
+/// Cosine similarity of two vectors; two all-zero vectors are the same (1), one is not (0).
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    match (aa > 0.0, bb > 0.0) {
+        (true, true) => ab / (aa.sqrt() * bb.sqrt()),
+        (false, false) => 1.0,
+        _ => 0.0,
     }
 }
 

@@ -166,6 +166,53 @@ pub fn render_page(font: &[u8], seed: u64, side: usize) -> Result<Gray, PageErro
     Ok(img)
 }
 
+/// Renders one `width`×`height` line of text (a text-line classifier's input: a crop around
+/// one line of a page), left-aligned. Font size, margin, ink and words vary with `seed`.
+pub fn render_line(font: &[u8], seed: u64, width: usize, height: usize) -> Result<Gray, PageError> {
+    let font = FontRef::try_from_slice(font).map_err(|e| PageError::Font(e.to_string()))?;
+    let mut rng = Rng(seed ^ 0x11_4E5);
+    let mut img = Gray {
+        width,
+        height,
+        pixels: vec![255; width * height],
+    };
+    let px = height as f32 * (0.55 + 0.25 * (rng.below(100) as f32 / 100.0));
+    let scaled = font.as_scaled(PxScale::from(px));
+    let ink = rng.below(60) as u8;
+    let mut x = height as f32 * 0.1 * (rng.below(100) as f32 / 100.0);
+    // The line's text sits in the middle of the crop, as a detector's box puts it.
+    let y = (height as f32 + scaled.ascent() + scaled.descent()) / 2.0;
+    loop {
+        let word = WORDS[rng.below(WORDS.len() as u64) as usize];
+        let w: f32 = word
+            .chars()
+            .map(|c| scaled.h_advance(font.glyph_id(c)))
+            .sum();
+        if x + w > width as f32 {
+            break;
+        }
+        for c in word.chars() {
+            let glyph = font
+                .glyph_id(c)
+                .with_scale_and_position(px, ab_glyph::point(x, y));
+            x += scaled.h_advance(font.glyph_id(c));
+            if let Some(outlined) = font.outline_glyph(glyph) {
+                let b = outlined.px_bounds();
+                outlined.draw(|gx, gy, cov| {
+                    let (ix, iy) = (b.min.x as i64 + gx as i64, b.min.y as i64 + gy as i64);
+                    if ix >= 0 && iy >= 0 && (ix as usize) < width && (iy as usize) < height {
+                        let p = &mut img.pixels[iy as usize * width + ix as usize];
+                        let v = f32::from(*p) * (1.0 - cov) + f32::from(ink) * cov;
+                        *p = v.round().clamp(0.0, 255.0) as u8;
+                    }
+                });
+            }
+        }
+        x += scaled.h_advance(font.glyph_id(' '));
+    }
+    Ok(img)
+}
+
 /// Rotates counter-clockwise by `k`·90°.
 pub fn rotate_ccw(img: &Gray, k: u32) -> Gray {
     let mut out = img.clone();

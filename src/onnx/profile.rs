@@ -19,12 +19,65 @@ use tract_onnx::prelude::*;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileOptions {
-    /// Indices from `list_cuts` to keep as cut points; `None` = every single-tensor cut.
+    /// Indices from `list_cuts` to keep as cut points; `None` = every single-tensor cut and
+    /// [`Self::multi_tensor_cuts`] of the multi-tensor ones.
     pub cuts: Option<Vec<usize>>,
+    /// How many multi-tensor cuts (inside residual and branchy stages) to add to the
+    /// single-tensor ones when `cuts` is `None`.
+    pub multi_tensor_cuts: MultiTensorCuts,
     /// Runs per segment; the median is kept.
     pub repeats: usize,
     /// `(device name, tier, slowdown vs this machine)`.
     pub devices: Vec<(String, String, f64)>,
+}
+
+/// How many multi-tensor cuts a profile gets besides the single-tensor ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MultiTensorCuts {
+    /// [`AUTO_MULTI_TENSOR_CUTS`] of them where the model has fewer than
+    /// [`FEW_SINGLE_TENSOR_CUTS`] single-tensor cuts (branchy models, where most useful cut
+    /// points carry several tensors), none otherwise (every extra cut point is searched and,
+    /// with pruning, measured).
+    Auto,
+    /// At most this many, spread evenly over the model.
+    AtMost(usize),
+}
+
+pub const FEW_SINGLE_TENSOR_CUTS: usize = 12;
+pub const AUTO_MULTI_TENSOR_CUTS: usize = 12;
+
+impl std::str::FromStr for MultiTensorCuts {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(MultiTensorCuts::Auto),
+            n => n
+                .parse()
+                .map(MultiTensorCuts::AtMost)
+                .map_err(|_| format!("{s:?}: a number of cuts, or auto")),
+        }
+    }
+}
+
+/// The cuts a profile gets: every single-tensor cut, and evenly spread multi-tensor cuts as
+/// `multi` says, in graph order.
+pub fn choose_cuts(all: &[Cut], multi: MultiTensorCuts) -> Vec<Cut> {
+    let (single, several): (Vec<&Cut>, Vec<&Cut>) = all.iter().partition(|c| c.tensors.len() == 1);
+    let wanted = match multi {
+        MultiTensorCuts::AtMost(n) => n,
+        MultiTensorCuts::Auto if single.len() < FEW_SINGLE_TENSOR_CUTS => AUTO_MULTI_TENSOR_CUTS,
+        MultiTensorCuts::Auto => 0,
+    }
+    .min(several.len());
+    let mut chosen: Vec<Cut> = single.into_iter().cloned().collect();
+    // Evenly spread: the k-th of `wanted` picks sit at the middle of their share.
+    for k in 0..wanted {
+        let i = (2 * k + 1) * several.len() / (2 * wanted);
+        chosen.push(several[i].clone());
+    }
+    chosen.sort_by_key(|c| c.index);
+    chosen.dedup_by_key(|c| c.index);
+    chosen
 }
 
 impl Default for ProfileOptions {
@@ -33,6 +86,7 @@ impl Default for ProfileOptions {
     fn default() -> Self {
         ProfileOptions {
             cuts: None,
+            multi_tensor_cuts: MultiTensorCuts::Auto,
             repeats: 15,
             devices: vec![
                 ("end".into(), "end".into(), 18.0),
@@ -66,7 +120,7 @@ pub fn profile_model(
     }
     let all = list_cuts(model)?;
     let chosen: Vec<Cut> = match &opts.cuts {
-        None => all.into_iter().filter(|c| c.tensors.len() == 1).collect(),
+        None => choose_cuts(&all, opts.multi_tensor_cuts),
         Some(idx) => idx
             .iter()
             .map(|&i| {

@@ -104,14 +104,10 @@ pub fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
-/// Payload bytes for `elements` values under `enc`, or `None` on overflow.
+/// Payload bytes for `elements` values under `enc` (its bits per value, rounded up to whole
+/// bytes: what the planner costs too), or `None` on overflow.
 pub fn payload_len(enc: WireEncoding, elements: usize) -> Option<usize> {
-    match enc {
-        WireEncoding::F32 => elements.checked_mul(4),
-        WireEncoding::F16 => elements.checked_mul(2),
-        WireEncoding::Int8 => Some(elements),
-        WireEncoding::Int4 => Some(elements / 2 + elements % 2),
-    }
+    Some(elements.checked_mul(enc.bits() as usize)?.div_ceil(8))
 }
 
 /// Largest integer code of a quantised encoding, `None` for float encodings (which carry no
@@ -126,7 +122,7 @@ pub fn max_code(enc: WireEncoding) -> Option<u8> {
 
 /// How many parameter pairs `enc` carries for a tensor with `channels` channels.
 pub fn param_count(enc: WireEncoding, channels: usize) -> usize {
-    if max_code(enc).is_some() {
+    if enc.is_quantised() {
         channels
     } else {
         0

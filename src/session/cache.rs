@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::planner::accuracy::Measurements;
+use crate::planner::plan::MeasuredOn;
 use crate::planner::profile::Profile;
 use crate::planner::table;
 
@@ -60,6 +61,16 @@ impl MeasurementCache {
         std::fs::rename(&tmp, &self.path)
             .with_context(|| format!("cannot write {}", self.path.display()))
     }
+}
+
+/// The cache file of `stem`'s measurements on `m`'s data: `<stem>-<set>-<fit>-<eval>.csv` for
+/// a built-in set, `<stem>-data-<digest prefix>-<fit>-<eval>.csv` for files.
+pub fn file_name(stem: &str, m: &MeasuredOn) -> String {
+    let data = match m.data.strip_prefix("builtin:") {
+        Some(_) => m.calibration.clone(),
+        None => format!("data-{}", &m.data[..m.data.len().min(12)]),
+    };
+    format!("{stem}-{data}-{}-{}.csv", m.fit.count, m.eval.count)
 }
 
 /// `$XDG_CACHE_HOME/cnnpc`, else `~/.cache/cnnpc`, else `.cnnpc-cache`.

@@ -13,7 +13,7 @@ pub mod report;
 
 use std::time::Instant;
 
-use crate::dataset::{self, CalibrationSet, Sizes, EVAL_SEED, FIT_SEED};
+use crate::dataset::{Calibration, Sizes, Source};
 use crate::digest::sha256_hex;
 use crate::onnx::calibration::Batch;
 use crate::onnx::oracle::LiveOracle;
@@ -21,7 +21,7 @@ use crate::onnx::profile::{profile_model, ProfileOptions};
 use crate::onnx::prune::Method;
 use crate::onnx::{list_cuts, Cut};
 use crate::planner::accuracy::{
-    AccuracyOracle, CompressionPoint, Measurements, MeasuringOracle, OracleError,
+    AccuracyOracle, CompressionPoint, Measurements, MeasuringOracle, Metric, OracleError,
 };
 use crate::planner::plan::{Items, MeasuredOn, Plan};
 use crate::planner::profile::Profile;
@@ -48,8 +48,12 @@ pub enum Accuracy {
     Table(Measurements),
     /// The synthetic surface (`planner::surface`), for trying the planner.
     Surface(SyntheticSurface),
-    /// Prune, split, encode and run the model on calibration data.
-    Live { set: CalibrationSet, sizes: Sizes },
+    /// Prune, split, encode and run the model on calibration data, graded by `metric`.
+    Live {
+        source: Source,
+        sizes: Sizes,
+        metric: Metric,
+    },
 }
 
 /// One tier of the topology: its name, the profile device it is (`None`: the profile's only
@@ -99,8 +103,10 @@ impl Topology {
 pub struct Request<'a> {
     /// Model name in the profile and the plan.
     pub name: String,
-    /// The ONNX model (needed to measure a profile or accuracy).
+    /// The ONNX model file's bytes (needed to measure a profile or accuracy).
     pub model: Option<&'a [u8]>,
+    /// The model input's shape (batch included), for models that leave it symbolic.
+    pub input_shape: Option<Vec<usize>>,
     pub profile: ProfileSource,
     pub accuracy: Accuracy,
     /// Points measured before (reused, never measured again).
@@ -160,6 +166,10 @@ pub struct Outcome {
     pub reused: usize,
     /// The live oracle (when accuracy was live): it builds the pruned model the plan measured.
     pub oracle: Option<LiveOracle>,
+    /// What the live oracle measured on (also in `plan.measured_on`).
+    pub measured_on: Option<MeasuredOn>,
+    /// The model as planned: the file with `input_shape` applied.
+    pub model: Option<Vec<u8>>,
 }
 
 /// Why a run failed; the operator maps each to a condition reason.
@@ -186,10 +196,22 @@ pub enum Error {
 /// The key naming everything a live measurement depends on (the measurement cache's first
 /// line): the model, the calibration data and sizes, the pruning method, the profile's cuts.
 pub fn measurement_key(m: &MeasuredOn, cuts: usize) -> String {
-    format!(
+    let mut key = format!(
         "model sha256 {}, calibration {}, fit {}@{}, eval {}@{}, pruning {}, cuts {cuts}",
         m.model, m.calibration, m.fit.count, m.fit.first, m.eval.count, m.eval.first, m.pruning
-    )
+    );
+    // Keys of a built-in set's agreement on a model as declared read as they always have, so
+    // measurements made before these fields existed are reused.
+    let builtin = m.data.starts_with("builtin:");
+    if !builtin || m.metric != Metric::Agreement || !m.shape.is_empty() {
+        key.push_str(&format!(
+            ", data {}, metric {}, shape {:?}",
+            m.data,
+            m.metric.name(),
+            m.shape
+        ));
+    }
+    key
 }
 
 /// The model's cuts in the profile's order, matched by the tensors that cross them: the oracle
@@ -228,29 +250,50 @@ pub fn profile_cuts(model: &[u8], profile: &Profile) -> Result<Vec<Cut>, Error> 
         .collect()
 }
 
-/// What a live oracle on `set` with `sizes` measures `model` on (the pruning method is the
-/// default one, as every oracle and shard uses).
-pub fn measured_on(model: &[u8], set: CalibrationSet, sizes: Sizes) -> MeasuredOn {
+/// The record of what a live oracle on `cal` measures: the model file (`original`, before the
+/// shape), the shape, the data's identity, the fit and eval items, the metric and the pruning.
+pub fn measured_on(
+    original: &[u8],
+    shape: Option<&[usize]>,
+    source: &Source,
+    cal: &Calibration,
+    sizes: Sizes,
+    metric: Metric,
+) -> MeasuredOn {
+    let (fit_first, eval_first, _) = cal.firsts(sizes);
     MeasuredOn {
-        model: sha256_hex(model),
-        calibration: set.name().to_string(),
+        model: sha256_hex(original),
+        shape: shape.map(<[usize]>::to_vec).unwrap_or_default(),
+        calibration: source.describe(),
+        data: cal.digest(),
+        metric,
         fit: Items {
-            first: FIT_SEED,
+            first: fit_first,
             count: sizes.fit,
         },
         eval: Items {
-            first: EVAL_SEED,
+            first: eval_first,
             count: sizes.eval,
         },
         pruning: Method::default().name().to_string(),
     }
 }
 
+/// The model file with its input shape applied, as every part plans and splits it.
+pub fn shaped(model: &[u8], shape: Option<&[usize]>) -> Result<Vec<u8>, Error> {
+    crate::onnx::shape::apply(model, shape).map_err(|e| Error::Model(e.to_string()))
+}
+
 /// The inputs the pruning of a plan measured on `m` was fitted on, after checking that
-/// `model` is the model it was measured on: what a shard or `cnnpc split --plan` needs to
-/// rebuild exactly the measured model.
-pub fn fit_inputs(model: &[u8], m: &MeasuredOn) -> Result<Batch, Error> {
-    let have = sha256_hex(model);
+/// `original` is the model file it was measured on and `source` its data: what a shard or
+/// `cnnpc split --plan` needs to rebuild exactly the measured model. Returns the shaped model
+/// with them.
+pub fn fit_inputs(
+    original: &[u8],
+    m: &MeasuredOn,
+    source: &Source,
+) -> Result<(Vec<u8>, Batch), Error> {
+    let have = sha256_hex(original);
     if have != m.model {
         return Err(Error::Model(format!(
             "the model has sha256 {have}, but the plan was measured on {}",
@@ -264,45 +307,85 @@ pub fn fit_inputs(model: &[u8], m: &MeasuredOn) -> Result<Batch, Error> {
             Method::default().name()
         )));
     }
-    let set: CalibrationSet = m.calibration.parse().map_err(Error::Calibration)?;
-    let font = dataset::font().map_err(|e| Error::Calibration(format!("{e:#}")))?;
-    set.batch(&font, m.fit.first, m.fit.count)
-        .map_err(|e| Error::Calibration(format!("{e:#}")))
+    let model = shaped(original, (!m.shape.is_empty()).then_some(&m.shape[..]))?;
+    let cal = open_calibration(&model, source)?;
+    // An empty record of the data (a shard started by hand) checks nothing.
+    if !m.data.is_empty() && cal.digest() != m.data {
+        return Err(Error::Calibration(format!(
+            "the calibration data {} has content {}, but the plan was measured on {} ({})",
+            source.describe(),
+            cal.digest(),
+            m.data,
+            m.calibration
+        )));
+    }
+    let fit = cal
+        .batch(m.fit.first, m.fit.count)
+        .map_err(|e| Error::Calibration(format!("{e:#}")))?;
+    Ok((model, fit))
 }
 
-/// The live oracle for `model` on `set`, over the profile's cuts, and what it measures on.
+/// Opens `source` for the (shaped) model's input.
+pub fn open_calibration(model: &[u8], source: &Source) -> Result<Calibration, Error> {
+    let cal = |e: anyhow::Error| Error::Calibration(format!("{e:#}"));
+    let input = crate::dataset::input_shape(model).map_err(cal)?;
+    Calibration::open(source, &input).map_err(cal)
+}
+
+/// The live oracle for the (shaped) `model` on `cal`, over the profile's cuts.
 pub fn live_oracle(
-    model: &[u8],
-    profile: &Profile,
-    set: CalibrationSet,
-    sizes: Sizes,
-) -> Result<(LiveOracle, MeasuredOn), Error> {
-    live_oracle_on(model, None, profile, set, sizes)
-}
-
-fn live_oracle_on(
     model: &[u8],
     cuts: Option<Vec<Cut>>,
     profile: &Profile,
-    set: CalibrationSet,
+    cal: &Calibration,
     sizes: Sizes,
-) -> Result<(LiveOracle, MeasuredOn), Error> {
-    if sizes.fit == 0 || sizes.eval == 0 {
+    metric: Metric,
+) -> Result<LiveOracle, Error> {
+    let err = |e: anyhow::Error| Error::Calibration(format!("{e:#}"));
+    cal.check_sizes(sizes).map_err(err)?;
+    if metric == Metric::Accuracy && !cal.labelled() {
         return Err(Error::Calibration(
-            "the oracle needs at least one fit and one eval input".into(),
+            "--metric accuracy needs labelled calibration data (labels for a .npy, class \
+             folders for images); use agreement or cosine"
+                .into(),
         ));
+    }
+    if metric != Metric::Cosine {
+        if let Some((name, shape)) = map_output(model) {
+            return Err(Error::Calibration(format!(
+                "the model's output `{name}` is {shape:?}, a map rather than class scores: top-1 \
+                 {} means nothing for it; use --metric cosine (calibration.metric: cosine)",
+                metric.name()
+            )));
+        }
     }
     let cuts = match cuts {
         Some(c) => c,
         None => profile_cuts(model, profile)?,
     };
-    let cal = |e: anyhow::Error| Error::Calibration(format!("{e:#}"));
-    let font = dataset::font().map_err(cal)?;
-    let fit = set.batch(&font, FIT_SEED, sizes.fit).map_err(cal)?;
-    let eval = set.batch(&font, EVAL_SEED, sizes.eval).map_err(cal)?;
-    let oracle = LiveOracle::new(model.to_vec(), cuts, fit, eval)
+    let (fit_first, eval_first, _) = cal.firsts(sizes);
+    let fit = cal.batch(fit_first, sizes.fit).map_err(err)?;
+    let eval = cal.batch(eval_first, sizes.eval).map_err(err)?;
+    let mut oracle = LiveOracle::new(model.to_vec(), cuts, fit, eval)
         .map_err(|e| Error::Calibration(e.to_string()))?;
-    Ok((oracle, measured_on(model, set, sizes)))
+    oracle.metric = metric;
+    Ok(oracle)
+}
+
+/// The first output's name and shape when it is a map (more than one dimension beyond the
+/// batch larger than 1, as a detector's or a segmenter's), not class scores (`[N, K]`,
+/// `[N, K, 1, 1]`). Unknown shapes are given the benefit of the doubt.
+fn map_output(model: &[u8]) -> Option<(String, Vec<i64>)> {
+    let graph = crate::onnx::graph::Graph::from_bytes(model).ok()?;
+    let name = graph.outputs().first()?.clone();
+    let dims: Vec<i64> = graph
+        .tensor_info(&name)?
+        .dims
+        .iter()
+        .map(|d| d.fixed())
+        .collect::<Option<_>>()?;
+    let spread = dims.iter().skip(1).filter(|&&d| d > 1).count();
+    (spread > 1).then_some((name, dims))
 }
 
 /// The topology over the profile's devices.
@@ -360,18 +443,28 @@ impl AccuracyOracle for Reporting<'_, '_> {
 /// Runs the pipeline (see the module doc).
 pub fn run(req: Request, progress: &mut dyn FnMut(Progress)) -> Result<Outcome, Error> {
     let known = req.known.clone();
-    run_with_known(req, &mut |_| Ok(known.clone()), progress)
+    run_with_known(req, &mut |_, _| Ok(known.clone()), progress)
 }
+
+/// Asked for the points known before a run, once the profile and (for live accuracy) the
+/// record of what is measured are known.
+pub type KnownFor<'a> =
+    dyn FnMut(&Profile, Option<&MeasuredOn>) -> anyhow::Result<Measurements> + 'a;
 
 /// [`run`], with the points known before asked for once the profile is known (a measurement
 /// file names cuts by the profile's points, and a measured profile exists only mid-run).
 pub fn run_with_known(
     req: Request,
-    known_for: &mut dyn FnMut(&Profile) -> anyhow::Result<Measurements>,
+    known_for: &mut KnownFor,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Outcome, Error> {
+    let shaped_model = match req.model {
+        Some(m) => Some(shaped(m, req.input_shape.as_deref())?),
+        None => None,
+    };
     let needs_model = || {
-        req.model
+        shaped_model
+            .as_deref()
             .ok_or_else(|| Error::Model("profiling and live accuracy need the model".into()))
     };
     let profile = match &req.profile {
@@ -401,25 +494,41 @@ pub fn run_with_known(
     }
 
     // A profile from elsewhere must name this model's cuts (the shards split it there).
-    let cuts = match req.model {
+    let cuts = match shaped_model.as_deref() {
         Some(m) => Some(profile_cuts(m, &profile)?),
         None => None,
     };
     let mut live = None;
-    let mut measured_on = None;
+    let mut record = None;
     let mut other: Option<Box<dyn AccuracyOracle>> = None;
     match &req.accuracy {
         Accuracy::None => {}
         Accuracy::Table(t) => other = Some(Box::new(TableOracle { table: t.clone() })),
         Accuracy::Surface(s) => other = Some(Box::new(s.clone())),
-        Accuracy::Live { set, sizes } => {
-            let (o, m) = live_oracle_on(needs_model()?, cuts.clone(), &profile, *set, *sizes)?;
+        Accuracy::Live {
+            source,
+            sizes,
+            metric,
+        } => {
+            let model = needs_model()?;
+            let cal = open_calibration(model, source)?;
+            let m = measured_on(
+                req.model.unwrap_or_default(),
+                req.input_shape.as_deref(),
+                source,
+                &cal,
+                *sizes,
+                *metric,
+            );
+            let o = live_oracle(model, cuts.clone(), &profile, &cal, *sizes, *metric)?;
             progress(Progress::Oracle { measured_on: &m });
             live = Some(o);
-            measured_on = Some(m);
+            record = Some(m);
         }
     }
-    let mut known = known_for(&profile).map_err(|e| Error::Measurements(format!("{e:#}")))?;
+    let measured_on = record;
+    let mut known = known_for(&profile, measured_on.as_ref())
+        .map_err(|e| Error::Measurements(format!("{e:#}")))?;
     let reused = known.len();
     if reused > 0 {
         progress(Progress::Reused { points: reused });
@@ -442,7 +551,7 @@ pub fn run_with_known(
         (c, m.map_or(0, |m| m.calls))
     };
     let mut plan = planner.plan(req.strategy.name(), &candidate, calls);
-    plan.measured_on = measured_on;
+    plan.measured_on = measured_on.clone();
     let mut baselines = Vec::new();
     if let Some(base) = &req.baselines {
         let mut config = base.clone();
@@ -468,5 +577,7 @@ pub fn run_with_known(
         calls,
         reused,
         oracle: live,
+        measured_on,
+        model: shaped_model,
     })
 }
