@@ -12,14 +12,22 @@ use crate::output;
 pub struct CutsArgs {
     #[arg(long)]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub shape: super::data::ShapeArgs,
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
 
 pub fn run(a: &CutsArgs) -> Result<()> {
-    let bytes = read_model(&a.model)?;
+    let bytes = a.shape.apply(&read_model(&a.model)?)?;
     let cuts =
         crate::onnx::list_cuts(&bytes).with_context(|| format!("in {}", a.model.display()))?;
+    if cuts.is_empty() {
+        anyhow::bail!(
+            "{} has no candidate cut: no 4-D activation with known channels crosses between its              input and output (is it a CNN?)",
+            a.model.display()
+        );
+    }
     match a.output {
         Output::Json => output::println(&serde_json::to_string_pretty(&cuts)?),
         Output::Table => {

