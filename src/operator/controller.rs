@@ -36,6 +36,12 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("model: {0}")]
     Model(#[from] FetchError),
+    /// The user's calibration files cannot be had (missing, unreachable, wrong checksum).
+    #[error("{what}: {source}")]
+    CalibrationData {
+        what: &'static str,
+        source: FetchError,
+    },
     #[error("plan: {0}")]
     Plan(#[from] PlanError),
     #[error("child objects: {0}")]
@@ -58,6 +64,10 @@ impl Error {
                 "InvalidSpec" => "invalid_spec",
                 _ => "model_unavailable",
             },
+            Error::CalibrationData { source, .. } => match source.reason() {
+                "ChecksumMismatch" => "checksum_mismatch",
+                _ => "calibration",
+            },
             Error::Plan(e) => match e {
                 PlanError::ImpossibleObjective(_) => "impossible_objective",
                 PlanError::UnknownCut(_) => "unknown_cut",
@@ -77,6 +87,11 @@ impl Error {
     pub fn spec_reason(&self) -> Option<&'static str> {
         match self {
             Error::Model(e) => Some(e.reason()),
+            // Named as a calibration failure, whatever went wrong fetching it.
+            Error::CalibrationData { source, .. } => Some(match source.reason() {
+                "ChecksumMismatch" => "ChecksumMismatch",
+                _ => "CalibrationFailed",
+            }),
             Error::Plan(e) => Some(e.reason()),
             Error::Build(_) => Some("InvalidSpec"),
             Error::Profile { .. } => Some("InvalidProfile"),
@@ -385,6 +400,7 @@ async fn plan_request(
         }
         _ => Measurements::default(),
     };
+    let calibration = resolve_calibration(ctx, ci).await?;
     Ok(PlanRequest {
         spec: ci.spec.clone(),
         model,
@@ -392,8 +408,45 @@ async fn plan_request(
         lost: lost.to_vec(),
         assumed: adjust,
         known,
+        known_key: data.get(resources::ACCURACY_KEY_KEY).cloned(),
+        calibration,
         repeats: ctx.repeats,
     })
+}
+
+/// The user's calibration data as the controller reads it (its files under `--model-dir`, or
+/// downloaded and checked); `None` for built-in data.
+async fn resolve_calibration(
+    ctx: &Context,
+    ci: &CollaborativeInference,
+) -> Result<Option<crate::dataset::Source>> {
+    use super::crd::DataFormat;
+    let Some(src) = ci.spec.calibration.as_ref().and_then(|c| c.source.as_ref()) else {
+        return Ok(None);
+    };
+    let folder = src.format == DataFormat::Images;
+    let fetch = |what: &'static str| move |source| Error::CalibrationData { what, source };
+    let data = ctx
+        .models
+        .resolve_file(&src.data, "calibration.source.data", folder)
+        .await
+        .map_err(fetch("calibration.source.data"))?;
+    let labels = match &src.labels {
+        Some(l) => Some(
+            ctx.models
+                .resolve_file(l, "calibration.source.labels", false)
+                .await
+                .map_err(fetch("calibration.source.labels"))?,
+        ),
+        None => None,
+    };
+    Ok(Some(match src.format {
+        DataFormat::Npy => crate::dataset::Source::Npy { data, labels },
+        DataFormat::Images => crate::dataset::Source::Images {
+            dir: data,
+            preprocess: src.preprocess.clone().unwrap_or_default(),
+        },
+    }))
 }
 
 async fn read_profile(ctx: &Context, ci: &CollaborativeInference, name: &str) -> Result<Profile> {
@@ -416,7 +469,7 @@ async fn read_profile(ctx: &Context, ci: &CollaborativeInference, name: &str) ->
 }
 
 fn configmap_data(o: &PlanOutcome) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut data = BTreeMap::from([
         (
             resources::PLAN_KEY.to_string(),
             serde_json::to_string_pretty(&o.plan).unwrap_or_default(),
@@ -429,7 +482,11 @@ fn configmap_data(o: &PlanOutcome) -> BTreeMap<String, String> {
             resources::ACCURACY_KEY.to_string(),
             crate::planner::table::to_csv(&o.known),
         ),
-    ])
+    ]);
+    if let Some(k) = &o.measurement_key {
+        data.insert(resources::ACCURACY_KEY_KEY.to_string(), k.clone());
+    }
+    data
 }
 
 /// Reads observations for the running plan.

@@ -579,3 +579,129 @@ async fn a_recreated_resource_does_not_inherit_the_old_ones_memory() {
         "the first failure's backoff"
     );
 }
+
+/// The user's own data: a `.npy` (and labels) on the model volume and the model's input shape.
+/// The plan records what it was measured on, every shard pod is told the same files and their
+/// digest, and bad data is a `CalibrationFailed`
+/// condition and event that keeps the working plan.
+#[tokio::test]
+async fn the_users_calibration_data_is_measured_on_and_handed_to_every_shard() {
+    use crate::dataset::{files, Calibration, Source};
+    use crate::testkit::models::{input, SIZE};
+    let s = SIZE as usize;
+    let mut sp = spec();
+    sp.input_shape = vec![1, 3, SIZE, SIZE];
+    sp.objective = Some(crate::operator::crd::Objective {
+        min_accuracy: Some(0.5),
+        max_latency_ms: None,
+    });
+    sp.compression.encodings = vec![WireEncoding::Int8];
+    sp.calibration = Some(
+        serde_json::from_value(json!({
+            "source": {"format": "npy", "data": {"path": "cal/x.npy"}, "labels": {"path": "cal/y.npy"}},
+            "fit": 8, "eval": 24
+        }))
+        .unwrap(),
+    );
+    let env = setup(sp);
+    let dir = env._dir.path().to_path_buf();
+    std::fs::create_dir(dir.join("cal")).unwrap();
+    let x = input(41, 40);
+    let data: Vec<f32> = x.iter().copied().collect();
+    files::write_npy(&dir.join("cal/x.npy"), &[40, 3, s, s], &data).unwrap();
+    let labels: Vec<usize> = (0..40).map(|i| i % 2).collect();
+    files::write_labels(&dir.join("cal/y.npy"), &labels).unwrap();
+    let want = Calibration::open(
+        &Source::Npy {
+            data: dir.join("cal/x.npy"),
+            labels: Some(dir.join("cal/y.npy")),
+        },
+        &[1, 3, s, s],
+    )
+    .unwrap()
+    .digest();
+
+    env.reconcile().await.expect("reconcile");
+    let plan = env.status().plan.expect("a plan");
+    let m = plan
+        .measured_on
+        .clone()
+        .expect("a measured plan records its data");
+    assert_eq!(m.data, want, "the data's content id");
+    assert_eq!(m.shape, [1, 3, s, s]);
+    assert_eq!((m.fit.count, m.eval.count), (8, 24));
+    assert!(
+        plan.cuts.iter().any(|c| c.kept < c.channels),
+        "a pruning plan (the shards must refit): {plan:?}"
+    );
+    let cm = env.fake.get(&format!("{CONFIGMAPS}/demo-plan")).unwrap();
+    assert!(
+        cm["data"]["accuracy.key"].as_str().unwrap().contains(&want),
+        "the kept measurements are keyed by the data"
+    );
+
+    // Every shard pod: the same files (on its /models mount), the digest and the shape.
+    let told = |name: &str| {
+        let d = env.fake.get(&format!("{DEPLOYMENTS}/{name}")).unwrap();
+        let argv = args(&d);
+        let at = |flag: &str| argv[argv.iter().position(|x| x == flag).unwrap() + 1].clone();
+        assert_eq!(at("--calibration"), "/models/cal/x.npy");
+        assert_eq!(at("--labels"), "/models/cal/y.npy");
+        assert_eq!(at("--calibration-digest"), want);
+        assert_eq!(at("--input-shape"), format!("1,3,{s},{s}"));
+    };
+    for name in env.deployments() {
+        told(&name);
+    }
+    // (That the pods rebuild their pruned part from these args, and refuse other data, is
+    // tests/args.rs: the args parsed with the binary's clap definition.)
+
+    // Bad data: a False condition and a Warning event naming the file; the plan stays.
+    let good = env.ci().spec;
+    files::write_npy(
+        &dir.join("cal/small.npy"),
+        &[40, 3, 8, 8],
+        &data[..40 * 3 * 64],
+    )
+    .unwrap();
+    for (path, reason, says) in [
+        (
+            "cal/small.npy",
+            "CalibrationFailed",
+            "cal/small.npy has shape [40, 3, 8, 8]",
+        ),
+        ("cal/none.npy", "CalibrationFailed", "cal/none.npy"),
+    ] {
+        env.edit(|s| {
+            *s = good.clone();
+            let src = s.calibration.as_mut().unwrap().source.as_mut().unwrap();
+            src.data.path = Some(path.into());
+        });
+        env.fake.clear_calls();
+        let err = env.reconcile().await.expect_err(path);
+        let st = env.status();
+        let (status, got) = condition(&st, status::PLANNED);
+        assert_eq!(
+            (status.as_str(), got.as_str()),
+            ("False", reason),
+            "{path}: {err}"
+        );
+        let msg = &status::get(&st.conditions, status::PLANNED)
+            .unwrap()
+            .message;
+        assert!(msg.contains(says), "{path}: {msg}");
+        assert_eq!(st.plan.as_ref(), Some(&plan), "the working plan stays");
+        let ev: Vec<Value> = env
+            .fake
+            .writes()
+            .iter()
+            .filter(|c| c.path.starts_with(EVENTS))
+            .filter_map(|c| c.body.clone())
+            .collect();
+        assert_eq!(ev.len(), 1, "{path}: {ev:?}");
+        assert_eq!(
+            (ev[0]["type"].as_str(), ev[0]["reason"].as_str()),
+            (Some("Warning"), Some(reason))
+        );
+    }
+}

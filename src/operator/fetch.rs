@@ -26,7 +26,7 @@ pub enum FetchError {
         expected: String,
         actual: String,
     },
-    #[error("cannot read model file {path}: {why}")]
+    #[error("cannot read {path}: {why}")]
     File { path: String, why: String },
     #[error("{0}")]
     Invalid(String),
@@ -190,6 +190,82 @@ impl ModelStore {
             _ => Err(FetchError::Invalid(
                 "give exactly one of model.url and model.path".into(),
             )),
+        }
+    }
+}
+
+impl ModelStore {
+    /// Where the controller reads a calibration file (or folder, `folder`): under the model
+    /// directory, or downloaded (checked against its SHA-256) into the cache.
+    pub async fn resolve_file(
+        &self,
+        f: &super::crd::FileSource,
+        what: &str,
+        folder: bool,
+    ) -> Result<PathBuf, FetchError> {
+        match (&f.url, &f.path) {
+            (Some(url), None) => {
+                if folder {
+                    return Err(FetchError::Invalid(format!(
+                        "{what} is an image folder: give its path on the model volume, not a url"
+                    )));
+                }
+                let sha = f.sha256.as_deref().ok_or_else(|| {
+                    FetchError::Invalid(format!("{what}.url needs {what}.sha256"))
+                })?;
+                let cached = self
+                    .cache_dir
+                    .join(format!("{}.npy", sha.to_ascii_lowercase()));
+                if std::fs::read(&cached).is_ok_and(|b| sha256_hex(&b) == sha.to_ascii_lowercase())
+                {
+                    return Ok(cached);
+                }
+                let bytes = get(url, MAX_MODEL_BYTES, self.timeout).await?;
+                verify(url, &bytes, sha)?;
+                std::fs::create_dir_all(&self.cache_dir).map_err(|e| FetchError::File {
+                    path: self.cache_dir.display().to_string(),
+                    why: e.to_string(),
+                })?;
+                let tmp = cached.with_extension("part");
+                std::fs::write(&tmp, &bytes)
+                    .and_then(|()| std::fs::rename(&tmp, &cached))
+                    .map_err(|e| FetchError::File {
+                        path: cached.display().to_string(),
+                        why: e.to_string(),
+                    })?;
+                Ok(cached)
+            }
+            (None, Some(path)) => {
+                let p = Path::new(path);
+                if p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
+                    return Err(FetchError::Invalid(format!(
+                        "{what}.path {path:?} must be relative, without `..`"
+                    )));
+                }
+                let full = self.model_dir.join(p);
+                let ok = if folder {
+                    full.is_dir()
+                } else {
+                    full.is_file()
+                };
+                if !ok {
+                    return Err(FetchError::File {
+                        path: full.display().to_string(),
+                        why: format!("no such {}", if folder { "folder" } else { "file" }),
+                    });
+                }
+                if let (Some(sha), false) = (&f.sha256, folder) {
+                    let bytes = std::fs::read(&full).map_err(|e| FetchError::File {
+                        path: full.display().to_string(),
+                        why: e.to_string(),
+                    })?;
+                    verify(path, &bytes, sha)?;
+                }
+                Ok(full)
+            }
+            _ => Err(FetchError::Invalid(format!(
+                "give exactly one of {what}.path and {what}.url"
+            ))),
         }
     }
 }

@@ -10,7 +10,7 @@ use super::crd::{
 };
 use super::decide::{self, Observation};
 use super::resources::fnv_hex;
-use crate::dataset::{CalibrationSet, Sizes};
+use crate::dataset::{CalibrationSet, Sizes, Source};
 use crate::onnx::profile::ProfileOptions;
 use crate::planner::accuracy::Measurements;
 use crate::planner::plan::Plan;
@@ -86,8 +86,12 @@ pub struct PlanRequest {
     pub lost: Vec<String>,
     /// Link bandwidths and compute factors to plan with (empty: the spec's).
     pub assumed: Assumptions,
-    /// Accuracy measurements made before (reused, never repeated).
+    /// Accuracy measurements made before (reused, never repeated), and the measurement key
+    /// they were made under: reused only under the same key.
     pub known: Measurements,
+    pub known_key: Option<String>,
+    /// The user's calibration data as the controller reads it (`None`: built in).
+    pub calibration: Option<Source>,
     /// Profiling repeats per segment.
     pub repeats: usize,
 }
@@ -102,6 +106,8 @@ pub struct PlanOutcome {
     pub notes: Vec<String>,
     /// The link bandwidths and compute factors the search assumed.
     pub assumed: Assumptions,
+    /// The key the measurements in `known` were made under (live accuracy only).
+    pub measurement_key: Option<String>,
 }
 
 /// The physical links, in order, with their assumed (else spec) bandwidth.
@@ -222,6 +228,7 @@ pub fn plan_status(plan: &Plan, profile: &Profile) -> Result<PlanStatus, PlanErr
 pub fn profile_options(spec: &CollaborativeInferenceSpec, repeats: usize) -> ProfileOptions {
     ProfileOptions {
         cuts: None,
+        multi_tensor_cuts: crate::onnx::profile::MultiTensorCuts::Auto,
         repeats,
         devices: TIERS
             .iter()
@@ -237,20 +244,61 @@ pub fn profile_options(spec: &CollaborativeInferenceSpec, repeats: usize) -> Pro
     }
 }
 
-/// The live oracle's data for `calibration.pages` built-in inputs: half fit the pruning, half
-/// measure it (`session::live_oracle`'s sets; the shard pods rebuild the pruned model from the
-/// plan's `measuredOn`).
-fn live_accuracy(model: &[u8], pages: u32) -> Result<Accuracy, PlanError> {
-    let set =
-        CalibrationSet::for_model(model).map_err(|e| PlanError::Calibration(format!("{e:#}")))?;
-    let half = (pages as usize / 2).max(1);
+/// Default inputs of a calibration source: fitted on 64, measured on 200.
+pub const SOURCE_FIT: u32 = 64;
+pub const SOURCE_EVAL: u32 = 200;
+
+/// The live oracle's data: the user's source (resolved by the controller) or `pages` built-in
+/// inputs (half fit the pruning, half measure it), chosen by the (shaped) model's input. The
+/// shard pods rebuild the pruned model from the plan's `measuredOn`.
+fn live_accuracy(
+    shaped: &[u8],
+    cal: &super::crd::Calibration,
+    resolved: Option<&Source>,
+) -> Result<Accuracy, PlanError> {
+    let (source, fit, eval) = match resolved {
+        Some(s) => (
+            s.clone(),
+            cal.fit.unwrap_or(SOURCE_FIT),
+            cal.eval.unwrap_or(SOURCE_EVAL),
+        ),
+        None => {
+            let set = CalibrationSet::for_model(shaped)
+                .map_err(|e| PlanError::Calibration(format!("{e:#}")))?;
+            let half = (cal.pages.unwrap_or(64) / 2).max(1);
+            (
+                Source::Builtin(set),
+                cal.fit.unwrap_or(half),
+                cal.eval.unwrap_or(half),
+            )
+        }
+    };
     Ok(Accuracy::Live {
-        set,
+        source,
         sizes: Sizes {
-            fit: half,
-            eval: half,
+            fit: fit as usize,
+            eval: eval as usize,
         },
+        metric: cal.metric.unwrap_or_default(),
     })
+}
+
+/// The spec's input shape, if it gives one.
+pub fn input_shape(spec: &CollaborativeInferenceSpec) -> Result<Option<Vec<usize>>, PlanError> {
+    if spec.input_shape.is_empty() {
+        return Ok(None);
+    }
+    spec.input_shape
+        .iter()
+        .map(|&d| usize::try_from(d).ok().filter(|d| *d > 0))
+        .collect::<Option<Vec<_>>>()
+        .map(Some)
+        .ok_or_else(|| {
+            PlanError::InvalidSpec(format!(
+                "inputShape {:?} must be positive",
+                spec.input_shape
+            ))
+        })
 }
 
 /// Profiles (unless a profile is given), builds the topology of the available tiers and searches.
@@ -272,9 +320,11 @@ pub fn make_plan(req: PlanRequest) -> Result<PlanOutcome, PlanError> {
                 (_, Some(t)) => Some(Objective::MaxAccuracy { max_latency_ms: t }),
                 _ => None,
             });
+    let shape = input_shape(spec)?;
+    let shaped = session::shaped(&req.model, shape.as_deref())?;
     let measured = spec.calibration.is_some() && objective.is_some();
     let accuracy = match &spec.calibration {
-        Some(cal) if objective.is_some() => live_accuracy(&req.model, cal.pages)?,
+        Some(cal) if objective.is_some() => live_accuracy(&shaped, cal, req.calibration.as_ref())?,
         _ => Accuracy::None,
     };
     // No accuracy data: the best uncompressed split (no pruning, the profile's own encoding on
@@ -291,9 +341,10 @@ pub fn make_plan(req: PlanRequest) -> Result<PlanOutcome, PlanError> {
     let request = session::Request {
         name: "model".into(),
         model: Some(&req.model),
+        input_shape: shape,
         profile,
         accuracy,
-        known: req.known,
+        known: Measurements::default(),
         topology: topology(spec, &tiers, &req.assumed),
         objective: if measured { objective } else { None },
         strategy: Strategy::Cnnpc,
@@ -310,7 +361,24 @@ pub fn make_plan(req: PlanRequest) -> Result<PlanOutcome, PlanError> {
         Progress::Profiled { cuts, host_ms } => tracing::info!(cuts, host_ms, "model profiled"),
         _ => {}
     };
-    let out = session::run(request, &mut log)?;
+    let (known, known_key) = (req.known, req.known_key);
+    let out = session::run_with_known(
+        request,
+        &mut |profile, m| {
+            // Points measured on other data (or sizes, metric, model) are not reused.
+            let key = m.map(|m| session::measurement_key(m, profile.cuts.len()));
+            Ok(if key.is_some() && key == known_key {
+                known.clone()
+            } else {
+                Measurements::default()
+            })
+        },
+        &mut log,
+    )?;
+    let measurement_key = out
+        .measured_on
+        .as_ref()
+        .map(|m| session::measurement_key(m, out.profile.cuts.len()));
     let mut notes = Vec::new();
     if measured {
         notes.push(format!("{} accuracy measurements", out.calls));
@@ -351,6 +419,7 @@ pub fn make_plan(req: PlanRequest) -> Result<PlanOutcome, PlanError> {
         known: out.known,
         notes,
         assumed,
+        measurement_key,
     })
 }
 
@@ -491,6 +560,8 @@ mod tests {
             lost: vec![],
             assumed: Assumptions::default(),
             known: Measurements::default(),
+            known_key: None,
+            calibration: None,
             repeats: 1,
         }
     }

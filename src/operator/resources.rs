@@ -6,8 +6,9 @@
 //! controller skips the apply when the live object carries the same hash, so a reconcile with
 //! nothing changed writes nothing.
 
-use super::crd::{default_slowdown, CollaborativeInference, PlanStatus, TIERS};
+use super::crd::{default_slowdown, CollaborativeInference, FileSource, PlanStatus, TIERS};
 use super::labels;
+use crate::planner::plan::MeasuredOn;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSecurityContext,
@@ -30,6 +31,9 @@ pub const MODEL_DIR: &str = "/models";
 pub const PLAN_KEY: &str = "plan.json";
 pub const PROFILE_KEY: &str = "profile.yaml";
 pub const ACCURACY_KEY: &str = "accuracy.csv";
+/// What the points in `accuracy.csv` were measured on (the session's measurement key): they
+/// are reused only for the same model, data, metric and sizes.
+pub const ACCURACY_KEY_KEY: &str = "accuracy.key";
 
 pub fn plan_configmap_name(ci: &str) -> String {
     format!("{ci}-plan")
@@ -261,8 +265,11 @@ pub fn shard_args(
                 .map(|c| c.kept.to_string())
                 .collect::<Vec<_>>()
                 .join(","),
-            "--calibration".into(),
-            m.calibration.clone(),
+        ]);
+        args.extend(calibration_args(ci, m)?);
+        args.extend([
+            "--calibration-digest".into(),
+            m.data.clone(),
             "--fit-first".into(),
             m.fit.first.to_string(),
             "--fit-images".into(),
@@ -288,10 +295,118 @@ pub fn shard_args(
             ]);
         }
     }
+    if !ci.spec.input_shape.is_empty() {
+        args.extend([
+            "--input-shape".into(),
+            ci.spec
+                .input_shape
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ]);
+    }
     let slowdown = spec.slowdown.unwrap_or_else(|| default_slowdown(tier));
     args.extend(["--slowdown".into(), format!("{slowdown}")]);
     args.extend(["--log-format".into(), ctx.log_format.clone()]);
     Ok(args)
+}
+
+/// Where a shard pod finds the user's calibration files: paths on the model volume at
+/// [`MODEL_DIR`], downloads in the [`CALIBRATION_DIR`] emptyDir the init container fills.
+pub const CALIBRATION_DIR: &str = "/calibration";
+
+fn pod_path(f: &FileSource, name: &str) -> Result<String, BuildError> {
+    match (&f.path, &f.url) {
+        (Some(p), None) => {
+            if p.starts_with('/') || p.split('/').any(|s| s == "..") {
+                return Err(BuildError::Invalid(format!(
+                    "calibration path {p:?} must be relative to the model volume, without `..`"
+                )));
+            }
+            Ok(format!("{MODEL_DIR}/{p}"))
+        }
+        (None, Some(_)) => Ok(format!("{CALIBRATION_DIR}/{name}")),
+        _ => Err(BuildError::Invalid(
+            "a calibration file needs exactly one of path and url".into(),
+        )),
+    }
+}
+
+/// The shard's `--calibration …` flags: the data the plan was measured on, as the pod sees it.
+fn calibration_args(
+    ci: &CollaborativeInference,
+    m: &MeasuredOn,
+) -> Result<Vec<String>, BuildError> {
+    let cal = ci.spec.calibration.as_ref();
+    let Some(src) = cal.and_then(|c| c.source.as_ref()) else {
+        // A built-in set: its name is what the record says.
+        return Ok(vec!["--calibration".into(), m.calibration.clone()]);
+    };
+    let mut out = vec!["--calibration".into(), pod_path(&src.data, "data.npy")?];
+    if let Some(l) = &src.labels {
+        out.extend(["--labels".into(), pod_path(l, "labels.npy")?]);
+    }
+    if let Some(p) = &src.preprocess {
+        let list = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
+        out.extend([
+            "--layout".into(),
+            serde_json::to_value(p.layout)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            "--channel-order".into(),
+            serde_json::to_value(p.channel_order)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            format!("--scale={}", p.scale),
+            format!("--mean={}", list(&p.mean)),
+            format!("--std={}", list(&p.std)),
+        ]);
+    }
+    out.extend(["--metric".into(), m.metric.name().to_string()]);
+    Ok(out)
+}
+
+/// Init containers that download the user's calibration files given by URL (only a pruning
+/// plan's shards need them: they refit the pruning on the fit inputs).
+fn calibration_fetches(ci: &CollaborativeInference, image: &str) -> Vec<Container> {
+    let Some(src) = ci.spec.calibration.as_ref().and_then(|c| c.source.as_ref()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (f, name) in [(Some(&src.data), "data"), (src.labels.as_ref(), "labels")] {
+        let Some(FileSource {
+            url: Some(url),
+            sha256,
+            ..
+        }) = f
+        else {
+            continue;
+        };
+        out.push(Container {
+            name: format!("fetch-calibration-{name}"),
+            image: Some(image.to_string()),
+            args: Some(vec![
+                "fetch".into(),
+                "--url".into(),
+                url.clone(),
+                "--sha256".into(),
+                sha256.clone().unwrap_or_default(),
+                "--out".into(),
+                format!("{CALIBRATION_DIR}/{name}.npy"),
+            ]),
+            volume_mounts: Some(vec![VolumeMount {
+                name: "calibration".into(),
+                mount_path: CALIBRATION_DIR.into(),
+                ..VolumeMount::default()
+            }]),
+            security_context: Some(restricted()),
+            ..Container::default()
+        });
+    }
+    out
 }
 
 /// Bandwidth of the network path from `from` to `to` (store and forward over each link).
@@ -391,6 +506,29 @@ pub fn build_deployment(
         ),
         (None, None) => return Err(BuildError::Invalid("model.path needs model.volume".into())),
     };
+    let mut inits: Vec<Container> = init.into_iter().collect();
+    let mut volumes = vec![volume];
+    let mut mounts = vec![mount];
+    let prunes = plan.cuts.iter().any(|c| c.kept < c.channels);
+    let fetches = if prunes {
+        calibration_fetches(ci, &image)
+    } else {
+        Vec::new()
+    };
+    if !fetches.is_empty() {
+        volumes.push(Volume {
+            name: "calibration".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "calibration".into(),
+            mount_path: CALIBRATION_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        inits.extend(fetches);
+    }
     let pod_labels = labels::shard_pod(&name, tier, &plan.id, part == 0);
     let annotations = BTreeMap::from([
         ("prometheus.io/scrape".to_string(), "true".to_string()),
@@ -411,7 +549,7 @@ pub fn build_deployment(
         readiness_probe: Some(probe("/readyz", 5)),
         resources: spec.resources.clone(),
         security_context: Some(restricted()),
-        volume_mounts: Some(vec![mount]),
+        volume_mounts: Some(mounts),
         ..Container::default()
     };
     let mut d = Deployment {
@@ -430,8 +568,8 @@ pub fn build_deployment(
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    init_containers: init.map(|c| vec![c]),
-                    volumes: Some(vec![volume]),
+                    init_containers: (!inits.is_empty()).then_some(inits),
+                    volumes: Some(volumes),
                     node_selector: (!spec.node_selector.is_empty())
                         .then(|| spec.node_selector.clone()),
                     tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
@@ -536,7 +674,10 @@ mod tests {
             accuracy: Some(0.99),
             measured_on: Some(crate::planner::plan::MeasuredOn {
                 model: "ab".repeat(32),
+                shape: vec![],
                 calibration: "rotated-pages".into(),
+                data: "builtin:rotated-pages:v1".into(),
+                metric: Default::default(),
                 fit: crate::planner::plan::Items {
                     first: 100_000,
                     count: 16,
@@ -638,7 +779,7 @@ mod tests {
         );
         assert!(args.contains("--split-at relu1 --part 0"), "{args}");
         assert!(
-            args.contains("--keep 4 --calibration rotated-pages --fit-first 100000 --fit-images 16 --model-sha256 abab"),
+            args.contains("--keep 4 --calibration rotated-pages --calibration-digest builtin:rotated-pages:v1 --fit-first 100000 --fit-images 16 --model-sha256 abab"),
             "{args}"
         );
         assert!(
