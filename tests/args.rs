@@ -62,11 +62,12 @@ fn shard_args_of_every_plan_shape_parse_and_follow_the_plan() {
                             assert_eq!(a.keep, vec![kept as usize; plan.cuts.len()]);
                             // Rebuilt from what the plan was measured on.
                             let m = plan.measured_on.as_ref().unwrap();
-                            assert_eq!(a.calibration.as_deref(), Some(m.calibration.as_str()));
+                            assert_eq!(a.data.calibration.as_deref(), Some(m.calibration.as_str()));
+                            assert_eq!(a.calibration_digest.as_deref(), Some(m.data.as_str()));
                             assert_eq!((a.fit_first, a.fit_images), (m.fit.first, m.fit.count));
                             assert_eq!(a.model_sha256.as_deref(), Some(m.model.as_str()));
                         } else {
-                            assert!(a.keep.is_empty() && a.calibration.is_none());
+                            assert!(a.keep.is_empty() && a.data.calibration.is_none());
                         }
                         match computing.get(part + 1) {
                             Some(next) => {
@@ -131,4 +132,115 @@ fn the_emulated_path_of_a_skipped_tier_is_the_two_links_in_series() {
         panic!()
     };
     assert_eq!(a.link_mbps, Some(4.0), "1 / (1/20 + 1/5)");
+}
+
+/// The user's own data, end to end through the seams a cluster uses: the operator plans on a
+/// `.npy` and labels (`make_plan`, as the controller calls it), builds the children, and every
+/// shard pod's args — parsed by the binary's clap definition, `/models` mapped to the files —
+/// rebuild that tier's pruned part exactly as the plan measured it; the same args with other
+/// data under the same file name are refused.
+#[test]
+fn shard_pods_rebuild_their_pruned_part_from_the_users_data() {
+    use cnnpc::dataset::{files, Source};
+    use cnnpc::operator::planning::{make_plan, PlanRequest};
+    use cnnpc::testkit::models::{chain_model_bytes, input, SIZE};
+    let s = SIZE as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let model = chain_model_bytes();
+    std::fs::write(dir.path().join("m.onnx"), &model).unwrap();
+    std::fs::create_dir(dir.path().join("cal")).unwrap();
+    let data: Vec<f32> = input(41, 40).iter().copied().collect();
+    let (x, y) = (dir.path().join("cal/x.npy"), dir.path().join("cal/y.npy"));
+    files::write_npy(&x, &[40, 3, s, s], &data).unwrap();
+    files::write_labels(&y, &(0..40).map(|i| i % 2).collect::<Vec<_>>()).unwrap();
+    let ci = plans::resource(
+        "demo",
+        "ml",
+        json!({
+            "inputShape": [1, 3, SIZE, SIZE],
+            "objective": {"minAccuracy": 0.5},
+            "compression": {"encodings": ["int8"], "prune": true},
+            "calibration": {"source": {"format": "npy", "data": {"path": "cal/x.npy"},
+                                        "labels": {"path": "cal/y.npy"}}, "fit": 8, "eval": 24},
+        }),
+    );
+    let out = make_plan(PlanRequest {
+        spec: ci.spec.clone(),
+        model: std::sync::Arc::new(model.clone()),
+        profile: None,
+        lost: vec![],
+        assumed: Default::default(),
+        known: Default::default(),
+        known_key: None,
+        calibration: Some(Source::Npy {
+            data: x.clone(),
+            labels: Some(y.clone()),
+        }),
+        repeats: 1,
+    })
+    .unwrap();
+    let plan = out.status;
+    assert!(
+        plan.cuts.iter().any(|c| c.kept < c.channels),
+        "a pruning plan: {plan:?}"
+    );
+    let ch = plans::children(&ci, &plan);
+    assert!(!ch.deployments.is_empty());
+    let local = dir.path().to_str().unwrap();
+    let shard_args = |d: &k8s_openapi::api::apps::v1::Deployment| {
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let argv: Vec<String> = pod.containers[0]
+            .args
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.replace("/models/", &format!("{local}/")))
+            .collect();
+        let Command::Shard(a) = parse(&argv) else {
+            panic!("not `cnnpc shard`")
+        };
+        a
+    };
+    // What the operator's own planning measured, split as the plan says: the reference.
+    let mut parts = Vec::new();
+    for d in &ch.deployments {
+        let a = shard_args(d);
+        assert_eq!(a.data.calibration.as_deref(), Some(x.to_str().unwrap()));
+        parts.push(cnnpc::cli::shard_model(&a).unwrap_or_else(|e| panic!("{e:#}")));
+    }
+    // The reference: the model a live oracle on the same data prunes for this plan (the one
+    // the planner measured), split at the plan's cuts.
+    let shaped = cnnpc::session::shaped(&model, Some(&[1, 3, s, s])).unwrap();
+    let source = Source::Npy {
+        data: x.clone(),
+        labels: Some(y.clone()),
+    };
+    let cal = cnnpc::session::open_calibration(&shaped, &source).unwrap();
+    let m = plan.measured_on.as_ref().unwrap();
+    let sizes = cnnpc::dataset::Sizes {
+        fit: m.fit.count as usize,
+        eval: m.eval.count as usize,
+    };
+    let mut oracle =
+        cnnpc::session::live_oracle(&shaped, None, &out.profile, &cal, sizes, m.metric).unwrap();
+    let points: Vec<usize> = plan.cuts.iter().map(|c| c.point as usize).collect();
+    let kept: Vec<u32> = plan.cuts.iter().map(|c| c.kept).collect();
+    let channels: Vec<u32> = plan.cuts.iter().map(|c| c.channels).collect();
+    let point =
+        cnnpc::planner::accuracy::CompressionPoint::new(&points, &kept, &channels, plan.encoding);
+    let measured = oracle.pruned_model(&point).unwrap();
+    let names: Vec<Vec<String>> = plan.cuts.iter().map(|c| c.tensors.clone()).collect();
+    let want = cnnpc::onnx::split(&measured, &names).unwrap();
+    assert_eq!(parts.len(), want.len());
+    for (k, (got, want)) in parts.iter().zip(&want).enumerate() {
+        assert!(got == want, "part {k} is not the model the plan measured");
+    }
+    // Other data under the same name: the digest no longer matches.
+    let other: Vec<f32> = input(42, 40).iter().copied().collect();
+    files::write_npy(&x, &[40, 3, s, s], &other).unwrap();
+    let e = cnnpc::cli::shard_model(&shard_args(&ch.deployments[0])).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("but the plan was measured on"),
+        "{e:#}"
+    );
 }

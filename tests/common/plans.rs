@@ -83,7 +83,10 @@ pub fn plan(deployment: &str, kept: u32, encoding: Encoding) -> PlanStatus {
 pub fn record() -> MeasuredOn {
     MeasuredOn {
         model: "ab".repeat(32),
+        shape: vec![],
         calibration: "rotated-pages".into(),
+        data: "builtin:rotated-pages:v1".into(),
+        metric: Default::default(),
         fit: Items {
             first: 100_000,
             count: 32,
