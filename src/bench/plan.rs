@@ -105,6 +105,7 @@ fn plan(
     let request = session::Request {
         name: profile.model.clone(),
         model: None,
+        input_shape: None,
         profile: ProfileSource::Given(profile.clone()),
         accuracy: Accuracy::Surface(surface.clone()),
         known: Measurements::default(),

@@ -15,13 +15,16 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::dataset::{self, CalibrationSet, Sizes, TEST_SEED};
+use crate::dataset::{CalibrationSet, Sizes, Source};
 use crate::onnx::oracle::{argmax, LiveOracle};
 use crate::onnx::plan_shards::assign_to_tiers;
 use crate::onnx::profile::ProfileOptions;
 use crate::onnx::split;
+use crate::planner::accuracy::Metric;
 use crate::planner::accuracy::{CompressionPoint, Measurements, WireEncoding};
+use crate::planner::plan::MeasuredOn;
 use crate::planner::plan::Plan;
+use crate::planner::profile::Profile;
 use crate::planner::search::{Objective, SearchConfig, Strategy};
 use crate::runtime::frame::ZSTD_LEVEL;
 use crate::runtime::server::ShardModel;
@@ -48,6 +51,11 @@ pub struct DemoOptions {
     /// Measurement cache; `None` measures everything afresh and keeps nothing.
     pub cache: Option<PathBuf>,
     pub repeats: usize,
+    /// The model input's shape, where the model leaves it symbolic.
+    pub input_shape: Option<Vec<usize>>,
+    /// Calibration data (default: the built-in set that fits the model).
+    pub source: Option<Source>,
+    pub metric: Metric,
 }
 
 impl Default for DemoOptions {
@@ -63,6 +71,9 @@ impl Default for DemoOptions {
             oracle: Sizes { fit: 32, eval: 100 },
             cache: Some(default_cache_dir()),
             repeats: 9,
+            input_shape: None,
+            source: None,
+            metric: Metric::Agreement,
         }
     }
 }
@@ -87,7 +98,7 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
     if opts.requests == 0 {
         bail!("--requests must be at least 1");
     }
-    let model = std::fs::read(&opts.model).with_context(|| {
+    let file = std::fs::read(&opts.model).with_context(|| {
         format!(
             "cannot read {} (fetch the real models with `bash scripts/fetch-models.sh`; `make demo` does)",
             opts.model.display()
@@ -97,26 +108,34 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
         .model
         .file_stem()
         .map_or("model".into(), |s| s.to_string_lossy().into_owned());
-    let set = CalibrationSet::for_model(&model)?;
+    // The model as every part plans, splits and serves it: its input shape fixed.
+    let model = session::shaped(&file, opts.input_shape.as_deref())?;
+    let source = match &opts.source {
+        Some(s) => s.clone(),
+        None => Source::Builtin(CalibrationSet::for_model(&model)?),
+    };
+    let cal = session::open_calibration(&model, &source)?;
 
     // 1–2. Profile on this machine (the tiers are documented slowdowns of it), plan with the
     // live oracle; baselines uncompressed, f32 on the wire, as the earlier methods send.
     let profile_opts = ProfileOptions {
-        cuts: None,
         repeats: opts.repeats,
         devices: TIERS
             .iter()
             .zip(opts.slowdowns)
             .map(|(t, s)| (t.to_string(), t.to_string(), s))
             .collect(),
+        ..ProfileOptions::default()
     };
     let request = session::Request {
         name: name.clone(),
-        model: Some(&model),
+        model: Some(&file),
+        input_shape: opts.input_shape.clone(),
         profile: ProfileSource::Measure(profile_opts),
         accuracy: Accuracy::Live {
-            set,
+            source: source.clone(),
             sizes: opts.oracle,
+            metric: opts.metric,
         },
         known: Measurements::default(),
         topology: Topology::end_edge_cloud(opts.end_edge_mbps, opts.edge_cloud_mbps),
@@ -129,29 +148,27 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
     };
     // The cache is read once the profile is known: its key counts the profile's cuts, and its
     // CSV names cuts by the profile's points.
-    let measured_on = session::measured_on(&model, set, opts.oracle);
-    let cache_for = |profile: &crate::planner::profile::Profile| {
+    let cache_for = |profile: &Profile, m: &MeasuredOn| {
         opts.cache.as_ref().map(|dir| {
             MeasurementCache::new(
-                dir.join(format!(
-                    "{name}-{}-{}-{}.csv",
-                    set.name(),
-                    opts.oracle.fit,
-                    opts.oracle.eval
-                )),
-                session::measurement_key(&measured_on, profile.cuts.len()),
+                dir.join(session::cache::file_name(&name, m)),
+                session::measurement_key(m, profile.cuts.len()),
             )
         })
     };
     let out = session::run_with_known(
         request,
-        &mut |profile| match cache_for(profile) {
+        &mut |profile, m| match m.and_then(|m| cache_for(profile, m)) {
             Some(c) => Ok(c.load(profile)?.unwrap_or_default()),
             None => Ok(Measurements::default()),
         },
         &mut |p| events(Event::Planning(p)),
     )?;
-    if let Some(c) = cache_for(&out.profile) {
+    if let Some(c) = out
+        .measured_on
+        .as_ref()
+        .and_then(|m| cache_for(&out.profile, m))
+    {
         c.store(&out.known)?;
     }
     let host_ms: f64 = out.profile.devices["host"].run_ms.iter().sum();
@@ -163,9 +180,15 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
     let mut plans = vec![out.plan];
     plans.extend(out.baselines);
 
-    // 3. Serve each plan on loopback and send the held-out inputs through it.
-    let font = dataset::font()?;
-    let test = set.batch(&font, TEST_SEED, opts.requests)?;
+    // 3. Serve each plan on loopback and send held-out inputs through it: after the fit and
+    // eval inputs (a disjoint range of a built-in set, the rest of the user's files).
+    let (_, _, test_first) = cal.firsts(opts.oracle);
+    let test = cal.batch(test_first, opts.requests).with_context(|| {
+        format!(
+            "the demo sends {} held-out inputs beyond the {} fit and {} eval ones",
+            opts.requests, opts.oracle.fit, opts.oracle.eval
+        )
+    })?;
     let full = TractShard::load(&name, &model).map_err(anyhow::Error::msg)?;
     let per: usize = test.shape[1..].iter().product();
     let mut shape = test.shape.clone();
