@@ -671,11 +671,15 @@ async fn the_users_calibration_data_is_measured_on_and_handed_to_every_shard() {
             "cal/small.npy has shape [40, 3, 8, 8]",
         ),
         ("cal/none.npy", "CalibrationFailed", "cal/none.npy"),
+        ("cal/x.npy", "ChecksumMismatch", "expected sha256 0000"),
     ] {
         env.edit(|s| {
             *s = good.clone();
             let src = s.calibration.as_mut().unwrap().source.as_mut().unwrap();
             src.data.path = Some(path.into());
+            if reason == "ChecksumMismatch" {
+                src.data.sha256 = Some("0".repeat(64));
+            }
         });
         env.fake.clear_calls();
         let err = env.reconcile().await.expect_err(path);
