@@ -73,7 +73,10 @@ fn shard_args_of_every_plan_shape_parse_and_follow_the_plan() {
                             Some(next) => {
                                 assert_eq!(
                                     a.next.as_deref(),
-                                    Some(format!("http://demo-{next}.ml.svc:8080").as_str())
+                                    Some(
+                                        format!("http://demo-{next}-{}.ml.svc:8080", plan.id)
+                                            .as_str()
+                                    )
                                 );
                                 assert_eq!(
                                     a.encoding.name(),

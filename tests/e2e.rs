@@ -13,7 +13,7 @@
 //! replan test.
 
 use cnnpc::operator::labels;
-use cnnpc::operator::resources::{tier_name, SHARD_PORT};
+use cnnpc::operator::resources::{entry_name, SHARD_PORT};
 use cnnpc::planner::accuracy::WireEncoding;
 use cnnpc::runtime::frame::{Frame, FrameLimits};
 use cnnpc::runtime::server::{ShardModel, Tensor};
@@ -366,7 +366,7 @@ fn e2e_serving_the_resource_is_ready_placed_and_answers_as_the_unsplit_model() {
     let first = first_tier(&c);
     let pf = PortForward::new(
         &ns(),
-        &format!("svc/{}", tier_name(&cr(), &first)),
+        &format!("svc/{}", entry_name(&cr())),
         SHARD_PORT as u16,
     );
     let (ok, agree) = send(pf.port, &inputs, &want);
@@ -422,7 +422,7 @@ fn e2e_replan_after_the_link_changes() {
         if by == "tc" {
             let pf = PortForward::new(
                 &ns(),
-                &format!("svc/{}", tier_name(&cr(), &first_tier(&c))),
+                &format!("svc/{}", entry_name(&cr())),
                 SHARD_PORT as u16,
             );
             send(pf.port, &inputs, &want);
@@ -461,7 +461,7 @@ fn e2e_replan_after_the_link_changes() {
         {
             let pf = PortForward::new(
                 &ns(),
-                &format!("svc/{}", tier_name(&cr(), &first_tier(&c))),
+                &format!("svc/{}", entry_name(&cr())),
                 SHARD_PORT as u16,
             );
             let (ok, agree) = send(pf.port, &inputs, &want);

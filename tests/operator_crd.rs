@@ -100,7 +100,10 @@ fn crd_shape_names_and_columns() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(cols, ["Plan", "Predicted", "Observed", "Ready", "Age"]);
+    assert_eq!(
+        cols,
+        ["Plan", "Predicted", "Observed", "URL", "Ready", "Age"]
+    );
 }
 
 /// A minimal validator for the keywords our schema uses (CEL rules are checked for presence).

@@ -13,7 +13,8 @@ use super::labels;
 use super::metrics::Metrics;
 use super::observe::{self, Counters};
 use super::planning::{self, PlanError, PlanOutcome, PlanRequest, Replan};
-use super::resources::{self, BuildContext, BuildError, Children};
+use super::resources::{self, BuildContext, BuildError};
+use super::rollout;
 use crate::planner::accuracy::Measurements;
 use crate::planner::profile::Profile;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -200,16 +201,24 @@ pub async fn reconcile(ci: Arc<CollaborativeInference>, ctx: Arc<Context>) -> Re
         Err(e) if e.spec_reason().is_some() => return Err(report_failure(&ci, &ctx, e).await),
         Err(e) => return Err(e),
     };
-    match apply(&ci, &ctx, &ns, &observed, &step).await {
-        Ok(()) => {}
+    let progressing = match apply(&ci, &ctx, &ns, &observed, &step).await {
+        Ok(p) => p,
         Err(e) if e.spec_reason().is_some() => return Err(report_failure(&ci, &ctx, e).await),
         Err(e) => return Err(e),
-    }
+    };
     ctx.memo(&key(&ci), |m| m.failures = 0);
-    Ok(Action::requeue(Duration::from_secs(u64::from(
-        ci.spec.replan.interval_seconds.max(1),
-    ))))
+    let interval = Duration::from_secs(u64::from(ci.spec.replan.interval_seconds.max(1)));
+    // A rollout or a drain in progress is looked at again soon (readiness changes also wake
+    // the controller, through the Deployments it owns; the drain's end does not).
+    Ok(Action::requeue(if progressing {
+        interval.min(PROGRESS_RECHECK)
+    } else {
+        interval
+    }))
 }
+
+/// How soon a rollout or drain in progress is looked at again.
+const PROGRESS_RECHECK: Duration = Duration::from_secs(5);
 
 /// Backoff per resource: 5 s doubling to 5 min; the failure is counted by its label.
 pub fn error_policy(ci: Arc<CollaborativeInference>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -262,11 +271,7 @@ struct Step {
 async fn decide(ci: &CollaborativeInference, ctx: &Context, observed: &Observed) -> Result<Step> {
     let status = ci.status.clone().unwrap_or_default();
     let now = ctx.now();
-    let health: Vec<TierHealth> = observed
-        .deployments
-        .iter()
-        .filter_map(core::tier_health)
-        .collect();
+    let health = serving_health(&status, observed);
     let lost = core::lost_tiers(&health, now, ci.spec.replan.tier_loss_grace_seconds);
     let data = observed
         .config_map
@@ -309,6 +314,11 @@ async fn decide(ci: &CollaborativeInference, ctx: &Context, observed: &Observed)
         observed_latency_ms: status.observed_latency_ms,
         health,
     };
+    // While a plan comes up or the old one drains, the shards' metrics mix two plans: judge
+    // nothing until the rollout is over.
+    if status.rollout.is_some() || status.retiring.is_some() {
+        return Ok(step);
+    }
     let interval = Duration::from_secs(u64::from(ci.spec.replan.interval_seconds.max(1)));
     let due = ctx.memo(&key(ci), |m| {
         m.last_feedback
@@ -354,6 +364,51 @@ async fn decide(ci: &CollaborativeInference, ctx: &Context, observed: &Observed)
         }
     }
     Ok(step)
+}
+
+/// Health of the serving plan's tiers (and of lost tiers' Deployments kept from older plans,
+/// whose recovery is watched): a plan still coming up is not a lost tier.
+fn serving_health(status: &CollaborativeInferenceStatus, observed: &Observed) -> Vec<TierHealth> {
+    let serving = status.plan.as_ref().map(|p| p.id.as_str());
+    let coming = status.rollout.as_ref().map(|r| r.plan.id.as_str());
+    observed
+        .deployments
+        .iter()
+        .filter(|d| {
+            let plan = resources::plan_of(&d.metadata);
+            plan == serving
+                || (plan != coming
+                    && core::tier_health(d).is_some_and(|h| status.lost_tiers.contains(&h.tier)))
+        })
+        .filter_map(core::tier_health)
+        .collect()
+}
+
+/// Whether every tier of `plan` has all its replicas ready. Each shard is ready only when the
+/// next tier is (its `/readyz` asks), so this is the whole chain.
+fn plan_ready(ci: &CollaborativeInference, plan: &PlanStatus, observed: &Observed) -> bool {
+    waiting_tiers(ci, plan, observed).is_empty()
+}
+
+/// The tiers of `plan` without all their replicas ready.
+fn waiting_tiers(
+    ci: &CollaborativeInference,
+    plan: &PlanStatus,
+    observed: &Observed,
+) -> Vec<String> {
+    let name = ci.name_any();
+    plan.tiers
+        .iter()
+        .filter(|t| t.segments.is_some())
+        .filter(|t| {
+            let want = resources::shard_name(&name, &t.tier, &plan.id);
+            !observed.deployments.iter().any(|d| {
+                d.name_any() == want
+                    && core::tier_health(d).is_some_and(|h| h.ready >= h.wanted.max(1))
+            })
+        })
+        .map(|t| t.tier.clone())
+        .collect()
 }
 
 fn round3(x: f64) -> f64 {
@@ -510,16 +565,19 @@ async fn observe(
             }
             None => {
                 let ns = ci.namespace().unwrap_or_default();
+                // The first tier through the entry Service, the others through their own.
                 let urls: Vec<String> = plan
                     .tiers
                     .iter()
                     .filter(|t| t.segments.is_some())
-                    .map(|t| {
-                        format!(
-                            "http://{}.{ns}.svc:{}/metrics",
-                            resources::tier_name(&ci.name_any(), &t.tier),
-                            resources::SHARD_PORT
-                        )
+                    .enumerate()
+                    .map(|(i, t)| {
+                        let svc = if i == 0 {
+                            resources::entry_name(&ci.name_any())
+                        } else {
+                            resources::shard_name(&ci.name_any(), &t.tier, &plan.id)
+                        };
+                        format!("http://{svc}.{ns}.svc:{}/metrics", resources::SHARD_PORT)
                     })
                     .collect();
                 let now = observe::scrape(&urls).await?;
@@ -533,55 +591,137 @@ async fn observe(
     }
 }
 
+/// Applies the step: the rollout's next state ([`rollout::step`]), every living plan's
+/// shards, the entry Service on the serving plan, the status and the events. Returns whether a
+/// rollout or drain is still in progress.
 async fn apply(
     ci: &CollaborativeInference,
     ctx: &Context,
     ns: &str,
     observed: &Observed,
     step: &Step,
-) -> Result<()> {
-    let children: Children =
-        resources::build_children(ci, &step.plan, step.data.clone(), &ctx.build)?;
+) -> Result<bool> {
     let client = &ctx.client;
     let name = ci.name_any();
+    let old = ci.status.clone().unwrap_or_default();
+    let now = ctx.now();
+    let reason = step.replanned.as_ref().map(Trigger::describe);
+    let decided = reason.as_deref().map(|r| (&step.plan, r));
+    let (versions, changes) = rollout::step(
+        &rollout::Versions::of(&old),
+        decided,
+        &|p| plan_ready(ci, p, observed),
+        now,
+        ci.spec.replan.drain_seconds,
+    );
+    let serving = versions
+        .serving
+        .clone()
+        .ok_or_else(|| Error::Task("no plan to serve".into()))?;
+    let newest = versions
+        .newest()
+        .cloned()
+        .unwrap_or_else(|| serving.clone());
 
-    // Apply what differs (by the spec hash the builders stamp), delete what is no longer
-    // wanted; a lost tier's shard stays, so its recovery is seen.
-    let keep: Vec<String> = step
-        .lost
+    // The newest plan's shards are applied (a spec edit that keeps the plan updates them in
+    // place); older living plans' shards are only re-created if missing, never re-rendered
+    // with a spec they were not made for. Everything else is pruned, except a lost tier's
+    // Deployment, whose recovery is watched.
+    let mut deployments = Vec::new();
+    let mut services = Vec::new();
+    for plan in versions.alive() {
+        let (d, sv) = resources::build_shards(ci, plan, &ctx.build)?;
+        if plan.id == newest.id {
+            deployments.extend(d);
+            services.extend(sv);
+        } else {
+            let live_d: Vec<String> = observed.deployments.iter().map(|x| x.name_any()).collect();
+            let live_s: Vec<String> = observed.services.iter().map(|x| x.name_any()).collect();
+            let keep_d = |x: &Deployment| live_d.contains(&x.name_any());
+            let keep_s = |x: &Service| live_s.contains(&x.name_any());
+            // A live one is wanted as it is: same object, same hash, no write.
+            deployments.extend(d.into_iter().map(|x| {
+                if keep_d(&x) {
+                    observed
+                        .deployments
+                        .iter()
+                        .find(|l| l.name_any() == x.name_any())
+                        .cloned()
+                        .unwrap_or(x)
+                } else {
+                    x
+                }
+            }));
+            services.extend(sv.into_iter().map(|x| {
+                if keep_s(&x) {
+                    observed
+                        .services
+                        .iter()
+                        .find(|l| l.name_any() == x.name_any())
+                        .cloned()
+                        .unwrap_or(x)
+                } else {
+                    x
+                }
+            }));
+        }
+    }
+    let entry = resources::build_entry_service(ci, &serving.id)?;
+    let entry_name = resources::entry_name(&name);
+    let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
+    if !observed.services.iter().any(|s| s.name_any() == entry_name)
+        && svcs.get_opt(&entry_name).await?.is_some()
+    {
+        return Err(Error::Build(BuildError::Invalid(format!(
+            "Service {entry_name} exists and is not this resource's: the entry Service is named \
+             after the resource; rename one of them"
+        ))));
+    }
+    services.push(entry);
+    let keep: Vec<String> = observed
+        .deployments
         .iter()
-        .map(|t| resources::tier_name(&name, t))
+        .filter(|d| core::tier_health(d).is_some_and(|h| step.lost.contains(&h.tier)))
+        .map(|d| d.name_any())
         .collect();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let config_map = resources::build_plan_configmap(ci, &newest.id, step.data.clone())?;
     let live_cm: Vec<ConfigMap> = observed.config_map.iter().cloned().collect();
-    apply_and_prune(
-        &cms,
-        std::slice::from_ref(&children.config_map),
-        &live_cm,
-        &[],
-    )
-    .await?;
+    apply_and_prune(&cms, std::slice::from_ref(&config_map), &live_cm, &[]).await?;
     let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    apply_and_prune(&deps, &children.deployments, &observed.deployments, &keep).await?;
-    let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
-    apply_and_prune(&svcs, &children.services, &observed.services, &keep).await?;
+    apply_and_prune(&deps, &deployments, &observed.deployments, &keep).await?;
+    apply_and_prune(&svcs, &services, &observed.services, &[]).await?;
 
     // Status, written only when it changes.
-    let old = ci.status.clone().unwrap_or_default();
-    let active_health: Vec<TierHealth> = step.health.clone();
+    let waiting = versions
+        .rollout
+        .as_ref()
+        .map(|r| (r, waiting_tiers(ci, &r.plan, observed)));
+    let health = if serving.id == old.plan.as_ref().map_or("", |p| p.id.as_str()) {
+        step.health.clone()
+    } else {
+        serving_health(
+            &CollaborativeInferenceStatus {
+                plan: Some(serving.clone()),
+                ..old.clone()
+            },
+            observed,
+        )
+    };
     let outcome = Outcome {
         generation: ci.metadata.generation,
-        plan: &step.plan,
+        plan: &serving,
         assumed: step.assumed.clone(),
         lost: step.lost.clone(),
         replanned: step.replanned.as_ref(),
         note: step.note.clone(),
         observed_latency_ms: step.observed_latency_ms,
-        health: &active_health,
+        health: &health,
+        rollout: waiting,
+        retiring: versions.retiring.as_ref(),
+        entry: Some((resources::entry_url(ci), resources::entry_address(ci))),
     };
-    let now = ctx.now().to_string();
-    let new = core::desired_status(&old, &outcome, &now);
-    let plan_changed = old.plan.as_ref().map(|p| &p.id) != Some(&step.plan.id);
+    let new = core::desired_status(&old, &outcome, &now.to_string());
     if new != old {
         write_status(ctx, ci, ns, &new).await?;
     }
@@ -589,34 +729,61 @@ async fn apply(
     ctx.metrics
         .predicted
         .with_label_values(&labels)
-        .set(step.plan.latency_ms / 1e3);
+        .set(serving.latency_ms / 1e3);
     if let Some(o) = new.observed_latency_ms {
         ctx.metrics.observed.with_label_values(&labels).set(o / 1e3);
     }
-    if let (Some(t), true) = (&step.replanned, plan_changed) {
-        ctx.metrics.replans.with_label_values(&[t.label()]).inc();
-        let note = format!(
-            "{} ({}): {}, predicted {:.3} ms",
-            step.plan.summary,
-            step.plan.id,
-            t.describe(),
-            step.plan.latency_ms
-        );
-        publish(
-            ctx,
-            ci,
-            EventType::Normal,
-            if old.plan.is_some() {
-                "Replanned"
-            } else {
-                "Planned"
-            },
-            "Plan",
-            note,
-        )
-        .await;
+    for change in &changes {
+        let (reason, note) = match change {
+            rollout::Change::Served { .. } => (
+                "Planned",
+                format!(
+                    "{} ({}): {}, predicted {:.3} ms",
+                    serving.summary,
+                    serving.id,
+                    reason.as_deref().unwrap_or("initial plan"),
+                    serving.latency_ms
+                ),
+            ),
+            rollout::Change::Started { plan, serving } => {
+                if let Some(t) = &step.replanned {
+                    ctx.metrics.replans.with_label_values(&[t.label()]).inc();
+                }
+                (
+                    "Replanned",
+                    format!(
+                        "{} ({plan}): {}, predicted {:.3} ms; rolling out beside {serving}",
+                        newest.summary,
+                        reason.as_deref().unwrap_or("replanned"),
+                        newest.latency_ms
+                    ),
+                )
+            }
+            rollout::Change::Switched { from, to } => (
+                "Switched",
+                format!(
+                    "every tier of {to} is ready: the entry moved from {from} to {to}; {from} \
+                     drains for {} s",
+                    ci.spec.replan.drain_seconds
+                ),
+            ),
+            rollout::Change::Retired { plan } => (
+                "Retired",
+                format!("plan {plan} drained: its shards are deleted"),
+            ),
+            rollout::Change::Abandoned { plan } => (
+                "RolloutAbandoned",
+                format!("plan {plan} was not rolled out: a newer decision replaced it"),
+            ),
+        };
+        if matches!(change, rollout::Change::Served { .. }) {
+            if let Some(t) = &step.replanned {
+                ctx.metrics.replans.with_label_values(&[t.label()]).inc();
+            }
+        }
+        publish(ctx, ci, EventType::Normal, reason, "Rollout", note).await;
     }
-    Ok(())
+    Ok(versions.rollout.is_some() || versions.retiring.is_some())
 }
 
 async fn write_status(

@@ -65,6 +65,8 @@ fn profile() -> Profile {
 
 struct Env {
     fake: FakeApi,
+    /// The controller's clock, in seconds (tests move it past grace and drain periods).
+    now: Arc<std::sync::atomic::AtomicI64>,
     ctx: Arc<Context>,
     observation: Arc<Mutex<Observation>>,
     _dir: tempfile::TempDir,
@@ -98,7 +100,11 @@ fn setup(spec: CollaborativeInferenceSpec) -> Env {
         Observer::Fixed(observation.clone()),
     );
     ctx.repeats = 1;
-    ctx.clock = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(NOW));
+    let clock = now.clone();
+    ctx.clock = Arc::new(move || {
+        Timestamp::from_second(clock.load(std::sync::atomic::Ordering::SeqCst)).unwrap()
+    });
     fake.put(
         &format!("{CONFIGMAPS}/chain-profile"),
         json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -112,6 +118,7 @@ fn setup(spec: CollaborativeInferenceSpec) -> Env {
     fake.put(CI_PATH, serde_json::to_value(&ci).unwrap());
     Env {
         fake,
+        now,
         ctx: Arc::new(ctx),
         observation,
         _dir: dir,
@@ -143,6 +150,49 @@ impl Env {
 
     fn deployments(&self) -> Vec<String> {
         self.fake.names(DEPLOYMENTS)
+    }
+
+    /// The newest plan decided: the one rolling out, else the one serving.
+    fn newest(&self) -> PlanStatus {
+        let s = self.status();
+        s.rollout.map(|r| r.plan).or(s.plan).expect("a plan")
+    }
+
+    /// A tier's Deployment (or next-hop Service) name in the serving plan.
+    fn tier(&self, tier: &str) -> String {
+        format!("demo-{tier}-{}", self.status().plan.expect("a plan").id)
+    }
+
+    /// The plan the entry Service selects.
+    fn entry_plan(&self) -> String {
+        let e = self
+            .fake
+            .get(&format!("{SERVICES}/demo"))
+            .expect("entry Service");
+        e["spec"]["selector"][crate::operator::labels::PLAN_ID]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn advance(&self, seconds: i64) {
+        self.now
+            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Finish a rollout: the new plan's shards become ready (the entry switches), then the
+    /// drain passes (the old plan goes).
+    async fn roll_out(&self) {
+        self.mark_all_ready();
+        self.reconcile().await.unwrap();
+        assert!(
+            self.status().rollout.is_none(),
+            "switched: {:?}",
+            self.status().rollout
+        );
+        self.advance(31);
+        self.reconcile().await.unwrap();
+        assert!(self.status().retiring.is_none(), "retired");
     }
 
     fn events(&self) -> Vec<Value> {
@@ -212,8 +262,24 @@ async fn create_makes_children_and_status() {
     assert_eq!(condition(&s, status::DEGRADED).0, "False");
     assert_eq!(s.replan_count, 0);
 
-    assert_eq!(env.deployments(), ["demo-cloud", "demo-end"]);
-    assert_eq!(env.fake.names(SERVICES), ["demo-cloud", "demo-end"]);
+    let id = plan.id.clone();
+    // The first plan serves at once: nothing to protect, nothing rolling out.
+    assert!(s.rollout.is_none() && s.retiring.is_none());
+    assert_eq!(
+        env.deployments(),
+        [format!("demo-cloud-{id}"), format!("demo-end-{id}")]
+    );
+    // The entry, named after the resource, and the cloud's next-hop Service.
+    assert_eq!(
+        env.fake.names(SERVICES),
+        ["demo".to_string(), format!("demo-cloud-{id}")]
+    );
+    assert_eq!(env.entry_plan(), id);
+    assert_eq!(s.url.as_deref(), Some("http://demo.ns.svc:8080"));
+    assert_eq!(
+        s.address.as_ref().map(|a| a.url.as_str()),
+        Some("http://demo.ns.svc.cluster.local:8080")
+    );
     let cm = env
         .fake
         .get(&format!("{CONFIGMAPS}/demo-plan"))
@@ -222,16 +288,27 @@ async fn create_makes_children_and_status() {
     assert_eq!(plan_json["deployment"], "end-cloud");
     assert_eq!(cm["metadata"]["ownerReferences"][0]["uid"], "uid-demo");
 
-    let end = env.fake.get(&format!("{DEPLOYMENTS}/demo-end")).unwrap();
+    let end = env
+        .fake
+        .get(&format!("{DEPLOYMENTS}/demo-end-{id}"))
+        .unwrap();
     let a = args(&end);
     let at = |flag: &str| a[a.iter().position(|x| x == flag).unwrap() + 1].clone();
     assert_eq!(at("--model"), "/models/chain.onnx");
     assert_eq!(at("--split-at"), "relu1");
     assert_eq!(at("--part"), "0");
-    assert_eq!(at("--next"), "http://demo-cloud.ns.svc:8080");
+    assert_eq!(at("--next"), format!("http://demo-cloud-{id}.ns.svc:8080"));
+    assert_eq!(
+        at("--model-name"),
+        "demo",
+        "clients call the model by the resource's name"
+    );
     assert_eq!(at("--encoding"), "f32", "no calibration: uncompressed");
     assert_eq!(at("--slowdown"), "18");
-    let cloud = env.fake.get(&format!("{DEPLOYMENTS}/demo-cloud")).unwrap();
+    let cloud = env
+        .fake
+        .get(&format!("{DEPLOYMENTS}/demo-cloud-{id}"))
+        .unwrap();
     assert!(!args(&cloud).contains(&"--next".to_string()));
     // Applied with our field manager, by server-side apply.
     let w = env.fake.writes();
@@ -276,44 +353,157 @@ async fn second_reconcile_with_nothing_changed_writes_nothing() {
 }
 
 #[tokio::test]
-async fn spec_change_replans_and_removes_the_old_children() {
+async fn spec_change_rolls_the_new_plan_out_beside_the_old_and_retires_it_after_the_drain() {
     let env = setup(spec());
+    env.reconcile().await.unwrap();
+    env.mark_all_ready();
     env.reconcile().await.unwrap();
     let first = env.status().plan.unwrap();
     env.edit(|s| s.tiers.end.enabled = Some(false));
     env.fake.clear_calls();
     env.reconcile().await.unwrap();
     let s = env.status();
-    let plan = s.plan.clone().unwrap();
-    assert_ne!(plan.id, first.id);
-    assert_eq!(plan.deployment, "edge-cloud");
+    // The new plan comes up beside the old one, which still serves.
+    let rollout = s.rollout.clone().expect("a rollout");
+    let new = rollout.plan.clone();
+    assert_ne!(new.id, first.id);
+    assert_eq!(new.deployment, "edge-cloud");
+    assert_eq!(
+        s.plan.as_ref().unwrap().id,
+        first.id,
+        "the old plan serves on"
+    );
     assert_eq!(s.observed_generation, Some(2));
     assert_eq!(s.replan_count, 1);
     assert_eq!(s.last_replan_reason.as_deref(), Some("spec changed"));
-    assert_eq!(env.deployments(), ["demo-cloud", "demo-edge"]);
-    assert_eq!(env.fake.names(SERVICES), ["demo-cloud", "demo-edge"]);
-    let deletes: Vec<String> = env
+    assert_eq!(
+        condition(&s, status::PROGRESSING),
+        ("True".into(), "RollingOut".into())
+    );
+    let (f, n) = (&first.id, &new.id);
+    assert_eq!(env.deployments(), {
+        let mut want = vec![
+            format!("demo-cloud-{f}"),
+            format!("demo-cloud-{n}"),
+            format!("demo-edge-{n}"),
+            format!("demo-end-{f}"),
+        ];
+        want.sort();
+        want
+    });
+    assert_eq!(env.entry_plan(), *f, "the entry waits for the new plan");
+    assert!(
+        !env.fake
+            .writes()
+            .iter()
+            .any(|c| c.method == http::Method::DELETE),
+        "nothing is deleted while the new plan comes up"
+    );
+    // The old plan's shards were not rewritten.
+    assert!(!env
+        .fake
+        .writes()
+        .iter()
+        .any(|c| c.path.ends_with(&format!("-{f}"))));
+    let edge = env
+        .fake
+        .get(&format!("{DEPLOYMENTS}/demo-edge-{n}"))
+        .unwrap();
+    let a = args(&edge);
+    assert!(
+        a.contains(&format!("http://demo-cloud-{n}.ns.svc:8080")),
+        "{a:?}"
+    );
+    // Half ready: still the old plan.
+    env.set_ready(&format!("demo-edge-{n}"), 1, None);
+    env.reconcile().await.unwrap();
+    assert_eq!(env.entry_plan(), *f);
+    // Every tier ready: the entry switches, and the old plan drains.
+    env.set_ready(&format!("demo-cloud-{n}"), 1, None);
+    env.fake.clear_calls();
+    env.reconcile().await.unwrap();
+    let s = env.status();
+    assert_eq!(env.entry_plan(), *n);
+    assert_eq!(s.plan.as_ref().unwrap().id, *n);
+    assert!(s.rollout.is_none());
+    assert_eq!(s.retiring.as_ref().unwrap().plan.id, *f);
+    assert_eq!(
+        condition(&s, status::PROGRESSING),
+        ("True".into(), "Draining".into())
+    );
+    assert!(
+        env.deployments().contains(&format!("demo-end-{f}")),
+        "kept while draining"
+    );
+    // Within the drain, nothing goes; past it, the old plan's objects are deleted.
+    env.advance(10);
+    env.reconcile().await.unwrap();
+    assert!(env.deployments().contains(&format!("demo-end-{f}")));
+    env.advance(25);
+    env.fake.clear_calls();
+    env.reconcile().await.unwrap();
+    let mut deletes: Vec<String> = env
         .fake
         .writes()
         .iter()
         .filter(|c| c.method == http::Method::DELETE)
         .map(|c| c.path.clone())
         .collect();
+    deletes.sort();
+    let mut want = vec![
+        format!("{DEPLOYMENTS}/demo-cloud-{f}"),
+        format!("{DEPLOYMENTS}/demo-end-{f}"),
+        format!("{SERVICES}/demo-cloud-{f}"),
+    ];
+    want.sort();
+    assert_eq!(deletes, want);
+    let s = env.status();
+    assert!(s.retiring.is_none());
     assert_eq!(
-        deletes,
-        [
-            format!("{DEPLOYMENTS}/demo-end"),
-            format!("{SERVICES}/demo-end")
-        ]
+        condition(&s, status::PROGRESSING),
+        ("False".into(), "Stable".into())
     );
-    let edge = env.fake.get(&format!("{DEPLOYMENTS}/demo-edge")).unwrap();
-    let a = args(&edge);
+    for step in ["Replanned", "Switched", "Retired"] {
+        assert!(
+            env.events().iter().any(|e| e["reason"] == step),
+            "event {step}"
+        );
+    }
+    assert_eq!(
+        env.fake.names(SERVICES),
+        ["demo".to_string(), format!("demo-cloud-{n}")]
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_service_with_the_entrys_name_is_not_taken_over() {
+    let env = setup(spec());
+    env.fake.put(
+        &format!("{SERVICES}/demo"),
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "demo", "namespace": NS, "labels": {"app": "theirs"}},
+               "spec": {"selector": {"app": "theirs"}}}),
+    );
+    let err = env.reconcile().await.unwrap_err();
+    assert!(err.to_string().contains("Service demo exists"), "{err}");
+    let e = env.fake.get(&format!("{SERVICES}/demo")).unwrap();
+    assert_eq!(e["spec"]["selector"]["app"], "theirs", "left alone");
     assert!(
-        a.contains(&"--next".to_string())
-            && a.contains(&"http://demo-cloud.ns.svc:8080".to_string()),
-        "{a:?}"
+        env.deployments().is_empty(),
+        "nothing deployed behind a foreign entry"
     );
-    assert!(env.events().iter().any(|e| e["reason"] == "Replanned"));
+    let s = env.status();
+    assert!(s.url.is_none(), "{:?}", s.url);
+    let planned = status::get(&s.conditions, status::PLANNED).unwrap();
+    assert_eq!(
+        (planned.status.as_str(), planned.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(
+        planned.message.contains("rename one of them"),
+        "{}",
+        planned.message
+    );
 }
 
 #[tokio::test]
@@ -449,15 +639,16 @@ async fn a_lost_tier_gets_a_fallback_plan_and_comes_back() {
     env.reconcile().await.unwrap();
     assert_eq!(env.status().plan.unwrap().deployment, "end-cloud");
     // The cloud has had no ready replica for 30 s: within the 60 s grace, nothing changes.
-    env.set_ready("demo-cloud", 0, Some(NOW - 30));
+    let cloud = env.tier("cloud");
+    env.set_ready(&cloud, 0, Some(NOW - 30));
     env.reconcile().await.unwrap();
     assert_eq!(env.status().plan.unwrap().deployment, "end-cloud");
     assert!(env.status().lost_tiers.is_empty());
     // Past the grace period: plan without the cloud.
-    env.set_ready("demo-cloud", 0, Some(NOW - 90));
+    env.set_ready(&cloud, 0, Some(NOW - 90));
     env.reconcile().await.unwrap();
     let s = env.status();
-    let plan = s.plan.clone().unwrap();
+    let plan = env.newest();
     assert!(!plan.deployment.contains("cloud"), "{}", plan.deployment);
     assert_eq!(s.lost_tiers, ["cloud"]);
     let degraded = status::get(&s.conditions, status::DEGRADED).unwrap();
@@ -472,7 +663,7 @@ async fn a_lost_tier_gets_a_fallback_plan_and_comes_back() {
     );
     assert_eq!(s.last_replan_reason.as_deref(), Some("tier lost: cloud"));
     assert!(
-        env.deployments().contains(&"demo-cloud".to_string()),
+        env.deployments().contains(&cloud),
         "the lost tier's Deployment is kept so its recovery is seen"
     );
     assert_eq!(
@@ -484,10 +675,10 @@ async fn a_lost_tier_gets_a_fallback_plan_and_comes_back() {
         1
     );
     // The cloud is back: the first plan again.
-    env.set_ready("demo-cloud", 1, None);
+    env.set_ready(&cloud, 1, None);
     env.reconcile().await.unwrap();
     let s = env.status();
-    assert_eq!(s.plan.as_ref().unwrap().deployment, "end-cloud");
+    assert_eq!(env.newest().deployment, "end-cloud");
     assert!(s.lost_tiers.is_empty());
     assert_eq!(condition(&s, status::DEGRADED).0, "False");
 }
@@ -516,7 +707,7 @@ async fn observations_replan_past_the_hysteresis_only() {
     env.feedback_due();
     env.reconcile().await.unwrap();
     let s = env.status();
-    assert_eq!(s.plan.as_ref().unwrap().id, first.id);
+    assert_eq!(env.newest().id, first.id);
     assert_eq!(s.observed_latency_ms, Some(4.0));
     assert_eq!(s.replan_count, 0);
     // The path collapses to 0.05 Mbit/s: running everything on the end device is faster.
@@ -527,7 +718,7 @@ async fn observations_replan_past_the_hysteresis_only() {
     env.feedback_due();
     env.reconcile().await.unwrap();
     let s = env.status();
-    let plan = s.plan.clone().unwrap();
+    let plan = env.newest();
     assert_ne!(plan.id, first.id);
     assert_eq!(s.replan_count, 1);
     assert!(
@@ -551,6 +742,15 @@ async fn observations_replan_past_the_hysteresis_only() {
             .with_label_values(&["observed"])
             .get(),
         1
+    );
+    // Rolled out, the observed plan serves and the entry selects it.
+    env.roll_out().await;
+    assert_eq!(env.entry_plan(), plan.id);
+    assert_eq!(env.status().plan.unwrap().id, plan.id);
+    assert_eq!(
+        env.status().replan_count,
+        1,
+        "a rollout is not another replan"
     );
 }
 

@@ -2,7 +2,10 @@
 //! why, which tiers are lost, and what the status should say. No client, no clock (`now` is
 //! passed in), so every decision is tested directly.
 
-use super::crd::{Assumptions, CollaborativeInferenceStatus, PlanStatus};
+use super::crd::{
+    Addressable, Assumptions, CollaborativeInferenceStatus, PlanStatus, RetiringStatus,
+    RolloutStatus,
+};
 use super::status::{self, Want};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
@@ -157,8 +160,14 @@ pub struct Outcome<'a> {
     /// A plan searched for but not rolled out, and why (e.g. gain below hysteresis).
     pub note: Option<String>,
     pub observed_latency_ms: Option<f64>,
-    /// Per active tier, Deployment health (missing = just created).
+    /// Per active tier of the serving plan, Deployment health (missing = just created).
     pub health: &'a [TierHealth],
+    /// A plan coming up beside `plan`, and the tiers of it not ready yet.
+    pub rollout: Option<(&'a RolloutStatus, Vec<String>)>,
+    /// The plan `plan` replaced, draining.
+    pub retiring: Option<&'a RetiringStatus>,
+    /// The entry's URL and fully qualified address.
+    pub entry: Option<(String, String)>,
 }
 
 /// The status after a successful reconcile.
@@ -174,7 +183,10 @@ pub fn desired_status(
         .filter(|t| t.segments.is_some())
         .map(|t| t.tier.clone())
         .collect();
-    let changed = old.plan.as_ref().map(|p| &p.id) != Some(&o.plan.id);
+    // Counted when a new plan is decided (its rollout starts), not when the entry moves.
+    let newest = o.rollout.as_ref().map_or(o.plan, |(r, _)| &r.plan);
+    let old_newest = old.rollout.as_ref().map(|r| &r.plan).or(old.plan.as_ref());
+    let changed = old_newest.map(|p| &p.id) != Some(&newest.id);
     let mut replan_count = old.replan_count;
     let mut last = old.last_replan_reason.clone();
     if let Some(t) = o.replanned {
@@ -194,9 +206,9 @@ pub fn desired_status(
         .collect();
     let mut planned_msg = format!(
         "{} ({}), predicted {:.3} ms",
-        o.plan.summary, o.plan.id, o.plan.latency_ms
+        newest.summary, newest.id, newest.latency_ms
     );
-    if let Some(a) = o.plan.accuracy {
+    if let Some(a) = newest.accuracy {
         planned_msg.push_str(&format!(", accuracy {a:.4}"));
     }
     match &o.note {
@@ -243,6 +255,34 @@ pub fn desired_status(
                 ),
             )
         },
+        match (&o.rollout, o.retiring) {
+            (Some((r, waiting)), _) => Want::new(
+                status::PROGRESSING,
+                true,
+                "RollingOut",
+                format!(
+                    "{} ({}) coming up beside {}; the entry moves when it is ready (waiting for: {})",
+                    r.plan.summary,
+                    r.plan.id,
+                    o.plan.id,
+                    if waiting.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        waiting.join(", ")
+                    }
+                ),
+            ),
+            (None, Some(r)) => Want::new(
+                status::PROGRESSING,
+                true,
+                "Draining",
+                format!(
+                    "the entry serves {}; {} ({}) drains since {}",
+                    o.plan.id, r.plan.summary, r.plan.id, r.since
+                ),
+            ),
+            (None, None) => Want::new(status::PROGRESSING, false, "Stable", ""),
+        },
     ];
     CollaborativeInferenceStatus {
         observed_generation: o.generation,
@@ -255,6 +295,14 @@ pub fn desired_status(
         active_tiers: active,
         lost_tiers: o.lost.clone(),
         assumed: Some(o.assumed.clone()),
+        url: o.entry.as_ref().map(|e| e.0.clone()).or(old.url.clone()),
+        address: o
+            .entry
+            .as_ref()
+            .map(|e| Addressable { url: e.1.clone() })
+            .or(old.address.clone()),
+        rollout: o.rollout.as_ref().map(|(r, _)| (*r).clone()),
+        retiring: o.retiring.cloned(),
     }
 }
 
@@ -402,6 +450,9 @@ mod tests {
             note: None,
             observed_latency_ms: None,
             health: &health,
+            rollout: None,
+            retiring: None,
+            entry: None,
         };
         let s1 = desired_status(&CollaborativeInferenceStatus::default(), &o, "t1");
         assert_eq!(s1.replan_count, 0);

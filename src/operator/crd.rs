@@ -30,6 +30,7 @@ pub const TIERS: [&str; 3] = ["end", "edge", "cloud"];
     printcolumn = r#"{"name":"Plan","type":"string","jsonPath":".status.plan.summary"}"#,
     printcolumn = r#"{"name":"Predicted","type":"number","format":"float","jsonPath":".status.predictedLatencyMs","description":"Predicted latency, ms"}"#,
     printcolumn = r#"{"name":"Observed","type":"number","format":"float","jsonPath":".status.observedLatencyMs","description":"Observed latency, ms"}"#,
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -356,6 +357,15 @@ pub struct ReplanPolicy {
     #[serde(default = "default_grace")]
     #[schemars(range(min = 0, max = 86400))]
     pub tier_loss_grace_seconds: u32,
+    /// After the entry moves to a new plan, the old plan's shards keep running this long so
+    /// requests in flight (and clients' open connections) finish on them (default 30).
+    #[serde(default = "default_drain")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub drain_seconds: u32,
+}
+
+fn default_drain() -> u32 {
+    30
 }
 
 impl Default for ReplanPolicy {
@@ -364,6 +374,7 @@ impl Default for ReplanPolicy {
             interval_seconds: default_interval(),
             hysteresis: default_hysteresis(),
             tier_loss_grace_seconds: default_grace(),
+            drain_seconds: default_drain(),
         }
     }
 }
@@ -395,6 +406,46 @@ pub struct CollaborativeInferenceStatus {
     /// Link bandwidths and tier speed factors the current plan assumed (after feedback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assumed: Option<Assumptions>,
+    /// Where to send requests (the entry Service, in the resource's namespace): the Open
+    /// Inference Protocol at `{url}/v2/models/{name}/infer`, whatever plan runs behind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The entry's cluster-local address, fully qualified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Addressable>,
+    /// A new plan coming up beside the serving one (`plan`); the entry moves to it once every
+    /// one of its tiers is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+    /// The plan served before the last rollout, kept running until its drain ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retiring: Option<RetiringStatus>,
+}
+
+/// An address, as Knative and KServe write it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Addressable {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    pub plan: PlanStatus,
+    /// Why it was searched for.
+    pub reason: String,
+    /// RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
+    pub started: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiringStatus {
+    pub plan: PlanStatus,
+    /// When the entry moved off it (RFC 3339); its shards are deleted `drainSeconds` later.
+    #[schemars(extend("format" = "date-time"))]
+    pub since: String,
 }
 
 /// A status condition (the Kubernetes convention).

@@ -12,11 +12,16 @@
 //! |---|---|---|
 //! | `app.kubernetes.io/name` | `cnnpc-shard` | every child |
 //! | `app.kubernetes.io/instance` | the CollaborativeInference's name | every child |
-//! | `app.kubernetes.io/component` | the tier (`end`, `edge`, `cloud`), or `plan` | every child |
+//! | `app.kubernetes.io/component` | the tier (`end`, `edge`, `cloud`), `plan` or `entry` | every child |
 //! | `app.kubernetes.io/part-of` | `cnnpc` | every child |
 //! | `app.kubernetes.io/managed-by` | `cnnpc-controller` | every child |
-//! | `cnnpc.io/plan-id` | the plan the pod serves | shard pods |
+//! | `cnnpc.io/plan-id` | the plan the object serves | shard pods, their Deployments and Services |
 //! | `cnnpc.io/entry` | `"true"` | the pods of the plan's first tier (where requests enter) |
+//!
+//! Several plans' shards run side by side during a rollout, so every shard selector (a
+//! Deployment's, a next-hop Service's, the entry Service's) includes the plan id: a plan's
+//! tiers only ever talk to the same plan's tiers, and the entry moves from one plan to the next
+//! by changing one label value.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +41,8 @@ pub const MANAGER: &str = "cnnpc-controller";
 pub const PROJECT: &str = "cnnpc";
 /// `app.kubernetes.io/component` of the plan ConfigMap.
 pub const PLAN_COMPONENT: &str = "plan";
+/// `app.kubernetes.io/component` of the entry Service.
+pub const ENTRY_COMPONENT: &str = "entry";
 
 /// Labels of Prometheus series scraped from shard pods, as the chart's PodMonitor relabels the
 /// pod labels above (the controller's metrics carry `namespace` and `name` themselves).
@@ -84,9 +91,25 @@ pub fn shard_pod(
     l
 }
 
-/// What a tier's Deployment and Service select: the pods of one tier of one resource.
-pub fn tier_selector(instance: &str, tier: &str) -> BTreeMap<String, String> {
-    map(&[(NAME, SHARD_APP), (INSTANCE, instance), (COMPONENT, tier)])
+/// What a tier's Deployment and next-hop Service select: the pods of one tier of one plan of
+/// one resource.
+pub fn tier_selector(instance: &str, tier: &str, plan_id: &str) -> BTreeMap<String, String> {
+    map(&[
+        (NAME, SHARD_APP),
+        (INSTANCE, instance),
+        (COMPONENT, tier),
+        (PLAN_ID, plan_id),
+    ])
+}
+
+/// What the resource's entry Service selects: the first tier of the serving plan.
+pub fn entry_selector(instance: &str, plan_id: &str) -> BTreeMap<String, String> {
+    map(&[
+        (NAME, SHARD_APP),
+        (INSTANCE, instance),
+        (ENTRY, "true"),
+        (PLAN_ID, plan_id),
+    ])
 }
 
 /// Selector of every child of `instance` (what the controller lists and prunes), as a
@@ -164,9 +187,21 @@ mod tests {
             &entry_pods_selector("demo"),
             &shard_pod("demo", "edge", "p1", true)
         ));
-        assert!(tier_selector("demo", "edge")
-            .iter()
-            .all(|(k, v)| pod.get(k) == Some(v)));
+        let selects = |sel: BTreeMap<String, String>, pod: &BTreeMap<String, String>| {
+            sel.iter().all(|(k, v)| pod.get(k) == Some(v))
+        };
+        assert!(selects(tier_selector("demo", "edge", "p1"), &pod));
+        assert!(
+            !selects(tier_selector("demo", "edge", "p2"), &pod),
+            "another plan's pods"
+        );
+        let entry = shard_pod("demo", "end", "p1", true);
+        assert!(selects(entry_selector("demo", "p1"), &entry));
+        assert!(!selects(entry_selector("demo", "p2"), &entry));
+        assert!(
+            !selects(entry_selector("demo", "p1"), &pod),
+            "not the first tier"
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - Replanning is read → decide → apply: [`observe`] reads Prometheus or the shards,
 //!   [`decide`] turns observations into assumptions and roll-out decisions (pure), [`apply`]
 //!   server-side applies and prunes every child kind.
+//! - [`rollout`]: whole-plan rollout beside the serving plan, the entry switch and the drain
+//!   (pure).
 //! - [`fetch`]: models over HTTP(S) with SHA-256, or from a mounted directory.
 //! - [`controller`]: the reconciler (kube I/O), [`lease`]: leader election, [`metrics`].
 //! - [`rbac`]: the API access the controller needs.
@@ -27,5 +29,6 @@ pub mod observe;
 pub mod planning;
 pub mod rbac;
 pub mod resources;
+pub mod rollout;
 pub mod run;
 pub mod status;

@@ -39,9 +39,19 @@ pub fn plan_configmap_name(ci: &str) -> String {
     format!("{ci}-plan")
 }
 
-pub fn tier_name(ci: &str, tier: &str) -> String {
-    format!("{ci}-{tier}")
+/// A tier's Deployment and next-hop Service of one plan: plans roll out beside each other.
+pub fn shard_name(ci: &str, tier: &str, plan_id: &str) -> String {
+    format!("{ci}-{tier}-{plan_id}")
 }
+
+/// The entry Service: named after the resource, it outlives every plan.
+pub fn entry_name(ci: &str) -> String {
+    ci.to_string()
+}
+
+/// The longest resource name whose children's names fit a DNS label (63): `-cloud-` and a
+/// 10-digit plan id are added.
+pub const MAX_RESOURCE_NAME: usize = 63 - "-cloud-".len() - 10;
 
 /// FNV-1a 64 of `bytes` as 16 hex digits: stable across runs and builds (unlike `DefaultHasher`).
 pub fn fnv_hex(bytes: &[u8]) -> String {
@@ -84,7 +94,10 @@ impl BuildContext {
 pub struct Children {
     pub config_map: ConfigMap,
     pub deployments: Vec<Deployment>,
+    /// The next-hop Service of every tier but the first.
     pub services: Vec<Service>,
+    /// The stable entry Service, selecting this plan's first tier.
+    pub entry: Service,
 }
 
 fn owner(ci: &CollaborativeInference) -> Result<OwnerReference, BuildError> {
@@ -173,6 +186,31 @@ pub fn build_children(
     ctx: &BuildContext,
 ) -> Result<Children, BuildError> {
     let config_map = build_plan_configmap(ci, &plan.id, configmap_data)?;
+    let (deployments, services) = build_shards(ci, plan, ctx)?;
+    Ok(Children {
+        config_map,
+        deployments,
+        services,
+        entry: build_entry_service(ci, &plan.id)?,
+    })
+}
+
+/// One plan's Deployments (every tier it computes on) and next-hop Services (every tier but
+/// the first: requests enter through the entry Service).
+pub fn build_shards(
+    ci: &CollaborativeInference,
+    plan: &PlanStatus,
+    ctx: &BuildContext,
+) -> Result<(Vec<Deployment>, Vec<Service>), BuildError> {
+    use kube::ResourceExt;
+    let name = ci.name_any();
+    if name.len() > MAX_RESOURCE_NAME {
+        return Err(BuildError::Invalid(format!(
+            "metadata.name {name:?} is {} characters; at most {MAX_RESOURCE_NAME} leave room for \
+             its shards' names (<name>-<tier>-<plan id>)",
+            name.len()
+        )));
+    }
     let active: Vec<&str> = plan
         .tiers
         .iter()
@@ -191,21 +229,39 @@ pub fn build_children(
     let mut services = Vec::new();
     for (part, tier) in active.iter().enumerate() {
         deployments.push(build_deployment(ci, plan, &active, part, ctx)?);
-        services.push(build_service(ci, tier, &plan.id)?);
+        if part > 0 {
+            services.push(build_service(ci, tier, &plan.id)?);
+        }
     }
-    Ok(Children {
-        config_map,
-        deployments,
-        services,
-    })
+    Ok((deployments, services))
 }
 
-fn service_url(ci: &CollaborativeInference, tier: &str) -> String {
+fn service_url(ci: &CollaborativeInference, tier: &str, plan_id: &str) -> String {
     use kube::ResourceExt;
     let ns = ci.namespace().unwrap_or_else(|| "default".into());
     format!(
         "http://{}.{ns}.svc:{SHARD_PORT}",
-        tier_name(&ci.name_any(), tier)
+        shard_name(&ci.name_any(), tier, plan_id)
+    )
+}
+
+/// The entry's cluster-local base URL (`status.url`).
+pub fn entry_url(ci: &CollaborativeInference) -> String {
+    use kube::ResourceExt;
+    let ns = ci.namespace().unwrap_or_else(|| "default".into());
+    format!(
+        "http://{}.{ns}.svc:{SHARD_PORT}",
+        entry_name(&ci.name_any())
+    )
+}
+
+/// The entry's fully qualified address (`status.address.url`).
+pub fn entry_address(ci: &CollaborativeInference) -> String {
+    use kube::ResourceExt;
+    let ns = ci.namespace().unwrap_or_else(|| "default".into());
+    format!(
+        "http://{}.{ns}.svc.cluster.local:{SHARD_PORT}",
+        entry_name(&ci.name_any())
     )
 }
 
@@ -229,6 +285,9 @@ pub fn shard_args(
         format!("0.0.0.0:{SHARD_PORT}"),
         "--plan-id".into(),
         plan.id.clone(),
+        // Clients name the model by the resource (the Open Inference Protocol's model name).
+        "--model-name".into(),
+        kube::ResourceExt::name_any(ci),
         "--cuts".into(),
         plan.cuts
             .iter()
@@ -281,7 +340,7 @@ pub fn shard_args(
     if let Some(next) = active.get(part + 1) {
         args.extend([
             "--next".into(),
-            service_url(ci, next),
+            service_url(ci, next, &plan.id),
             "--encoding".into(),
             serde_json::to_value(plan.encoding)
                 .ok()
@@ -553,11 +612,11 @@ pub fn build_deployment(
         ..Container::default()
     };
     let mut d = Deployment {
-        metadata: meta(ci, tier_name(&name, tier), tier, &plan.id)?,
+        metadata: shard_meta(ci, shard_name(&name, tier, &plan.id), tier, &plan.id)?,
         spec: Some(DeploymentSpec {
             replicas: Some(spec.replicas.unwrap_or(1)),
             selector: LabelSelector {
-                match_labels: Some(labels::tier_selector(&name, tier)),
+                match_labels: Some(labels::tier_selector(&name, tier, &plan.id)),
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {
@@ -580,6 +639,11 @@ pub fn build_deployment(
                         ..PodSecurityContext::default()
                     }),
                     automount_service_account_token: Some(false),
+                    // The shard drains for DRAIN_SECONDS after SIGTERM (not ready, answers
+                    // with `Connection: close`), then finishes what is in flight.
+                    termination_grace_period_seconds: Some(
+                        i64::from(crate::runtime::server::DRAIN_SECONDS) + 25,
+                    ),
                     ..PodSpec::default()
                 }),
             },
@@ -599,14 +663,10 @@ pub fn build_service(
 ) -> Result<Service, BuildError> {
     use kube::ResourceExt;
     let name = ci.name_any();
-    let mut meta = meta(ci, tier_name(&name, tier), tier, plan_id)?;
-    // The plan id is not part of a Service's identity: keep it off so a replan that keeps the
-    // tier does not rewrite the Service.
-    meta.annotations = None;
     let mut s = Service {
-        metadata: meta,
+        metadata: shard_meta(ci, shard_name(&name, tier, plan_id), tier, plan_id)?,
         spec: Some(ServiceSpec {
-            selector: Some(labels::tier_selector(&name, tier)),
+            selector: Some(labels::tier_selector(&name, tier, plan_id)),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: SHARD_PORT,
@@ -621,6 +681,56 @@ pub fn build_service(
     let h = hash_of(&s);
     stamp(&mut s.metadata, h);
     Ok(s)
+}
+
+/// The entry Service: named after the resource, selecting the first tier of `plan_id` (the
+/// serving plan). A rollout changes its selector, never its name.
+pub fn build_entry_service(
+    ci: &CollaborativeInference,
+    plan_id: &str,
+) -> Result<Service, BuildError> {
+    use kube::ResourceExt;
+    let name = ci.name_any();
+    let mut s = Service {
+        metadata: meta(ci, entry_name(&name), labels::ENTRY_COMPONENT, plan_id)?,
+        spec: Some(ServiceSpec {
+            selector: Some(labels::entry_selector(&name, plan_id)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: SHARD_PORT,
+                target_port: Some(IntOrString::String(SHARD_PORT_NAME.into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    let h = hash_of(&s);
+    stamp(&mut s.metadata, h);
+    Ok(s)
+}
+
+/// [`meta`] of a plan's shard objects: the plan id is a label too, to list one plan's objects.
+fn shard_meta(
+    ci: &CollaborativeInference,
+    name: String,
+    tier: &str,
+    plan_id: &str,
+) -> Result<ObjectMeta, BuildError> {
+    let mut m = meta(ci, name, tier, plan_id)?;
+    if let Some(l) = m.labels.as_mut() {
+        l.insert(labels::PLAN_ID.into(), plan_id.into());
+    }
+    Ok(m)
+}
+
+/// The plan an object belongs to (its `cnnpc.io/plan-id` label).
+pub fn plan_of(meta: &ObjectMeta) -> Option<&str> {
+    meta.labels
+        .as_ref()?
+        .get(labels::PLAN_ID)
+        .map(String::as_str)
 }
 
 /// The hash [`stamp`] put on an object, if any.
@@ -710,8 +820,17 @@ mod tests {
             .iter()
             .map(|d| d.metadata.name.clone().unwrap())
             .collect();
-        assert_eq!(names, ["demo-end", "demo-cloud"]);
-        assert_eq!(ch.services.len(), 2);
+        // The plan id is in the names: a new plan's Deployments start beside the old ones.
+        assert_eq!(names, ["demo-end-abc", "demo-cloud-abc"]);
+        // A next-hop Service for the cloud tier only; the end tier is reached by the entry.
+        assert_eq!(ch.services.len(), 1);
+        assert_eq!(
+            ch.services[0].metadata.name.as_deref(),
+            Some("demo-cloud-abc")
+        );
+        assert_eq!(ch.entry.metadata.name.as_deref(), Some("demo"));
+        let entry_sel = ch.entry.spec.as_ref().unwrap().selector.clone().unwrap();
+        assert_eq!(entry_sel, labels::entry_selector("demo", "abc"));
         assert_eq!(ch.config_map.metadata.name.as_deref(), Some("demo-plan"));
         let end = &ch.deployments[0];
         let labels = end.metadata.labels.as_ref().unwrap();
@@ -783,7 +902,7 @@ mod tests {
             "{args}"
         );
         assert!(
-            args.contains("--next http://demo-cloud.ns.svc:8080 --encoding int8"),
+            args.contains("--next http://demo-cloud-abc.ns.svc:8080 --encoding int8"),
             "{args}"
         );
         // The emulated end→cloud path: 1 / (1/20 + 1/5) = 4 Mbit/s.
@@ -806,7 +925,7 @@ mod tests {
             cloud_args.contains("--part 1") && !cloud_args.contains("--next"),
             "{cloud_args}"
         );
-        let svc = ch.services[1].spec.as_ref().unwrap();
+        let svc = ch.services[0].spec.as_ref().unwrap();
         assert_eq!(svc.ports.as_ref().unwrap()[0].port, 8080);
         assert_eq!(
             svc.selector.as_ref().unwrap()["app.kubernetes.io/component"],
@@ -859,11 +978,9 @@ mod tests {
         p.id = "other".into();
         let c2 = build_children(&c, &p, BTreeMap::new(), &ctx()).unwrap();
         assert_ne!(h(&a), h(&c2));
-        // The Service does not change with the plan id.
-        assert_eq!(
-            spec_hash(&a.services[0].metadata),
-            spec_hash(&c2.services[0].metadata)
-        );
+        // The entry keeps its name across plans; only the plan it selects changes.
+        assert_eq!(a.entry.metadata.name, c2.entry.metadata.name);
+        assert_ne!(spec_hash(&a.entry.metadata), spec_hash(&c2.entry.metadata));
     }
 
     #[test]

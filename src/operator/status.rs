@@ -8,9 +8,11 @@ pub const PLANNED: &str = "Planned";
 pub const DEPLOYED: &str = "Deployed";
 pub const READY: &str = "Ready";
 pub const DEGRADED: &str = "Degraded";
+/// True while a new plan comes up beside the serving one or the old one drains.
+pub const PROGRESSING: &str = "Progressing";
 
-/// The four condition types, in the order status lists them.
-pub const TYPES: [&str; 4] = [PLANNED, DEPLOYED, READY, DEGRADED];
+/// The condition types, in the order status lists them.
+pub const TYPES: [&str; 5] = [PLANNED, DEPLOYED, READY, DEGRADED, PROGRESSING];
 
 /// What a condition should say now.
 #[derive(Debug, Clone, PartialEq)]
