@@ -24,7 +24,7 @@ pub fn run(a: &CutsArgs) -> Result<()> {
         crate::onnx::list_cuts(&bytes).with_context(|| format!("in {}", a.model.display()))?;
     if cuts.is_empty() {
         anyhow::bail!(
-            "{} has no candidate cut: no 4-D activation with known channels crosses between its              input and output (is it a CNN?)",
+            "{} has no candidate cut: no 4-D activation with known channels crosses between its input and output (is it a CNN?)",
             a.model.display()
         );
     }

@@ -75,7 +75,8 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    fn preprocess(&self) -> Preprocess {
+    /// The image preprocessing these flags declare (defaults where not given).
+    pub fn preprocess(&self) -> Preprocess {
         let d = Preprocess::default();
         Preprocess {
             layout: self.layout,

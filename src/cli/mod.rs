@@ -9,6 +9,7 @@ pub mod data;
 mod dataset;
 mod demo;
 mod fetch;
+mod infer;
 mod plan;
 mod profile;
 pub mod progress;
@@ -27,6 +28,7 @@ pub use cuts::CutsArgs;
 pub use dataset::DatasetCommand;
 pub use demo::DemoArgs;
 pub use fetch::FetchArgs;
+pub use infer::InferArgs;
 pub use plan::PlanArgs;
 pub use profile::ProfileArgs;
 pub use shard::{shard_model, ShardArgs};
@@ -56,6 +58,9 @@ pub enum Command {
     Profile(ProfileArgs),
     /// Serve one shard over HTTP: what a pod of one tier runs.
     Shard(ShardArgs),
+    /// Call an entry with the Open Inference Protocol: top-k per image or tensor, or a load
+    /// check with latency percentiles.
+    Infer(InferArgs),
     /// The embedded default, no cluster: profile, plan with live accuracy measurements, split,
     /// serve every plan on loopback with emulated links and devices, and compare.
     Demo(DemoArgs),
@@ -95,6 +100,7 @@ impl Command {
             Command::Split(a) => split::run(a),
             Command::Profile(a) => profile::run(a),
             Command::Shard(a) => shard::run(a),
+            Command::Infer(a) => infer::run(a),
             Command::Demo(a) => demo::run(a),
             Command::Bench(b) => bench::run(b),
             Command::Crd(a) => crd::run(a),

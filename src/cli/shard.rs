@@ -10,6 +10,7 @@ use super::read_model;
 use crate::output::LogFormat;
 use crate::planner::accuracy::WireEncoding;
 use crate::planner::plan::{Items, MeasuredOn};
+use crate::runtime::server::OipModel;
 
 #[derive(Args, Debug)]
 pub struct ShardArgs {
@@ -81,6 +82,16 @@ pub struct ShardArgs {
     /// The plan's cut points, for `cnnpc_plan_info`, e.g. 3,7.
     #[arg(long, default_value = "")]
     pub cuts: String,
+    /// The name clients call the model by (`/v2/models/{name}`; default: the file's stem).
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// Class names, one per line by output index, for the top-k answers to image uploads.
+    #[arg(long)]
+    pub class_names: Option<PathBuf>,
+    /// Seconds to stay a lame duck after SIGTERM (not ready, closing connections) before
+    /// stopping, so Services and clients move off this pod first.
+    #[arg(long, default_value_t = crate::runtime::server::DRAIN_SECONDS)]
+    pub drain_seconds: u32,
     /// Log lines as text or JSON.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -98,9 +109,24 @@ pub fn run(a: &ShardArgs) -> Result<()> {
                 .with_context(|| format!("--next {u:?} is not a URL"))
         })
         .transpose()?;
+    let (bytes, mut oip) = shard_parts(a)?;
+    oip.class_names = match &a.class_names {
+        None => Vec::new(),
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read --class-names {}", p.display()))?
+            .lines()
+            .map(|l| l.trim().to_string())
+            .collect(),
+    };
+    let model_name = a
+        .model_name
+        .clone()
+        .unwrap_or_else(|| super::stem(&a.model));
+    oip.name = model_name.clone();
+    oip.preprocess = Some(a.data.preprocess());
     let config = ShardConfig {
         tier: a.tier.clone(),
-        model_name: super::stem(&a.model),
+        model_name,
         listen: a.listen,
         next,
         encoding: a.encoding,
@@ -119,10 +145,11 @@ pub fn run(a: &ShardArgs) -> Result<()> {
         },
         plan_id: a.plan_id.clone(),
         cuts: a.cuts.clone(),
+        oip,
+        drain: std::time::Duration::from_secs(a.drain_seconds.into()),
         ..ShardConfig::default()
     };
     config.validate().map_err(anyhow::Error::msg)?;
-    let bytes = shard_model(a)?;
     let model = TractShard::load(&config.model_name, &bytes)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("loading shard {}", a.model.display()))?;
@@ -134,13 +161,45 @@ pub fn run(a: &ShardArgs) -> Result<()> {
 /// The model a shard serves: the file, or its part `--part` after `--keep` pruning (refitted
 /// on the inputs the plan was measured on) and `--split-at` splitting.
 pub fn shard_model(a: &ShardArgs) -> Result<Vec<u8>> {
+    Ok(shard_parts(a)?.0)
+}
+
+/// The whole model as clients of the entry see it: its input and output names and shapes.
+fn whole_model_view(shaped: &[u8]) -> Result<OipModel> {
+    use crate::onnx::graph::Dim;
+    let graph = crate::onnx::Graph::from_bytes(shaped)?;
+    let (Some(input), Some(output)) = (graph.inputs().first(), graph.outputs().first()) else {
+        bail!("the model has no input or no output");
+    };
+    let input_shape = crate::onnx::profile::fixed_shape(&graph.require_info(input)?.dims);
+    let output_shape = graph.tensor_info(output).map_or_else(Vec::new, |i| {
+        i.dims
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(v) => *v,
+                Dim::Sym(_) => -1,
+            })
+            .collect()
+    });
+    Ok(OipModel {
+        input_name: Some(input.clone()),
+        input_shape: Some(input_shape),
+        output_name: output.clone(),
+        output_shape,
+        ..OipModel::default()
+    })
+}
+
+/// [`shard_model`] and the whole model's [`whole_model_view`].
+pub fn shard_parts(a: &ShardArgs) -> Result<(Vec<u8>, OipModel)> {
     let file = read_model(&a.model)?;
     let mut model = a.shape.apply(&file)?;
+    let view = whole_model_view(&model)?;
     if a.split_at.is_empty() {
         if a.part != 0 || !a.keep.is_empty() {
             bail!("--part and --keep need --split-at");
         }
-        return Ok(model);
+        return Ok((model, view));
     }
     let sets: Vec<Vec<String>> = a
         .split_at
@@ -200,5 +259,5 @@ pub fn shard_model(a: &ShardArgs) -> Result<Vec<u8>> {
         }
     }
     let mut shards = crate::onnx::split(&model, &sets)?;
-    Ok(shards.swap_remove(a.part))
+    Ok((shards.swap_remove(a.part), view))
 }

@@ -235,41 +235,52 @@ fn image_files(dir: &Path) -> Result<Listing> {
     Ok((out, classes))
 }
 
-/// Reads every image under `dir`, resized to the model input's height and width and
-/// preprocessed as `p` says.
-pub fn load_images(dir: &Path, p: &Preprocess, input: &[usize]) -> Result<Loaded> {
-    let [_, a, b, c] = input else {
-        bail!("images need a 4-D model input, not {input:?}");
-    };
-    let (channels, h, w) = match p.layout {
-        Layout::Nchw => (*a, *b, *c),
-        Layout::Nhwc => (*c, *a, *b),
-    };
-    if channels != 3 && channels != 1 {
-        bail!(
-            "the model's input has {channels} channels in {:?} layout; images give 1 or 3 (is the layout right?)",
-            p.layout
-        );
+/// How one image becomes one input: the checked preprocessing for a model input shape.
+#[derive(Debug, Clone)]
+pub struct ImageInput {
+    p: Preprocess,
+    channels: usize,
+    h: usize,
+    w: usize,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+}
+
+impl ImageInput {
+    /// `input` is the model's input shape (batch first, e.g. `[1, 3, 224, 224]`).
+    pub fn new(p: &Preprocess, input: &[usize]) -> Result<ImageInput> {
+        let [_, a, b, c] = input else {
+            bail!("images need a 4-D model input, not {input:?}");
+        };
+        let (channels, h, w) = match p.layout {
+            Layout::Nchw => (*a, *b, *c),
+            Layout::Nhwc => (*c, *a, *b),
+        };
+        if channels != 3 && channels != 1 {
+            bail!(
+                "the model's input has {channels} channels in {:?} layout; images give 1 or 3 (is the layout right?)",
+                p.layout
+            );
+        }
+        if !(p.scale.is_finite() && p.std.iter().all(|s| s.is_finite() && *s != 0.0)) {
+            bail!("--scale must be finite and --std finite and non-zero");
+        }
+        Ok(ImageInput {
+            mean: per_channel(&p.mean, channels, "mean")?,
+            std: per_channel(&p.std, channels, "std")?,
+            p: p.clone(),
+            channels,
+            h,
+            w,
+        })
     }
-    if !(p.scale.is_finite() && p.std.iter().all(|s| s.is_finite() && *s != 0.0)) {
-        bail!("--scale must be finite and --std finite and non-zero");
-    }
-    let mean = per_channel(&p.mean, channels, "mean")?;
-    let std = per_channel(&p.std, channels, "std")?;
-    let (files, classes) = image_files(dir)?;
-    let mut hash = Sha256::new();
-    hash.update(serde_json::to_vec(p).unwrap_or_default());
-    hash.update(format!("{input:?}"));
-    let mut data = Vec::with_capacity(files.len() * channels * h * w);
-    let mut labels = Vec::new();
-    for (path, class) in &files {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let rel = path.strip_prefix(dir).unwrap_or(path);
-        hash.update(rel.to_string_lossy().as_bytes());
-        hash.update(&bytes);
-        let img = image::load_from_memory(&bytes)
-            .with_context(|| format!("{} is not a readable PNG or JPEG", path.display()))?
+
+    /// Decodes a PNG or JPEG, resizes it to the input's height and width and appends its
+    /// preprocessed values to `data`, in the input's layout.
+    pub fn append(&self, bytes: &[u8], data: &mut Vec<f32>) -> Result<()> {
+        let (channels, h, w) = (self.channels, self.h, self.w);
+        let img = image::load_from_memory(bytes)
+            .context("cannot decode it as PNG or JPEG")?
             .to_rgb8();
         let img = image::imageops::resize(
             &img,
@@ -277,6 +288,7 @@ pub fn load_images(dir: &Path, p: &Preprocess, input: &[usize]) -> Result<Loaded
             h as u32,
             image::imageops::FilterType::Triangle,
         );
+        let (p, mean, std) = (&self.p, &self.mean, &self.std);
         let pixel = |x: usize, y: usize, k: usize| -> f32 {
             let px = img.get_pixel(x as u32, y as u32).0;
             let v = if channels == 1 {
@@ -290,6 +302,7 @@ pub fn load_images(dir: &Path, p: &Preprocess, input: &[usize]) -> Result<Loaded
             };
             (v * p.scale - mean[k.min(channels - 1)]) / std[k.min(channels - 1)]
         };
+        data.reserve(channels * h * w);
         match p.layout {
             Layout::Nchw => {
                 for k in 0..channels {
@@ -310,6 +323,28 @@ pub fn load_images(dir: &Path, p: &Preprocess, input: &[usize]) -> Result<Loaded
                 }
             }
         }
+        Ok(())
+    }
+}
+
+/// `input` is the model's input shape (batch first, e.g. `[1, 3, 224, 224]`).
+pub fn load_images(dir: &Path, p: &Preprocess, input: &[usize]) -> Result<Loaded> {
+    let image = ImageInput::new(p, input)?;
+    let (files, classes) = image_files(dir)?;
+    let mut hash = Sha256::new();
+    hash.update(serde_json::to_vec(p).unwrap_or_default());
+    hash.update(format!("{input:?}"));
+    let mut data = Vec::with_capacity(files.len() * image.channels * image.h * image.w);
+    let mut labels = Vec::new();
+    for (path, class) in &files {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let rel = path.strip_prefix(dir).unwrap_or(path);
+        hash.update(rel.to_string_lossy().as_bytes());
+        hash.update(&bytes);
+        image
+            .append(&bytes, &mut data)
+            .with_context(|| format!("{} is not a readable PNG or JPEG", path.display()))?;
         if let Some(c) = class {
             labels.push(*c);
         }

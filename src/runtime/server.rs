@@ -49,12 +49,21 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{info, info_span, warn, Instrument};
 
+mod entry;
+pub use entry::{parse_timing, ranked, OipModel};
+
 /// Request id header, carried on every hop.
 pub const REQUEST_ID: &str = "x-request-id";
 /// The tier that sent a forwarded request.
 pub const FROM_TIER: &str = "x-cnnpc-from-tier";
 /// The tier that answered (set on every `/v1/infer` answer).
 pub const TIER: &str = "x-cnnpc-tier";
+/// Seconds a shard keeps answering after SIGTERM (not ready, `Connection: close` on every
+/// answer) so clients and Services move off it before it stops.
+pub const DRAIN_SECONDS: u32 = 5;
+/// Per-tier compute times on every answer (`end;dur=3.1, cloud;dur=20.4`, milliseconds), as
+/// the W3C Server-Timing header; each tier prepends its own to the next tier's.
+pub const SERVER_TIMING: &str = "server-timing";
 /// Content type of tensor frames.
 pub const FRAME_CONTENT_TYPE: &str = "application/x-cnnpc-frame";
 
@@ -126,6 +135,12 @@ pub struct ShardConfig {
     /// A link to use instead of one built from `link` (a handle the caller keeps, e.g. to
     /// change its bandwidth while the server runs).
     pub link_handle: Option<Arc<Link>>,
+    /// The whole model as the Open Inference Protocol shows it (meaningful on the entry tier).
+    pub oip: OipModel,
+    /// After shutdown is asked for, how long the shard stays a lame duck before it stops:
+    /// `/readyz` answers 503 and every answer carries `Connection: close`, so Services and
+    /// clients move off it while it still answers ([`DRAIN_SECONDS`] in a pod, 0 in tests).
+    pub drain: Duration,
 }
 
 impl Default for ShardConfig {
@@ -148,6 +163,8 @@ impl Default for ShardConfig {
             plan_id: "none".into(),
             cuts: String::new(),
             link_handle: None,
+            oip: OipModel::default(),
+            drain: Duration::ZERO,
         }
     }
 }
@@ -258,6 +275,8 @@ struct Shard {
     /// Precomputed `{next}/v1/infer` and `{next}/readyz`.
     next_infer: Option<Uri>,
     next_ready: Option<Uri>,
+    /// Set once shutdown is asked for: the lame-duck period of [`ShardConfig::drain`].
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Serves `model` on `listener` until `shutdown` resolves, then drains open requests.
@@ -325,6 +344,21 @@ where
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    let lame_duck = shard.clone();
+    let shutdown = async move {
+        shutdown.await;
+        let drain = lame_duck.cfg.drain;
+        if !drain.is_zero() {
+            lame_duck
+                .draining
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            info!(
+                seconds = drain.as_secs_f64(),
+                "draining: not ready, closing connections"
+            );
+            tokio::time::sleep(drain).await;
+        }
+    };
     axum::serve(listener, router(shard))
         .with_graceful_shutdown(shutdown)
         .await?;
@@ -360,12 +394,26 @@ async fn shutdown_signal() {
 }
 
 fn router(shard: Arc<Shard>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/infer", post(infer))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    entry::routes(routes)
+        .layer(axum::middleware::map_response_with_state(
+            shard.clone(),
+            close_while_draining,
+        ))
         .with_state(shard)
+}
+
+/// A lame duck tells every client to reconnect (to a pod that is staying).
+async fn close_while_draining(State(shard): State<Arc<Shard>>, mut resp: Response) -> Response {
+    if shard.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 impl Shard {
@@ -397,6 +445,7 @@ impl Shard {
             client,
             next_infer,
             next_ready,
+            draining: std::sync::atomic::AtomicBool::new(false),
             cfg,
         })
     }
@@ -458,12 +507,7 @@ impl Failure {
 
 async fn infer(State(shard): State<Arc<Shard>>, req: Request) -> Response {
     let started = Instant::now();
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| valid_token(s, 128))
-        .map_or_else(new_request_id, str::to_owned);
+    let request_id = entry::request_id_of(req.headers());
     // Outer None: no header (a client's request); inner None: a header we refuse.
     let from: Option<Option<String>> = req.headers().get(FROM_TIER).map(|v| {
         v.to_str()
@@ -584,6 +628,49 @@ async fn handle(
             .observe(started.elapsed().as_secs_f64());
     }
 
+    Ok(run_chain(shard, request_id, model, Input::Frame(body))
+        .await?
+        .into_response())
+}
+
+/// What a tier computes on: a frame as received, or a tensor the entry decoded (OIP).
+enum Input {
+    Frame(Vec<u8>),
+    Tensor(Tensor),
+}
+
+/// The answer of this tier and those after it.
+struct Answer {
+    status: StatusCode,
+    content_type: HeaderValue,
+    /// The last tier's output frame (f32), or a relayed answer.
+    body: Bytes,
+    /// `Server-Timing` entries, one per tier: `{tier};dur={compute ms}`, in chain order.
+    timing: String,
+}
+
+impl Answer {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            [(header::CONTENT_TYPE, self.content_type)],
+            self.body,
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&self.timing) {
+            resp.headers_mut().insert(SERVER_TIMING, v);
+        }
+        resp
+    }
+}
+
+/// Compute this tier's part, then forward to the next tier (if any) and relay its answer.
+async fn run_chain(
+    shard: &Arc<Shard>,
+    request_id: &str,
+    model: Arc<dyn ShardModel>,
+    input: Input,
+) -> Result<Answer, Failure> {
     let (encoding, zstd) = match shard.next_infer {
         Some(_) => (shard.cfg.encoding, shard.cfg.zstd),
         // The answer to the client is exact.
@@ -592,7 +679,7 @@ async fn handle(
     let (limits, axis) = (shard.cfg.limits, shard.cfg.channel_axis);
     let computed = shard
         .compute
-        .run(move || compute(&*model, &body, &limits, encoding, zstd, axis))
+        .run(move || compute(&*model, input, &limits, encoding, zstd, axis))
         .await
         .map_err(|e| match e {
             PoolError::Panicked(why) => Failure::new(
@@ -610,20 +697,29 @@ async fn handle(
     if !extra.is_zero() {
         tokio::time::sleep(extra).await;
     }
+    let compute_s = (computed.compute + extra).as_secs_f64();
     shard
         .metrics
         .shard_compute_seconds
         .with_label_values(&[shard.cfg.tier.as_str(), shard.cfg.model_name.as_str()])
-        .observe((computed.compute + extra).as_secs_f64());
-
+        .observe(compute_s);
+    let own = format!("{};dur={:.3}", shard.cfg.tier, compute_s * 1e3);
     match &shard.next_infer {
-        None => Ok((
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, FRAME_CONTENT_TYPE)],
-            computed.frame,
-        )
-            .into_response()),
-        Some(url) => forward(shard, url, request_id, computed.frame).await,
+        None => Ok(Answer {
+            status: StatusCode::OK,
+            content_type: HeaderValue::from_static(FRAME_CONTENT_TYPE),
+            body: Bytes::from(computed.frame),
+            timing: own,
+        }),
+        Some(url) => {
+            let mut answer = forward(shard, url, request_id, computed.frame).await?;
+            answer.timing = if answer.timing.is_empty() {
+                own
+            } else {
+                format!("{own}, {}", answer.timing)
+            };
+            Ok(answer)
+        }
     }
 }
 
@@ -750,17 +846,21 @@ struct Computed {
 /// Decode → run → encode, on a compute thread.
 fn compute(
     model: &dyn ShardModel,
-    body: &[u8],
+    input: Input,
     limits: &FrameLimits,
     encoding: WireEncoding,
     zstd: Option<i32>,
     axis: usize,
 ) -> Result<Computed, Failure> {
-    let input = Frame::decode(body, limits).map_err(Failure::frame)?;
-    let data = input.to_f32().map_err(Failure::frame)?;
-    let tensor = Tensor {
-        shape: input.shape().to_vec(),
-        data,
+    let tensor = match input {
+        Input::Tensor(t) => t,
+        Input::Frame(body) => {
+            let input = Frame::decode(&body, limits).map_err(Failure::frame)?;
+            Tensor {
+                data: input.to_f32().map_err(Failure::frame)?,
+                shape: input.shape().to_vec(),
+            }
+        }
     };
     if let Some(want) = model
         .input_shape()
@@ -799,7 +899,7 @@ async fn forward(
     url: &Uri,
     request_id: &str,
     frame: Vec<u8>,
-) -> Result<Response, Failure> {
+) -> Result<Answer, Failure> {
     let len = frame.len();
     let req = hyper::Request::post(url.clone())
         .header(header::CONTENT_TYPE, FRAME_CONTENT_TYPE)
@@ -852,7 +952,18 @@ async fn forward(
             .get(header::CONTENT_TYPE)
             .cloned()
             .unwrap_or(HeaderValue::from_static(FRAME_CONTENT_TYPE));
-        return Ok((parts.status, [(header::CONTENT_TYPE, content_type)], body).into_response());
+        let timing = parts
+            .headers
+            .get(SERVER_TIMING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        return Ok(Answer {
+            status: parts.status,
+            content_type,
+            body,
+            timing,
+        });
     }
     // Relay the next tier's own message, trimmed: it names the real cause.
     let detail = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
@@ -879,36 +990,38 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out.join(": ")
 }
 
-async fn readyz(State(shard): State<Arc<Shard>>) -> Response {
-    let not_ready = |reason: String| {
-        let body = serde_json::json!({ "ready": false, "reason": reason });
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response()
-    };
-    if let Err(e) = shard.model() {
-        return not_ready(e);
+/// Whether the whole chain from this tier to the last can answer; why not, if not.
+async fn chain_ready(shard: &Shard) -> Result<(), String> {
+    if shard.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err("draining: this shard is shutting down".into());
     }
+    shard.model()?;
     if let Some(url) = &shard.next_ready {
         // The next tier's readiness covers the rest of the chain.
-        let probe = hyper::Request::get(url.clone()).body(PacedBody::empty());
-        let Ok(probe) = probe else {
-            return not_ready(format!("cannot build a probe for {url}"));
-        };
+        let probe = hyper::Request::get(url.clone())
+            .body(PacedBody::empty())
+            .map_err(|_| format!("cannot build a probe for {url}"))?;
         let timeout = shard.cfg.forward_timeout.min(Duration::from_secs(2));
         match tokio::time::timeout(timeout, shard.client.request(probe)).await {
             Ok(Ok(r)) if r.status().is_success() => {}
-            Ok(Ok(r)) => return not_ready(format!("next tier {url} answered {}", r.status())),
-            Ok(Err(e)) => return not_ready(format!("next tier {url}: {e}: {}", error_chain(&e))),
-            Err(_) => return not_ready(format!("next tier {url} did not answer in {timeout:?}")),
+            Ok(Ok(r)) => return Err(format!("next tier {url} answered {}", r.status())),
+            Ok(Err(e)) => return Err(format!("next tier {url}: {e}: {}", error_chain(&e))),
+            Err(_) => return Err(format!("next tier {url} did not answer in {timeout:?}")),
         }
     }
-    let body = serde_json::json!({ "ready": true });
+    Ok(())
+}
+
+async fn readyz(State(shard): State<Arc<Shard>>) -> Response {
+    let (status, body) = match chain_ready(&shard).await {
+        Ok(()) => (StatusCode::OK, serde_json::json!({ "ready": true })),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "ready": false, "reason": reason }),
+        ),
+    };
     (
-        StatusCode::OK,
+        status,
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
