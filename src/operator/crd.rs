@@ -101,6 +101,11 @@ pub struct ModelSource {
     /// The volume holding `path`, mounted read-only into every shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<Volume>,
+    /// Class names, one per line by output index, in a file inside `volume`: the names in the
+    /// entry's top-k answers to image uploads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = "^[^/].*$"), length(min = 1))]
+    pub class_names: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]

@@ -158,6 +158,21 @@ pub fn build_plan_configmap(
     Ok(cm)
 }
 
+/// A file on the model volume as a shard pod sees it.
+fn volume_path(ci: &CollaborativeInference, p: &str, field: &str) -> Result<String, BuildError> {
+    if ci.spec.model.volume.is_none() {
+        return Err(BuildError::Invalid(format!(
+            "{field} is a path on model.volume; the resource has no model.volume"
+        )));
+    }
+    if p.is_empty() || p.starts_with('/') || p.split('/').any(|s| s == "..") {
+        return Err(BuildError::Invalid(format!(
+            "{field} {p:?} must be relative to the volume, without `..`"
+        )));
+    }
+    Ok(format!("{MODEL_DIR}/{p}"))
+}
+
 /// The model file as a shard pod sees it.
 pub fn model_file(ci: &CollaborativeInference) -> Result<String, BuildError> {
     let m = &ci.spec.model;
@@ -365,6 +380,24 @@ pub fn shard_args(
                 .join(","),
         ]);
     }
+    if part == 0 {
+        // The entry preprocesses uploaded images as the calibration images were.
+        let declared = ci
+            .spec
+            .calibration
+            .as_ref()
+            .and_then(|c| c.source.as_ref())
+            .and_then(|s| s.preprocess.as_ref());
+        if let (Some(p), false) = (declared, args.iter().any(|a| a == "--layout")) {
+            args.extend(preprocess_args(p));
+        }
+        if let Some(names) = &ci.spec.model.class_names {
+            args.extend([
+                "--class-names".into(),
+                volume_path(ci, names, "model.classNames")?,
+            ]);
+        }
+    }
     let slowdown = spec.slowdown.unwrap_or_else(|| default_slowdown(tier));
     args.extend(["--slowdown".into(), format!("{slowdown}")]);
     args.extend(["--log-format".into(), ctx.log_format.clone()]);
@@ -407,25 +440,30 @@ fn calibration_args(
         out.extend(["--labels".into(), pod_path(l, "labels.npy")?]);
     }
     if let Some(p) = &src.preprocess {
-        let list = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
-        out.extend([
-            "--layout".into(),
-            serde_json::to_value(p.layout)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-            "--channel-order".into(),
-            serde_json::to_value(p.channel_order)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-            format!("--scale={}", p.scale),
-            format!("--mean={}", list(&p.mean)),
-            format!("--std={}", list(&p.std)),
-        ]);
+        out.extend(preprocess_args(p));
     }
     out.extend(["--metric".into(), m.metric.name().to_string()]);
     Ok(out)
+}
+
+/// The image preprocessing flags of `cnnpc shard` (for refitting on images, and for the
+/// entry's image uploads).
+fn preprocess_args(p: &crate::dataset::files::Preprocess) -> Vec<String> {
+    let list = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
+    let name = |v: serde_json::Result<serde_json::Value>| {
+        v.ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
+    };
+    vec![
+        "--layout".into(),
+        name(serde_json::to_value(p.layout)),
+        "--channel-order".into(),
+        name(serde_json::to_value(p.channel_order)),
+        format!("--scale={}", p.scale),
+        format!("--mean={}", list(&p.mean)),
+        format!("--std={}", list(&p.std)),
+    ]
 }
 
 /// Init containers that download the user's calibration files given by URL (only a pruning
