@@ -353,7 +353,16 @@ fn bad_requests_get_protocol_errors_and_the_server_stays_healthy() {
     let port = c.entry.port;
     let infer = format!("/v2/models/{MODEL_NAME}/infer");
     let ok_shape = json!([1, 3, 48, 192]);
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    // (what, path, headers, body, status, a phrase of the message)
+    type Case<'a> = (
+        &'a str,
+        String,
+        Vec<(&'a str, &'a str)>,
+        Vec<u8>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         ("malformed JSON", infer.clone(), vec![], b"{\"inputs\": [".to_vec(), 400, "malformed"),
         (
             "wrong datatype",
