@@ -394,6 +394,56 @@ fn e2e_serving_the_resource_is_ready_placed_and_answers_as_the_unsplit_model() {
         "{text}"
     );
     assert!(text.contains("cnnpc_plan_info{"), "{text}");
+    // The client users call it with: `cnnpc infer` on images, through the same entry.
+    let dir = tempfile::tempdir().unwrap();
+    let export = std::process::Command::new(env!("CARGO_BIN_EXE_cnnpc"))
+        .args([
+            "dataset",
+            "export",
+            "--set",
+            "rotated-pages",
+            "--count",
+            "4",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let pngs: Vec<String> = walk_png(dir.path());
+    let mut args = vec![
+        "infer".to_string(),
+        "--url".into(),
+        format!("http://127.0.0.1:{}", pf.port),
+        "--output".into(),
+        "json".into(),
+        "--image".into(),
+    ];
+    args.extend(pngs.iter().cloned());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cnnpc"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cnnpc infer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["model"],
+        cr(),
+        "the model is named after the resource"
+    );
+    for a in report["answers"].as_array().unwrap() {
+        assert_eq!(a["plan_id"], c["status"]["plan"]["id"], "{a}");
+        assert!(!a["top_k"].as_array().unwrap().is_empty(), "{a}");
+    }
+    assert_eq!(report["answers"].as_array().unwrap().len(), pngs.len());
     println!(
         "{ok}/{n} answered, {agree}/{n} as the unsplit model; mean end-to-end {:.1} ms; plan {}",
         1e3 * metric(&text, "cnnpc_request_seconds_sum")
@@ -480,4 +530,18 @@ fn e2e_replan_after_the_link_changes() {
         );
         std::thread::sleep(Duration::from_secs(5));
     }
+}
+
+fn walk_png(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_png(&p));
+        } else if p.extension().is_some_and(|x| x == "png") {
+            out.push(p.display().to_string());
+        }
+    }
+    out.sort();
+    out
 }

@@ -6,6 +6,7 @@
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 when the model is loaded and the next tier's `/readyz` answers 200; else 503 |
 //! | `GET /metrics` | Prometheus text ([`crate::runtime::metrics`]) |
+//! | `/v2/...` | the Open Inference Protocol, for clients of the entry ([`entry`]) |
 //!
 //! Errors are JSON `{"error": "...", "request_id": "..."}`: 400 malformed frame or header, 408
 //! body not received in time, 413 frame over the limits (refused from its first bytes or from
