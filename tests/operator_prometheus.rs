@@ -1,7 +1,10 @@
 //! Replanning against a real Prometheus (Debian's `prometheus`) scraping real shard servers on
-//! loopback: the end→edge link's emulated bandwidth drops while traffic flows, and the
-//! controller's replanning logic (`planning::replan_on` over `observe::prometheus`)
-//! must pick a different plan within two scrape intervals.
+//! loopback, through the controller's own reading and judging (`observe::prometheus`,
+//! `evidence::judge`, `planning::replan_on`):
+//! - one request over a slow link is too little evidence: no replan (and with the evidence
+//!   floor at one request, the same reading would have replanned);
+//! - under steady traffic nothing changes: no replan;
+//! - a sustained drop of the end→edge link's emulated bandwidth replans within two windows.
 //!
 //! The shards run a stand-in model that takes a fixed time per request and answers a tensor of
 //! the plan's cut shape, so what Prometheus sees matches the profile the plan was made from and
@@ -9,8 +12,8 @@
 //! when `CNNPC_REQUIRE_PROMETHEUS=1` (as `make test` sets it).
 
 use cnnpc::operator::crd::Assumptions;
-use cnnpc::operator::crd::{CollaborativeInferenceSpec, PlanStatus};
-use cnnpc::operator::decide::Observation;
+use cnnpc::operator::crd::{CollaborativeInferenceSpec, Evidence, PlanStatus};
+use cnnpc::operator::evidence::{self, Judged};
 use cnnpc::operator::observe;
 use cnnpc::operator::planning::{self, PlanRequest, Replan};
 use cnnpc::planner::accuracy::{Measurements, WireEncoding};
@@ -168,27 +171,63 @@ async fn start_shard(cfg: ShardConfig, model: Fixed) -> SocketAddr {
     addr
 }
 
-/// The replanning decision on what Prometheus says now; `None` when it has nothing yet.
+/// The window the test judges over, and its evidence floor: 5 s (five scrapes), at least 5
+/// requests and 32 KiB (four 8 KiB cut tensors) per link.
+const WINDOW_S: u32 = 5;
+
+fn policy() -> Evidence {
+    serde_json::from_value(json!({"minRequests": 5, "minBytes": 32768, "windowSeconds": WINDOW_S}))
+        .unwrap()
+}
+
+/// The replanning decision on what Prometheus says over the last window; `None` until it has
+/// seen a request.
 async fn decide(
     prom: &str,
     current: &PlanStatus,
     assumed: &Assumptions,
-) -> Option<(Observation, Replan)> {
+    policy: &Evidence,
+) -> Option<(Judged, Replan)> {
     let sel = observe::selector("test", "demo", &current.id);
-    let obs = observe::prometheus(prom, &sel, "10s").await.ok()?;
-    if !obs.hops.contains_key("end->edge") || !obs.compute_s.contains_key("end") {
-        return None;
-    }
-    let (plan, req, o) = (current.clone(), request(assumed.clone()), obs.clone());
-    let r = tokio::task::spawn_blocking(move || planning::replan_on(&plan, req, &o, 0.1))
+    let w = observe::prometheus(prom, &sel, WINDOW_S).await.ok()?;
+    let j = evidence::judge(&w, policy, &current.id, "now");
+    j.status.latency_ms?;
+    let (plan, req, o) = (current.clone(), request(assumed.clone()), j.obs.clone());
+    let r = tokio::task::spawn_blocking(move || planning::replan_on(&plan, req, &o, 0.1, &[]))
         .await
         .unwrap()
         .unwrap();
-    Some((obs, r))
+    Some((j, r))
+}
+
+/// Whether Prometheus has scraped both shards (`up` is 1 for both).
+async fn scraped(prom: &str) -> bool {
+    let url = format!("{prom}/api/v1/query?query=sum(up)");
+    let Ok(body) = cnnpc::operator::fetch::get(&url, 1 << 20, Duration::from_secs(5)).await else {
+        return false;
+    };
+    observe::parse_vector(&body).is_ok_and(|v| v.first().is_some_and(|(_, x)| *x >= 2.0))
+}
+
+async fn infer(end: SocketAddr) -> bool {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let data: Vec<f32> = (0..768).map(|i| (i % 13) as f32 / 13.0).collect();
+    let frame = Frame::from_tensor(&data, &[1, 3, 16, 16], 1, WireEncoding::F32, None)
+        .unwrap()
+        .encode();
+    let req = hyper::Request::post(format!("http://{end}/v1/infer"))
+        .body(Full::new(bytes::Bytes::from(frame)))
+        .unwrap();
+    match client.request(req).await {
+        Ok(r) => r.status().is_success() && r.into_body().collect().await.is_ok(),
+        Err(_) => false,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_slower_link_seen_in_prometheus_changes_the_plan_within_two_scrapes() {
+async fn one_request_does_not_replan_and_a_slower_link_does_within_two_windows() {
     let Some(bin) = prometheus_binary() else {
         if std::env::var("CNNPC_REQUIRE_PROMETHEUS").as_deref() == Ok("1") {
             panic!(
@@ -208,7 +247,7 @@ async fn a_slower_link_seen_in_prometheus_changes_the_plan_within_two_scrapes() 
 
     // Real shard servers running it; the end's link to the edge is emulated.
     let link = Arc::new(Link::new(&LinkEmulation {
-        mbps: Some(BEFORE_MBPS),
+        mbps: Some(AFTER_MBPS),
         delay_ms: 0.0,
     }));
     let edge = start_shard(
@@ -267,55 +306,104 @@ async fn a_slower_link_seen_in_prometheus_changes_the_plan_within_two_scrapes() 
     );
     let prom = format!("http://127.0.0.1:{port}");
 
+    let assumed = first.assumed.clone();
+    // One request over the slow link, and nothing else: Prometheus sees it (the shards'
+    // series exist from the start, so `increase` counts it), the evidence is too thin.
+    let t0 = Instant::now();
+    while !scraped(&prom).await {
+        assert!(
+            t0.elapsed() < Duration::from_secs(45),
+            "Prometheus scrapes both shards within 45 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Two more scrapes of the series at 0, so the window holds a sample before the request.
+    tokio::time::sleep(Duration::from_secs_f64(2.0 * SCRAPE_S)).await;
+    assert!(infer(end).await);
+    let t0 = Instant::now();
+    let mut one = None;
+    while t0.elapsed() < Duration::from_secs(45) && one.is_none() {
+        // Both shards' scrapes of it: the end's latency and the edge's hop.
+        one = decide(&prom, &p1, &assumed, &policy())
+            .await
+            .filter(|(j, _)| j.status.links.contains_key("end->edge"));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (j, r) = one.expect("Prometheus has the one request within 45 s");
+    eprintln!("one request: {:?}", j.status);
+    assert!(!j.status.sufficient, "{:?}", j.status);
+    assert!(
+        j.status
+            .insufficient
+            .iter()
+            .any(|m| m.starts_with("end->edge: 1 request")),
+        "{:?}",
+        j.status.insufficient
+    );
+    assert!(
+        !matches!(r, Replan::RollOut { .. }),
+        "one request must not replan: {r:?}"
+    );
+    // The same reading with the floor at one request would have replanned: the floor held it.
+    let naive: Evidence =
+        serde_json::from_value(json!({"minRequests": 2, "minBytes": 0, "confidence": 0.5}))
+            .unwrap();
+    let naive = Evidence {
+        min_requests: 1,
+        ..naive
+    };
+    let (_, r) = decide(&prom, &p1, &assumed, &naive)
+        .await
+        .expect("still in the window");
+    assert!(
+        matches!(r, Replan::RollOut { .. }),
+        "the test can fail: {r:?}"
+    );
+
+    // The link is fast again; let the slow request leave the window.
+    link.set_mbps(BEFORE_MBPS).unwrap();
+    tokio::time::sleep(Duration::from_secs(u64::from(WINDOW_S) + 1)).await;
+
     // Traffic: one request at a time into the end tier, bounded in count and time.
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            use http_body_util::{BodyExt, Full};
-            let client =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build_http::<Full<bytes::Bytes>>();
-            let data: Vec<f32> = (0..768).map(|i| (i % 13) as f32 / 13.0).collect();
-            let frame = Frame::from_tensor(&data, &[1, 3, 16, 16], 1, WireEncoding::F32, None)
-                .unwrap()
-                .encode();
             let started = Instant::now();
             let mut ok = 0u32;
             for _ in 0..20_000 {
                 if stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(120) {
                     break;
                 }
-                let req = hyper::Request::post(format!("http://{end}/v1/infer"))
-                    .body(Full::new(bytes::Bytes::from(frame.clone())))
-                    .unwrap();
-                if let Ok(r) = client.request(req).await {
-                    if r.status().is_success() && r.into_body().collect().await.is_ok() {
-                        ok += 1;
-                    }
+                if infer(end).await {
+                    ok += 1;
                 }
             }
             ok
         })
     };
 
-    // Wait for observations (first samples come a few seconds after start): poll.
-    let assumed = first.assumed.clone();
+    // Steady traffic at the planned bandwidth: enough evidence, and no replan.
     let t0 = Instant::now();
     let mut steady = None;
-    while t0.elapsed() < Duration::from_secs(45) {
-        if let Some((obs, r)) = decide(&prom, &p1, &assumed).await {
-            steady = Some((obs, r));
-            break;
+    while t0.elapsed() < Duration::from_secs(30) {
+        if let Some((j, r)) = decide(&prom, &p1, &assumed, &policy()).await {
+            if j.status.sufficient
+                && j.obs.hops.contains_key("end->edge")
+                && j.obs.compute_s.contains_key("end")
+            {
+                steady = Some((j, r));
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let (obs, r) = steady.expect("Prometheus has the shards' metrics within 45 s");
-    let (secs, bytes) = obs.hops["end->edge"];
+    let (j, r) = steady.expect("enough evidence under steady traffic within 30 s");
+    let (secs, bytes) = j.obs.hops["end->edge"];
     let mbps = bytes * 8.0 / secs / 1e6;
     eprintln!(
-        "before: end->edge {mbps:.2} Mbit/s observed, compute {:?}",
-        obs.compute_s
+        "steady: end->edge {mbps:.2} Mbit/s observed ({:?}), compute {:?}",
+        j.status.links["end->edge"], j.obs.compute_s
     );
     assert!(
         (mbps - BEFORE_MBPS).abs() / BEFORE_MBPS < 0.3,
@@ -326,36 +414,35 @@ async fn a_slower_link_seen_in_prometheus_changes_the_plan_within_two_scrapes() 
         "no replan while nothing changed: {r:?}"
     );
 
-    // The link slows down.
+    // The link slows down, for good.
     link.set_mbps(AFTER_MBPS).unwrap();
     let changed = Instant::now();
+    let budget = 2.0 * f64::from(WINDOW_S);
     let mut rolled = None;
-    while changed.elapsed() < Duration::from_secs(20) {
-        if let Some((obs, Replan::RollOut { outcome, reason })) = decide(&prom, &p1, &assumed).await
+    while changed.elapsed().as_secs_f64() < budget + 5.0 {
+        if let Some((j, Replan::RollOut { outcome, reason })) =
+            decide(&prom, &p1, &assumed, &policy()).await
         {
-            rolled = Some((changed.elapsed(), obs, outcome, reason));
+            rolled = Some((changed.elapsed(), j, outcome, reason));
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop.store(true, Ordering::Relaxed);
     let served = traffic.await.unwrap();
-    let (elapsed, obs, outcome, reason) = rolled.expect("a new plan within 20 s of the change");
+    let (elapsed, j, outcome, reason) = rolled.expect("a new plan after the sustained change");
     eprintln!(
-        "after {:.2} s: {reason}; new plan {} ({}) {:.3} ms; {served} requests served; hop {:?}",
+        "after {:.2} s: {reason}; new plan {} ({}) {:.3} ms; {served} requests served; links {:?}",
         elapsed.as_secs_f64(),
         outcome.status.summary,
         outcome.status.id,
         outcome.status.latency_ms,
-        obs.hops
+        j.status.links
     );
     assert_ne!(outcome.status.id, p1.id);
     assert_eq!(outcome.status.deployment, "end-only");
     assert!(outcome.assumed.link_mbps["end->edge"] < 0.5 * BEFORE_MBPS);
-    // Two scrape intervals, plus the one slow request that must finish before any sample can
-    // show the change (8 KiB at 0.1 Mbit/s: 0.66 s) and the query/poll round trip.
-    let slow_request_s = 8229.0 * 8.0 / (AFTER_MBPS * 1e6);
-    let budget = 2.0 * SCRAPE_S + slow_request_s + 0.3;
+    // Within two windows: one for the old requests to leave it, one for enough slow ones.
     assert!(
         elapsed.as_secs_f64() <= budget,
         "took {:.2} s, budget {budget} s",
@@ -416,7 +503,18 @@ async fn scraping_real_shards_gives_the_link_and_compute_between_two_scrapes() {
         r.into_body().collect().await.unwrap();
     }
     let after = observe::scrape(&urls).await.unwrap();
-    let obs = observe::observation_between(&before, &after);
+    let w = observe::window_between(&before, &after, 1.0);
+    let obs = evidence::judge(
+        &w,
+        &Evidence {
+            min_requests: 10,
+            min_bytes: 0,
+            ..Evidence::default()
+        },
+        "p",
+        "now",
+    )
+    .obs;
     let (secs, bytes) = obs.hops["end->edge"];
     let mbps = bytes * 8.0 / secs / 1e6;
     assert!(

@@ -6,9 +6,14 @@
 
 use super::apply::{self, apply_and_prune};
 use super::core::{self, Outcome, TierHealth, Trigger};
-use super::crd::{Assumptions, CollaborativeInference, CollaborativeInferenceStatus, PlanStatus};
-use super::decide::{self, Observation};
+use super::crd::{
+    Assumptions, CollaborativeInference, CollaborativeInferenceStatus, ObservationStatus,
+    PlanStatus, RejectedPlan,
+};
+use super::decide;
+use super::evidence::{self, Window};
 use super::fetch::{FetchError, ModelStore};
+use super::history;
 use super::labels;
 use super::metrics::Metrics;
 use super::observe::{self, Counters};
@@ -18,6 +23,7 @@ use super::rollout;
 use crate::planner::accuracy::Measurements;
 use crate::planner::profile::Profile;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch};
@@ -26,7 +32,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The field manager of every write, and the events' reporter.
 pub const FIELD_MANAGER: &str = labels::MANAGER;
@@ -108,17 +114,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Observer {
     /// `spec.prometheusUrl`, else the shards' `/metrics` through their Services.
     Live,
-    /// Fixed observations (tests).
-    Fixed(Arc<Mutex<Observation>>),
+    /// A fixed window of observations (tests).
+    Fixed(Arc<Mutex<Window>>),
 }
 
 /// Per-resource memory between reconciles, keyed by the resource's UID (a re-created resource of
-/// the same name starts afresh); lost on restart, which costs one interval.
+/// the same name starts afresh). Nothing here is needed to decide correctly after a restart:
+/// the rollout, the observations and the rejected plans live in status. Lost on restart: the
+/// backoff, and (without Prometheus) the scrape that starts the current window.
 #[derive(Debug, Default)]
 struct Memo {
     failures: u32,
-    last_feedback: Option<Instant>,
-    counters: Option<Counters>,
+    /// The last round that observed nothing at all (its failure is not in status).
+    last_attempt: Option<Timestamp>,
+    /// Without Prometheus: the plan, the counters at the start of the window, and when they
+    /// were read.
+    counters: Option<(String, Timestamp, Counters)>,
 }
 
 pub struct Context {
@@ -189,6 +200,7 @@ struct Observed {
     config_map: Option<ConfigMap>,
     deployments: Vec<Deployment>,
     services: Vec<Service>,
+    autoscalers: Vec<HorizontalPodAutoscaler>,
 }
 
 /// Reconcile one resource: decide the plan, apply it, report.
@@ -243,6 +255,7 @@ async fn read_children(client: &Client, ns: &str, name: &str) -> Result<Observed
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
     let plan_cm = resources::plan_configmap_name(name);
     Ok(Observed {
         config_map: cms
@@ -253,6 +266,7 @@ async fn read_children(client: &Client, ns: &str, name: &str) -> Result<Observed
             .find(|c| c.name_any() == plan_cm),
         deployments: deps.list(&lp).await?.items,
         services: svcs.list(&lp).await?.items,
+        autoscalers: hpas.list(&lp).await?.items,
     })
 }
 
@@ -266,6 +280,10 @@ struct Step {
     note: Option<String>,
     observed_latency_ms: Option<f64>,
     health: Vec<TierHealth>,
+    /// This round's observations, judged.
+    observation: Option<ObservationStatus>,
+    /// The serving plan, rejected: it served worse than the plan it replaced.
+    rejected: Option<RejectedPlan>,
 }
 
 async fn decide(ci: &CollaborativeInference, ctx: &Context, observed: &Observed) -> Result<Step> {
@@ -287,10 +305,7 @@ async fn decide(ci: &CollaborativeInference, ctx: &Context, observed: &Observed)
         };
         let reuse = !matches!(trigger, Trigger::Initial | Trigger::SpecChanged);
         let outcome = search(ci, ctx, &data, reuse, &lost, adjust).await?;
-        ctx.memo(&key(ci), |m| {
-            m.last_feedback = Some(Instant::now());
-            m.counters = None;
-        });
+        ctx.memo(&key(ci), |m| m.counters = None);
         return Ok(Step {
             data: configmap_data(&outcome),
             plan: outcome.status,
@@ -300,6 +315,8 @@ async fn decide(ci: &CollaborativeInference, ctx: &Context, observed: &Observed)
             note: (!outcome.notes.is_empty()).then(|| outcome.notes.join("; ")),
             observed_latency_ms: None,
             health,
+            observation: None,
+            rejected: None,
         });
     }
     let current = status.plan.clone().ok_or(Error::Task("no plan".into()))?;
@@ -313,30 +330,78 @@ async fn decide(ci: &CollaborativeInference, ctx: &Context, observed: &Observed)
         note: None,
         observed_latency_ms: status.observed_latency_ms,
         health,
+        observation: None,
+        rejected: None,
     };
     // While a plan comes up or the old one drains, the shards' metrics mix two plans: judge
     // nothing until the rollout is over.
     if status.rollout.is_some() || status.retiring.is_some() {
         return Ok(step);
     }
-    let interval = Duration::from_secs(u64::from(ci.spec.replan.interval_seconds.max(1)));
-    let due = ctx.memo(&key(ci), |m| {
-        m.last_feedback
-            .is_none_or(|t| t.elapsed() + Duration::from_millis(200) >= interval)
-    });
-    if !due {
+    // One round per interval after the plan began serving, timed by what status recorded (so
+    // a restarted controller does not observe, or write, early) or by the last round that
+    // observed nothing.
+    let interval = i64::from(ci.spec.replan.interval_seconds.max(1));
+    let started = status
+        .history
+        .first()
+        .filter(|h| h.plan.id == current.id)
+        .and_then(|h| h.started.parse::<Timestamp>().ok());
+    let last = status
+        .observation
+        .as_ref()
+        .and_then(|o| o.at.parse::<Timestamp>().ok())
+        .into_iter()
+        .chain(started)
+        .chain(ctx.memo(&key(ci), |m| m.last_attempt))
+        .max();
+    if last.is_some_and(|t| now.as_second() - t.as_second() < interval) {
         return Ok(step);
     }
-    ctx.memo(&key(ci), |m| m.last_feedback = Some(Instant::now()));
-    let obs = match observe(ci, ctx, &current).await {
-        Ok(o) => o,
+    let window = match observe(ci, ctx, &current, now).await {
+        Ok(w) => w,
         Err(why) => {
+            ctx.memo(&key(ci), |m| m.last_attempt = Some(now));
             tracing::info!(resource = %who(ci), %why, "no observations this round");
             return Ok(step);
         }
     };
-    if let Some(s) = obs.request_s {
-        step.observed_latency_ms = Some(round3(s * 1e3));
+    let judged = evidence::judge(
+        &window,
+        &ci.spec.replan.evidence,
+        &current.id,
+        &now.to_string(),
+    );
+    if let Some(l) = &judged.status.latency_ms {
+        step.observed_latency_ms = Some(l.value);
+    }
+    step.observation = Some(judged.status.clone());
+    let obs = judged.obs;
+    let latency = obs.request_s.map(|m| {
+        let (low, high) = obs
+            .interval
+            .get(evidence::REQUEST)
+            .copied()
+            .unwrap_or((m, m));
+        super::crd::Estimate {
+            value: m * 1e3,
+            low: low * 1e3,
+            high: high * 1e3,
+        }
+    });
+    if let Some(rb) = history::rollback(
+        &status.history,
+        &current,
+        latency,
+        now,
+        ci.spec.replan.hysteresis,
+        ci.spec.replan.rollback_intervals,
+        interval,
+    ) {
+        step.plan = rb.to.clone();
+        step.replanned = Some(Trigger::RolledBack(rb.reason.clone()));
+        step.rejected = Some(rb.rejected);
+        return Ok(step);
     }
     if decide::adjust(&current, &assumed, &obs) == assumed {
         return Ok(step);
@@ -349,10 +414,12 @@ async fn decide(ci: &CollaborativeInference, ctx: &Context, observed: &Observed)
     req.repeats = ctx.repeats;
     let hysteresis = ci.spec.replan.hysteresis;
     let plan = current.clone();
-    let replan =
-        tokio::task::spawn_blocking(move || planning::replan_on(&plan, req, &obs, hysteresis))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))??;
+    let rejected: Vec<String> = status.rejected_plans.iter().map(|r| r.id.clone()).collect();
+    let replan = tokio::task::spawn_blocking(move || {
+        planning::replan_on(&plan, req, &obs, hysteresis, &rejected)
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))??;
     match replan {
         Replan::Unchanged => {}
         Replan::Kept { note, .. } => step.note = Some(note),
@@ -409,10 +476,6 @@ fn waiting_tiers(
         })
         .map(|t| t.tier.clone())
         .collect()
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1e3).round() / 1e3
 }
 
 /// Resolves the model and profile, then plans in a blocking task.
@@ -544,24 +607,29 @@ fn configmap_data(o: &PlanOutcome) -> BTreeMap<String, String> {
     data
 }
 
-/// Reads observations for the running plan.
+/// Reads the running plan's observations: from Prometheus over the replan interval when that
+/// holds enough, else over the evidence window; without Prometheus, the shards' counters since
+/// the window began (a new window starts once one was enough, or the window has passed).
 async fn observe(
     ci: &CollaborativeInference,
     ctx: &Context,
     plan: &PlanStatus,
-) -> std::result::Result<Observation, String> {
+    now: Timestamp,
+) -> std::result::Result<Window, String> {
+    let policy = &ci.spec.replan.evidence;
     match &ctx.observer {
-        Observer::Fixed(o) => Ok(o.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+        Observer::Fixed(w) => Ok(w.lock().unwrap_or_else(|p| p.into_inner()).clone()),
         Observer::Live => match &ci.spec.prometheus_url {
             Some(url) => {
                 let ns = ci.namespace().unwrap_or_default();
-                let range = format!("{}s", (ci.spec.replan.interval_seconds * 2).max(60));
-                observe::prometheus(
-                    url,
-                    &observe::selector(&ns, &ci.name_any(), &plan.id),
-                    &range,
-                )
-                .await
+                let sel = observe::selector(&ns, &ci.name_any(), &plan.id);
+                let short = ci.spec.replan.interval_seconds.max(30);
+                let w = observe::prometheus(url, &sel, short).await?;
+                let enough = evidence::judge(&w, policy, &plan.id, "").status.sufficient;
+                if enough || short >= policy.window_seconds {
+                    return Ok(w);
+                }
+                observe::prometheus(url, &sel, policy.window_seconds).await
             }
             None => {
                 let ns = ci.namespace().unwrap_or_default();
@@ -580,12 +648,21 @@ async fn observe(
                         format!("http://{svc}.{ns}.svc:{}/metrics", resources::SHARD_PORT)
                     })
                     .collect();
-                let now = observe::scrape(&urls).await?;
-                let before = ctx.memo(&key(ci), |m| m.counters.replace(now.clone()));
-                match before {
-                    Some(b) => Ok(observe::observation_between(&b, &now)),
-                    None => Err("first scrape: observations start next round".into()),
+                let counters = observe::scrape(&urls).await?;
+                let before = ctx.memo(&key(ci), |m| m.counters.clone());
+                let Some((_, since, base)) = before.filter(|b| b.0 == plan.id) else {
+                    let start = Some((plan.id.clone(), now, counters));
+                    ctx.memo(&key(ci), |m| m.counters = start);
+                    return Err("first scrape of this plan: observations start next round".into());
+                };
+                let seconds = (now.as_second() - since.as_second()) as f64;
+                let w = observe::window_between(&base, &counters, seconds);
+                let enough = evidence::judge(&w, policy, &plan.id, "").status.sufficient;
+                if enough || seconds >= f64::from(policy.window_seconds) {
+                    let start = Some((plan.id.clone(), now, counters));
+                    ctx.memo(&key(ci), |m| m.counters = start);
                 }
+                Ok(w)
             }
         },
     }
@@ -629,7 +706,9 @@ async fn apply(
     // Deployment, whose recovery is watched.
     let mut deployments = Vec::new();
     let mut services = Vec::new();
+    let mut autoscalers = Vec::new();
     for plan in versions.alive() {
+        autoscalers.extend(resources::build_autoscalers(ci, plan)?);
         let (d, sv) = resources::build_shards(ci, plan, &ctx.build)?;
         if plan.id == newest.id {
             deployments.extend(d);
@@ -691,6 +770,8 @@ async fn apply(
     let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
     apply_and_prune(&deps, &deployments, &observed.deployments, &keep).await?;
     apply_and_prune(&svcs, &services, &observed.services, &[]).await?;
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
+    apply_and_prune(&hpas, &autoscalers, &observed.autoscalers, &[]).await?;
 
     // Status, written only when it changes.
     let waiting = versions
@@ -708,6 +789,37 @@ async fn apply(
             observed,
         )
     };
+    let fresh = matches!(
+        step.replanned,
+        Some(Trigger::Initial | Trigger::SpecChanged)
+    );
+    let mut rejected = if fresh {
+        Vec::new()
+    } else {
+        old.rejected_plans.clone()
+    };
+    if let Some(r) = &step.rejected {
+        rejected.retain(|x| x.id != r.id);
+        rejected.insert(0, r.clone());
+        rejected.truncate(history::KEEP);
+    }
+    let before = rollout::Versions::of(&old);
+    let known: Vec<&PlanStatus> = versions.alive().into_iter().chain(before.alive()).collect();
+    let min_requests = u64::from(ci.spec.replan.evidence.min_requests);
+    let observed_ms = step
+        .observation
+        .as_ref()
+        .filter(|o| o.requests >= min_requests)
+        .and_then(|o| o.latency_ms.map(|l| l.value));
+    let rejected_ids: Vec<String> = rejected.iter().map(|r| r.id.clone()).collect();
+    let plan_history = history::record(
+        &old.history,
+        &changes,
+        &|id| known.iter().find(|p| p.id == id).map(|p| (*p).clone()),
+        &rejected_ids,
+        observed_ms,
+        &now.to_string(),
+    );
     let outcome = Outcome {
         generation: ci.metadata.generation,
         plan: &serving,
@@ -720,6 +832,9 @@ async fn apply(
         rollout: waiting,
         retiring: versions.retiring.as_ref(),
         entry: Some((resources::entry_url(ci), resources::entry_address(ci))),
+        observation: step.observation.as_ref(),
+        history: plan_history,
+        rejected,
     };
     let new = core::desired_status(&old, &outcome, &now.to_string());
     if new != old {
@@ -750,7 +865,11 @@ async fn apply(
                     ctx.metrics.replans.with_label_values(&[t.label()]).inc();
                 }
                 (
-                    "Replanned",
+                    if matches!(step.replanned, Some(Trigger::RolledBack(_))) {
+                        "RollingBack"
+                    } else {
+                        "Replanned"
+                    },
                     format!(
                         "{} ({plan}): {}, predicted {:.3} ms; rolling out beside {serving}",
                         newest.summary,
@@ -854,14 +973,16 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) -> Result<(), kub
     use futures::StreamExt;
     use kube::runtime::{watcher, Controller};
     let client = ctx.client.clone();
-    let (cis, deps, svcs, cms) = match &namespace {
+    let (cis, deps, svcs, cms, hpas) = match &namespace {
         Some(ns) => (
             Api::<CollaborativeInference>::namespaced(client.clone(), ns),
             Api::<Deployment>::namespaced(client.clone(), ns),
             Api::<Service>::namespaced(client.clone(), ns),
             Api::<ConfigMap>::namespaced(client.clone(), ns),
+            Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns),
         ),
         None => (
+            Api::all(client.clone()),
             Api::all(client.clone()),
             Api::all(client.clone()),
             Api::all(client.clone()),
@@ -873,7 +994,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) -> Result<(), kub
     Controller::new(cis, watcher::Config::default())
         .owns(deps, children.clone())
         .owns(svcs, children.clone())
-        .owns(cms, children)
+        .owns(cms, children.clone())
+        .owns(hpas, children)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {

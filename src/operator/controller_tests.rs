@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::operator::crd::{CollaborativeInferenceSpec, ModelSource, ProfileRef};
+use crate::operator::evidence::Totals;
 use crate::operator::fixtures::FakeApi;
 use crate::operator::status;
 use crate::planner::accuracy::WireEncoding;
@@ -68,7 +69,7 @@ struct Env {
     /// The controller's clock, in seconds (tests move it past grace and drain periods).
     now: Arc<std::sync::atomic::AtomicI64>,
     ctx: Arc<Context>,
-    observation: Arc<Mutex<Observation>>,
+    observation: Arc<Mutex<Window>>,
     _dir: tempfile::TempDir,
     _server: tokio::task::JoinHandle<()>,
 }
@@ -87,7 +88,7 @@ fn setup(spec: CollaborativeInferenceSpec) -> Env {
     std::fs::write(dir.path().join("chain.onnx"), &model).unwrap();
     let fake = FakeApi::default();
     let (client, server) = fake.start();
-    let observation = Arc::new(Mutex::new(Observation::default()));
+    let observation = Arc::new(Mutex::new(Window::default()));
     let mut ctx = Context::new(
         client,
         Metrics::default(),
@@ -224,9 +225,20 @@ impl Env {
         }
     }
 
+    /// One replan interval (30 s) passes: the next reconcile observes.
     fn feedback_due(&self) {
-        self.ctx
-            .memo(&super::key(&self.ci()), |m| m.last_feedback = None);
+        self.advance(30);
+    }
+
+    /// What the shards counted over the window: `n` requests with an end→cloud hop of `secs`
+    /// for 8 KiB (the chain plan's f32 relu1) and `latency_s` end to end.
+    fn observe(&self, n: u32, hop_secs: f64, latency_s: f64) {
+        *self.observation.lock().unwrap() = Window {
+            seconds: 300.0,
+            hops: BTreeMap::from([("end->cloud".into(), Totals::steady(n, hop_secs, 8192.0))]),
+            request: Totals::steady(n, latency_s, 0.0),
+            ..Window::default()
+        };
     }
 }
 
@@ -683,55 +695,56 @@ async fn a_lost_tier_gets_a_fallback_plan_and_comes_back() {
     assert_eq!(condition(&s, status::DEGRADED).0, "False");
 }
 
+/// Seconds for the chain plan's 8 KiB cut at `mbps`.
+fn secs(mbps: f64) -> f64 {
+    8192.0 * 8.0 / (mbps * 1e6)
+}
+
+/// The end→cloud path the chain spec assumes: 1/(1/20 + 1/10) Mbit/s.
+const ASSUMED_PATH: f64 = 1.0 / (1.0 / 20.0 + 1.0 / 10.0);
+
 #[tokio::test]
 async fn observations_replan_past_the_hysteresis_only() {
     let env = setup(spec());
     env.reconcile().await.unwrap();
     let first = env.status().plan.unwrap();
-    let cut_bytes = |p: &PlanStatus| {
-        // f32 relu1: 2048 elements.
-        assert_eq!(p.cuts[0].tensors, ["relu1"]);
-        8192.0
-    };
+    assert_eq!(
+        first.cuts[0].tensors,
+        ["relu1"],
+        "f32 relu1: 8 KiB a request"
+    );
     // The path end→cloud is 10% slower than assumed: a new search, but the same plan.
-    let assumed_path = 1.0 / (1.0 / 20.0 + 1.0 / 10.0);
-    let secs = |mbps: f64| cut_bytes(&first) * 8.0 / (mbps * 1e6);
-    *env.observation.lock().unwrap() = Observation {
-        hops: BTreeMap::from([(
-            "end->cloud".into(),
-            (secs(assumed_path * 0.9), cut_bytes(&first)),
-        )]),
-        request_s: Some(0.004),
-        ..Observation::default()
-    };
+    env.observe(200, secs(ASSUMED_PATH * 0.9), 0.004);
     env.feedback_due();
     env.reconcile().await.unwrap();
     let s = env.status();
     assert_eq!(env.newest().id, first.id);
     assert_eq!(s.observed_latency_ms, Some(4.0));
     assert_eq!(s.replan_count, 0);
+    assert_eq!(
+        condition(&s, status::OBSERVED),
+        ("True".into(), "Sufficient".into())
+    );
+    let good = s.last_good_observation.clone().expect("kept");
+    assert_eq!(
+        good.at,
+        Timestamp::from_second(NOW + 30).unwrap().to_string()
+    );
+    assert_eq!(good.requests, 200);
+    let l = &good.links["end->cloud"].mbps;
+    assert!(l.low < l.value && l.value < l.high && (l.value - ASSUMED_PATH * 0.9).abs() < 0.01);
     // The path collapses to 0.05 Mbit/s: running everything on the end device is faster.
-    *env.observation.lock().unwrap() = Observation {
-        hops: BTreeMap::from([("end->cloud".into(), (secs(0.05), cut_bytes(&first)))]),
-        ..Observation::default()
-    };
+    env.observe(200, secs(0.05), 1.3);
     env.feedback_due();
     env.reconcile().await.unwrap();
     let s = env.status();
     let plan = env.newest();
     assert_ne!(plan.id, first.id);
     assert_eq!(s.replan_count, 1);
+    let reason = s.last_replan_reason.clone().unwrap();
     assert!(
-        s.last_replan_reason
-            .as_deref()
-            .unwrap()
-            .starts_with("observed ")
-            && s.last_replan_reason
-                .as_deref()
-                .unwrap()
-                .contains("end->edge 0.15 Mbit/s"),
-        "{:?}",
-        s.last_replan_reason
+        reason.starts_with("observed ") && reason.contains("end->edge 0.15 Mbit/s"),
+        "{reason}"
     );
     let assumed = s.assumed.unwrap();
     assert!(assumed.link_mbps["end->edge"] < 1.0, "{assumed:?}");
@@ -751,6 +764,255 @@ async fn observations_replan_past_the_hysteresis_only() {
         env.status().replan_count,
         1,
         "a rollout is not another replan"
+    );
+    // History: the first plan replaced (with what it was observed at), the new one serving.
+    let h = env.status().history;
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(
+        (h[0].plan.id.as_str(), h[0].outcome.as_str()),
+        (plan.id.as_str(), "Serving")
+    );
+    assert_eq!(
+        (h[1].plan.id.as_str(), h[1].outcome.as_str()),
+        (first.id.as_str(), "Replaced")
+    );
+    assert_eq!(h[1].observed_latency_ms, Some(1300.0));
+    assert!(h[1].ended.is_some() && h[0].ended.is_none());
+}
+
+/// The case seen on a real cluster: one small request between two scrapes read as a link of
+/// thousands of Mbit/s. Too little evidence is said in status, and nothing is replanned; the
+/// same reading with the evidence floor lowered to one request would have replanned.
+#[tokio::test]
+async fn too_little_evidence_replans_nothing_and_says_so() {
+    let env = setup(spec());
+    env.reconcile().await.unwrap();
+    let first = env.status().plan.unwrap();
+    // One request, 8 KiB end→cloud in 25 µs: "2621 Mbit/s".
+    env.observe(1, 25e-6, 0.002);
+    env.feedback_due();
+    env.fake.clear_calls();
+    env.reconcile().await.unwrap();
+    let s = env.status();
+    assert_eq!(env.newest().id, first.id, "no replan on one request");
+    assert_eq!(s.replan_count, 0);
+    assert!(s.rollout.is_none());
+    let (st, reason) = condition(&s, status::OBSERVED);
+    assert_eq!(
+        (st.as_str(), reason.as_str()),
+        ("False", "InsufficientEvidence")
+    );
+    let msg = status::get(&s.conditions, status::OBSERVED)
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        msg.contains("end->cloud: 1 request, 8.0 KiB (needs 20, 1.0 MiB)"),
+        "{msg}"
+    );
+    assert!(s.last_good_observation.is_none());
+    // Only the status was written (no child).
+    let writes = env.fake.writes();
+    assert!(
+        writes.iter().all(|c| c.path.ends_with("/status")),
+        "{writes:?}"
+    );
+    // Within the interval, nothing is looked at again, and nothing written.
+    env.fake.clear_calls();
+    env.advance(10);
+    env.reconcile().await.unwrap();
+    assert!(env.fake.writes().is_empty(), "{:?}", env.fake.writes());
+    // One slow outlier (8 KiB in 1.3 s, "0.05 Mbit/s"): too thin as well.
+    env.observe(1, secs(0.05), 1.3);
+    env.feedback_due();
+    env.reconcile().await.unwrap();
+    assert_eq!(env.newest().id, first.id, "no replan on one slow request");
+    // With the floor lowered to two requests, two such requests pass the floor, but their
+    // interval is too wide for the gain to hold at 95%: kept, and said so.
+    env.edit(|s| {
+        s.replan.evidence =
+            serde_json::from_value(json!({"minRequests": 2, "minBytes": 0})).unwrap()
+    });
+    env.reconcile().await.unwrap(); // the spec edit (same plan)
+    env.observe(2, secs(0.05), 1.3);
+    env.feedback_due();
+    env.reconcile().await.unwrap();
+    assert_eq!(env.newest().id, first.id);
+    let s = env.status();
+    let planned = &status::get(&s.conditions, status::PLANNED).unwrap().message;
+    assert!(
+        planned.contains("at the evidence's confidence: kept"),
+        "{planned}"
+    );
+    // At 50% confidence the same two requests replan: the floor and the interval are what
+    // held it (the test can fail).
+    env.edit(|s| s.replan.evidence.confidence = 0.5);
+    env.reconcile().await.unwrap();
+    env.feedback_due();
+    env.reconcile().await.unwrap();
+    assert_ne!(env.newest().id, first.id, "{:?}", env.status().conditions);
+}
+
+/// A plan that serves worse than the one it replaced is rolled back within the intervals,
+/// and rejected: status keeps its figures, and it is not chosen again.
+#[tokio::test]
+async fn a_regression_rolls_back_and_the_rejected_plan_is_kept_in_status() {
+    let env = setup(spec());
+    env.reconcile().await.unwrap();
+    let first = env.status().plan.unwrap();
+    // Served at 40 ms; then the link collapses (as in the test above): a new plan.
+    env.observe(200, secs(ASSUMED_PATH), 0.040);
+    env.feedback_due();
+    env.reconcile().await.unwrap();
+    env.observe(200, secs(0.05), 1.3);
+    env.feedback_due();
+    env.reconcile().await.unwrap();
+    let second = env.newest();
+    assert_ne!(second.id, first.id);
+    env.roll_out().await;
+    assert_eq!(env.entry_plan(), second.id);
+    // The new plan serves at 3 s, slower than the 1.3 s the old one was last seen at.
+    env.observe(200, 0.0, 3.0);
+    env.feedback_due();
+    env.reconcile().await.unwrap();
+    let s = env.status();
+    let r = s.rollout.as_ref().expect("rolling back");
+    assert_eq!(r.plan.id, first.id, "back to the plan it replaced");
+    assert!(r.reason.starts_with("rolled back: "), "{}", r.reason);
+    let rej = &s.rejected_plans[0];
+    assert_eq!(rej.id, second.id);
+    assert_eq!(rej.baseline_plan, first.id);
+    assert_eq!(rej.baseline_latency_ms, 1300.0);
+    assert!((rej.observed_latency_ms.value - 3000.0).abs() < 1e-6);
+    assert!(rej.observed_latency_ms.low > 1300.0 * 1.1);
+    let reasons: Vec<String> = env
+        .events()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(reasons.contains(&"RollingBack".to_string()), "{reasons:?}");
+    assert_eq!(
+        env.ctx
+            .metrics
+            .replans
+            .with_label_values(&["rolled_back"])
+            .get(),
+        1
+    );
+    env.roll_out().await;
+    assert_eq!(env.entry_plan(), first.id);
+    let s = env.status();
+    assert_eq!(s.history[0].plan.id, first.id);
+    assert_eq!(s.history[1].outcome, "RolledBack");
+    assert_eq!(s.rejected_plans.len(), 1, "kept after the rollback");
+    // The link collapses a little further: the search finds the rejected plan again, and keeps.
+    env.observe(200, secs(0.04), 1.3);
+    env.feedback_due();
+    env.reconcile().await.unwrap();
+    assert_eq!(
+        env.newest().id,
+        first.id,
+        "a rejected plan is not chosen again"
+    );
+    let s = env.status();
+    let planned = &status::get(&s.conditions, status::PLANNED).unwrap().message;
+    assert!(planned.contains("rolled back before"), "{planned}");
+}
+
+/// A restart forgets the controller's memory; status keeps the rollout, the observations and
+/// the rejected plans, so the new controller resumes the rollout and writes nothing more than
+/// a normal reconcile would.
+#[tokio::test]
+async fn a_restart_mid_rollout_resumes_it_and_writes_nothing_new() {
+    let env = setup(spec());
+    env.reconcile().await.unwrap();
+    let first = env.status().plan.unwrap();
+    env.observe(200, secs(0.05), 1.3);
+    env.feedback_due();
+    env.reconcile().await.unwrap();
+    let second = env.newest();
+    assert_ne!(second.id, first.id);
+    let before = env.status();
+    // A new controller: same API server, an empty memory.
+    let mut fresh = Context::new(
+        env.ctx.client.clone(),
+        Metrics::default(),
+        env.ctx.build.clone(),
+        env.ctx.models.clone(),
+        Observer::Fixed(env.observation.clone()),
+    );
+    fresh.clock = env.ctx.clock.clone();
+    fresh.repeats = 1;
+    let fresh = Arc::new(fresh);
+    env.fake.clear_calls();
+    reconcile(Arc::new(env.ci()), fresh.clone()).await.unwrap();
+    assert!(
+        env.fake.writes().is_empty(),
+        "no write on restart: {:?}",
+        env.fake.writes()
+    );
+    assert_eq!(env.status(), before, "status as it was");
+    assert_eq!(
+        fresh.metrics.replans.with_label_values(&["observed"]).get(),
+        0,
+        "no replan"
+    );
+    // The rollout resumes: ready shards switch the entry under the new controller.
+    env.mark_all_ready();
+    reconcile(Arc::new(env.ci()), fresh.clone()).await.unwrap();
+    assert_eq!(env.entry_plan(), second.id);
+    assert!(env.status().rollout.is_none());
+}
+
+#[tokio::test]
+async fn autoscaled_tiers_get_an_hpa_that_follows_the_plan() {
+    let env = setup(spec());
+    env.edit(|s| {
+        s.tiers.cloud.autoscaling = Some(
+            serde_json::from_value(json!({"maxReplicas": 4, "targetCPUUtilizationPercentage": 60}))
+                .unwrap(),
+        );
+    });
+    env.reconcile().await.unwrap();
+    let plan = env.status().plan.unwrap();
+    const HPAS: &str = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers";
+    let cloud = format!("demo-cloud-{}", plan.id);
+    assert_eq!(env.fake.names(HPAS), std::slice::from_ref(&cloud));
+    let h: k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler =
+        serde_json::from_value(env.fake.get(&format!("{HPAS}/{cloud}")).unwrap()).unwrap();
+    let hs = h.spec.unwrap();
+    assert_eq!(hs.scale_target_ref.name, cloud);
+    assert_eq!(hs.scale_target_ref.kind, "Deployment");
+    assert_eq!((hs.min_replicas, hs.max_replicas), (Some(1), 4));
+    let m = &hs.metrics.unwrap()[0];
+    assert_eq!(
+        m.resource.as_ref().unwrap().target.average_utilization,
+        Some(60)
+    );
+    let owner = &h.metadata.owner_references.unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("CollaborativeInference", Some(true))
+    );
+    // The autoscaled Deployment leaves replicas to the HPA; the others keep theirs.
+    let d = env.fake.get(&format!("{DEPLOYMENTS}/{cloud}")).unwrap();
+    assert!(
+        d["spec"].get("replicas").is_none_or(Value::is_null),
+        "{}",
+        d["spec"]["replicas"]
+    );
+    let end = env
+        .fake
+        .get(&format!("{DEPLOYMENTS}/demo-end-{}", plan.id))
+        .unwrap();
+    assert_eq!(end["spec"]["replicas"], 1);
+    // Autoscaling off: pruned.
+    env.edit(|s| s.tiers.cloud.autoscaling = None);
+    env.reconcile().await.unwrap();
+    assert!(
+        env.fake.names(HPAS).is_empty(),
+        "{:?}",
+        env.fake.names(HPAS)
     );
 }
 

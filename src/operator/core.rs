@@ -3,8 +3,8 @@
 //! passed in), so every decision is tested directly.
 
 use super::crd::{
-    Addressable, Assumptions, CollaborativeInferenceStatus, PlanStatus, RetiringStatus,
-    RolloutStatus,
+    Addressable, Assumptions, CollaborativeInferenceStatus, HistoryEntry, ObservationStatus,
+    PlanStatus, RejectedPlan, RetiringStatus, RolloutStatus,
 };
 use super::status::{self, Want};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -25,6 +25,8 @@ pub enum Trigger {
     TierRecovered(Vec<String>),
     /// Observations moved the assumptions (see `feedback`).
     Observed(String),
+    /// The serving plan served worse than the one it replaced: back to that one.
+    RolledBack(String),
 }
 
 impl Trigger {
@@ -37,6 +39,7 @@ impl Trigger {
             Trigger::TierLost(_) => "tier_lost",
             Trigger::TierRecovered(_) => "tier_recovered",
             Trigger::Observed(_) => "observed",
+            Trigger::RolledBack(_) => "rolled_back",
         }
     }
 
@@ -48,7 +51,7 @@ impl Trigger {
             Trigger::PlanLost => "plan ConfigMap missing".into(),
             Trigger::TierLost(t) => format!("tier lost: {}", t.join(", ")),
             Trigger::TierRecovered(t) => format!("tier recovered: {}", t.join(", ")),
-            Trigger::Observed(r) => r.clone(),
+            Trigger::Observed(r) | Trigger::RolledBack(r) => r.clone(),
         }
     }
 }
@@ -168,6 +171,10 @@ pub struct Outcome<'a> {
     pub retiring: Option<&'a RetiringStatus>,
     /// The entry's URL and fully qualified address.
     pub entry: Option<(String, String)>,
+    /// This round's observations, judged (none when the round did not observe).
+    pub observation: Option<&'a ObservationStatus>,
+    pub history: Vec<HistoryEntry>,
+    pub rejected: Vec<RejectedPlan>,
 }
 
 /// The status after a successful reconcile.
@@ -284,6 +291,10 @@ pub fn desired_status(
             (None, None) => Want::new(status::PROGRESSING, false, "Stable", ""),
         },
     ];
+    let mut wants = wants.to_vec();
+    if let Some(obs) = o.observation {
+        wants.push(observed_condition(obs));
+    }
     CollaborativeInferenceStatus {
         observed_generation: o.generation,
         conditions: status::merge(&old.conditions, &wants, now, o.generation),
@@ -303,6 +314,53 @@ pub fn desired_status(
             .or(old.address.clone()),
         rollout: o.rollout.as_ref().map(|(r, _)| (*r).clone()),
         retiring: o.retiring.cloned(),
+        observation: o.observation.cloned().or(old.observation.clone()),
+        last_good_observation: o
+            .observation
+            .filter(|x| x.sufficient)
+            .cloned()
+            .or(old.last_good_observation.clone()),
+        history: o.history.clone(),
+        rejected_plans: o.rejected.clone(),
+    }
+}
+
+/// `Observed`: True with what was seen when the evidence sufficed; False `InsufficientEvidence`
+/// with what was too thin (nothing is acted on then).
+fn observed_condition(obs: &ObservationStatus) -> Want {
+    if obs.sufficient {
+        let links: Vec<String> = obs
+            .links
+            .iter()
+            .map(|(k, l)| {
+                format!(
+                    "{k} {:.2} Mbit/s [{:.2}, {:.2}]",
+                    l.mbps.value, l.mbps.low, l.mbps.high
+                )
+            })
+            .collect();
+        let mut msg = format!("{} requests in {} s", obs.requests, obs.window_seconds);
+        if let Some(l) = &obs.latency_ms {
+            msg.push_str(&format!(
+                ", {:.3} ms [{:.3}, {:.3}]",
+                l.value, l.low, l.high
+            ));
+        }
+        if !links.is_empty() {
+            msg.push_str(&format!("; {}", links.join(", ")));
+        }
+        Want::new(status::OBSERVED, true, "Sufficient", msg)
+    } else {
+        Want::new(
+            status::OBSERVED,
+            false,
+            "InsufficientEvidence",
+            format!(
+                "too little to act on in the last {} s: {}",
+                obs.window_seconds,
+                obs.insufficient.join("; ")
+            ),
+        )
     }
 }
 
@@ -453,6 +511,9 @@ mod tests {
             rollout: None,
             retiring: None,
             entry: None,
+            observation: None,
+            history: vec![],
+            rejected: vec![],
         };
         let s1 = desired_status(&CollaborativeInferenceStatus::default(), &o, "t1");
         assert_eq!(s1.replan_count, 0);

@@ -163,6 +163,38 @@ pub struct TierSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
     pub replicas: Option<i32>,
+    /// A HorizontalPodAutoscaler (autoscaling/v2) for this tier's Deployment; `replicas` is
+    /// then only where it starts. Replicas add throughput, not speed: one request still runs
+    /// on one replica per tier, so planning prices a tier's latency the same at any count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.minReplicas <= self.maxReplicas", "message": "autoscaling.minReplicas must not exceed autoscaling.maxReplicas"}
+]))]
+pub struct Autoscaling {
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Average CPU utilisation (of the pods' CPU requests) the autoscaler keeps (default 80).
+    #[serde(
+        default = "default_cpu_target",
+        rename = "targetCPUUtilizationPercentage"
+    )]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+fn one() -> i32 {
+    1
+}
+fn default_cpu_target() -> i32 {
+    80
 }
 
 impl TierSpec {
@@ -367,6 +399,66 @@ pub struct ReplanPolicy {
     #[serde(default = "default_drain")]
     #[schemars(range(min = 0, max = 3600))]
     pub drain_seconds: u32,
+    /// How much observation a replan needs (see [`Evidence`]).
+    #[serde(default)]
+    pub evidence: Evidence,
+    /// After the entry moves to a new plan, for this many replan intervals its observed
+    /// latency is compared with the plan it replaced; worse by more than the hysteresis (at the
+    /// evidence's confidence) rolls back and rejects it (default 3; 0 never rolls back).
+    #[serde(default = "default_rollback_intervals")]
+    #[schemars(range(min = 0, max = 100))]
+    pub rollback_intervals: u32,
+}
+
+fn default_rollback_intervals() -> u32 {
+    3
+}
+
+/// An observation counts only with enough of it: per tier and per link, at least
+/// `minRequests` requests and (links) `minBytes` bytes within the last `windowSeconds`.
+/// Throughput is bytes over time summed over the window, so one small transfer that a
+/// token bucket or a TCP window lets through at burst speed cannot stand for the link.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Evidence {
+    #[serde(default = "default_min_requests")]
+    #[schemars(range(min = 2, max = 1000000))]
+    pub min_requests: u32,
+    #[serde(default = "default_min_bytes")]
+    #[schemars(range(min = 0))]
+    pub min_bytes: u64,
+    /// How far back observations are summed (default 300 s; at least two scrape intervals).
+    #[serde(default = "default_window")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub window_seconds: u32,
+    /// Two-sided confidence of the intervals on compute time and throughput (default 0.95).
+    #[serde(default = "default_confidence")]
+    #[schemars(range(min = 0.5, max = 0.999))]
+    pub confidence: f64,
+}
+
+fn default_min_requests() -> u32 {
+    20
+}
+fn default_min_bytes() -> u64 {
+    1 << 20
+}
+fn default_window() -> u32 {
+    300
+}
+fn default_confidence() -> f64 {
+    0.95
+}
+
+impl Default for Evidence {
+    fn default() -> Self {
+        Evidence {
+            min_requests: default_min_requests(),
+            min_bytes: default_min_bytes(),
+            window_seconds: default_window(),
+            confidence: default_confidence(),
+        }
+    }
 }
 
 fn default_drain() -> u32 {
@@ -380,6 +472,8 @@ impl Default for ReplanPolicy {
             hysteresis: default_hysteresis(),
             tier_loss_grace_seconds: default_grace(),
             drain_seconds: default_drain(),
+            evidence: Evidence::default(),
+            rollback_intervals: default_rollback_intervals(),
         }
     }
 }
@@ -425,6 +519,102 @@ pub struct CollaborativeInferenceStatus {
     /// The plan served before the last rollout, kept running until its drain ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retiring: Option<RetiringStatus>,
+    /// The latest round of observations, sufficient or not (its `at` times the next round, so
+    /// a restarted controller does not observe again early).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observation: Option<ObservationStatus>,
+    /// The latest observation that had enough evidence; its `at` gives its age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good_observation: Option<ObservationStatus>,
+    /// The last few plans served, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+    /// Plans rolled back because they served worse than the plan they replaced; a replan does
+    /// not choose them again until the spec changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected_plans: Vec<RejectedPlan>,
+}
+
+/// A value with its confidence interval.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Estimate {
+    pub value: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservationStatus {
+    #[schemars(extend("format" = "date-time"))]
+    pub at: String,
+    /// The plan observed.
+    pub plan: String,
+    pub window_seconds: u32,
+    /// Whether every series below had enough evidence to act on.
+    pub sufficient: bool,
+    /// Requests answered at the entry within the window.
+    pub requests: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<Estimate>,
+    /// Per computing tier: mean compute ms per request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tiers: BTreeMap<String, TierObservation>,
+    /// Per hop `from->to`: throughput in Mbit/s.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub links: BTreeMap<String, LinkObservation>,
+    /// What was too thin to act on, e.g. `end->edge: 1 request, 3.1 KiB (needs 20, 1.0 MiB)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub insufficient: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TierObservation {
+    pub compute_ms: Estimate,
+    pub requests: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkObservation {
+    pub mbps: Estimate,
+    pub requests: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub plan: PlanStatus,
+    pub predicted_latency_ms: f64,
+    /// The latest observed mean latency while it served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_latency_ms: Option<f64>,
+    /// When the entry moved to it.
+    #[schemars(extend("format" = "date-time"))]
+    pub started: String,
+    /// When the entry moved away from it (none while it serves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub ended: Option<String>,
+    /// `Serving`, `Replaced` or `RolledBack`.
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectedPlan {
+    pub id: String,
+    pub summary: String,
+    pub predicted_latency_ms: f64,
+    /// What it was observed to serve at, and the plan it replaced before it.
+    pub observed_latency_ms: Estimate,
+    pub baseline_plan: String,
+    pub baseline_latency_ms: f64,
+    #[schemars(extend("format" = "date-time"))]
+    pub at: String,
 }
 
 /// An address, as Knative and KServe write it.

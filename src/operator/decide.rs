@@ -19,12 +19,67 @@ pub struct Observation {
     pub hops: BTreeMap<String, (f64, f64)>,
     /// Mean end-to-end seconds at the entry tier.
     pub request_s: Option<f64>,
+    /// The confidence interval of each mean seconds above, by tier, hop or
+    /// [`evidence::REQUEST`](super::evidence::REQUEST); a mean without one is taken as exact.
+    pub interval: BTreeMap<String, (f64, f64)>,
 }
 
 impl Observation {
     pub fn is_empty(&self) -> bool {
         self.compute_s.is_empty() && self.hops.is_empty() && self.request_s.is_none()
     }
+}
+
+/// The observation the evidence supports at its confidence with the least change: each mean
+/// moved to the end of its interval nearest what the current plan expects (or to the
+/// expectation itself when the interval holds it). Assumptions adjusted from this are the
+/// ones a replan must still win under.
+pub fn cautious(current: &PlanStatus, assumed: &Assumptions, obs: &Observation) -> Observation {
+    let toward = |m: f64, expected: f64, (lo, hi): (f64, f64)| {
+        if expected < lo {
+            lo
+        } else if expected > hi {
+            hi
+        } else if expected.is_finite() {
+            expected
+        } else {
+            m
+        }
+    };
+    let mut out = obs.clone();
+    for (tier, m) in out.compute_s.iter_mut() {
+        let (Some(iv), Some(t)) = (
+            obs.interval.get(tier),
+            current.tiers.iter().find(|t| &t.tier == tier),
+        ) else {
+            continue;
+        };
+        *m = toward(*m, t.compute_ms / 1e3, *iv);
+    }
+    for (hop, (secs, bytes)) in out.hops.iter_mut() {
+        let Some(iv) = obs.interval.get(hop) else {
+            continue;
+        };
+        let path = hop
+            .split_once("->")
+            .and_then(|(f, t)| Some((tier_index(f)?, tier_index(t)?)))
+            .filter(|(a, b)| a < b)
+            .map(|(a, b)| {
+                1.0 / PHYSICAL[a..b]
+                    .iter()
+                    .map(|(f, t)| {
+                        1.0 / assumed
+                            .link_mbps
+                            .get(&format!("{f}->{t}"))
+                            .copied()
+                            .unwrap_or(f64::NAN)
+                    })
+                    .sum::<f64>()
+            });
+        let expected = path.map_or(f64::NAN, |mbps| *bytes * 8.0 / (mbps * 1e6));
+        *secs = toward(*secs, expected, *iv);
+    }
+    out
 }
 
 const PHYSICAL: [(&str, &str); 2] = [("end", "edge"), ("edge", "cloud")];
@@ -225,9 +280,38 @@ mod tests {
                 ("cloud->end".into(), (1.0, 10.0)),
                 ("nonsense".into(), (1.0, 10.0)),
             ]),
-            request_s: None,
+            ..Observation::default()
         };
         assert_eq!(adjust(&p, &assumed(), &obs), assumed());
+    }
+
+    #[test]
+    fn the_cautious_observation_is_the_interval_end_nearest_the_expectation() {
+        let p = plan(&[("end", Some([0, 1]), 10.0), ("cloud", Some([2, 3]), 1.0)]);
+        // 8 KiB over a path assumed 1/(1/20+1/10) = 6.67 Mbit/s: expected 9.83 ms.
+        let obs = Observation {
+            compute_s: BTreeMap::from([("end".into(), 0.015), ("cloud".into(), 0.0011)]),
+            hops: BTreeMap::from([("end->cloud".into(), (0.030, 8192.0))]),
+            interval: BTreeMap::from([
+                ("end".into(), (0.013, 0.017)),     // excludes 10 ms: moves to 13
+                ("cloud".into(), (0.0009, 0.0013)), // holds 1 ms: no change at all
+                ("end->cloud".into(), (0.020, 0.040)),
+            ]),
+            ..Observation::default()
+        };
+        let c = cautious(&p, &assumed(), &obs);
+        assert_eq!(c.compute_s["end"], 0.013);
+        assert_eq!(c.compute_s["cloud"], 0.001);
+        assert_eq!(c.hops["end->cloud"], (0.020, 8192.0));
+        let a = adjust(&p, &assumed(), &c);
+        assert!((a.compute_scale["end"] - 2.0 * 1.3).abs() < 1e-9);
+        assert!((a.compute_scale["cloud"] - 1.0).abs() < 1e-9);
+        // Without intervals the point estimate stands.
+        let exact = Observation {
+            interval: BTreeMap::new(),
+            ..obs.clone()
+        };
+        assert_eq!(cautious(&p, &assumed(), &exact), exact);
     }
 
     #[test]

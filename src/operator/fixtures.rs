@@ -35,8 +35,9 @@ pub struct FakeApi {
     pub calls: Arc<Mutex<Vec<Call>>>,
 }
 
-const COLLECTIONS: [&str; 6] = [
+const COLLECTIONS: [&str; 7] = [
     "leases",
+    "horizontalpodautoscalers",
     "configmaps",
     "deployments",
     "services",

@@ -19,9 +19,11 @@ pub mod core;
 pub mod crd;
 pub mod crd_reference;
 pub mod decide;
+pub mod evidence;
 pub mod fetch;
 #[cfg(test)]
 mod fixtures;
+pub mod history;
 pub mod labels;
 pub mod lease;
 pub mod metrics;

@@ -1,12 +1,13 @@
-//! What the shards observed, read for the controller: from Prometheus (`/api/v1/query`, the
-//! last two samples of each series via `irate`, so a change shows within two scrape intervals)
-//! or, without Prometheus, from the shards' own `/metrics` (the difference of two scrapes).
+//! What the shards observed, read for the controller as totals over a window
+//! ([`Window`]): from Prometheus (`/api/v1/query`, `increase` over the window) or, without
+//! Prometheus, from the shards' own `/metrics` (the difference of two scrapes). Whether the
+//! window holds enough to act on is [`evidence`](super::evidence)'s to judge.
 //! The shards export (`runtime::metrics`) `cnnpc_shard_compute_seconds{tier}`,
 //! `cnnpc_hop_seconds{from,to}` and `cnnpc_hop_bytes_total{from,to}` and, at the entry tier,
 //! `cnnpc_request_seconds`. All of the controller's metric I/O is here; the parsing is pure and
 //! tested on its own.
 
-use super::decide::Observation;
+use super::evidence::{Totals, Window};
 use crate::runtime::metrics::samples;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use std::collections::BTreeMap;
@@ -30,38 +31,53 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-/// The PromQL queries: (what, query). `range` bounds how far back the last two samples are
-/// looked for (e.g. `1m`).
-pub fn queries(sel: &str, range: &str) -> Vec<(&'static str, String)> {
-    let ratio = |num: &str, den: &str, by: &str| {
-        format!(
-            "sum by ({by}) (irate({num}{{{sel}}}[{range}])) / sum by ({by}) (irate({den}{{{sel}}}[{range}]))"
-        )
-    };
-    vec![
-        (
-            "compute",
-            ratio(
-                "cnnpc_shard_compute_seconds_sum",
-                "cnnpc_shard_compute_seconds_count",
-                "tier",
-            ),
-        ),
-        (
-            "hop_seconds",
-            ratio("cnnpc_hop_seconds_sum", "cnnpc_hop_seconds_count", "from, to"),
-        ),
-        (
-            "hop_bytes",
-            ratio("cnnpc_hop_bytes_total", "cnnpc_hop_seconds_count", "from, to"),
-        ),
-        (
-            "request",
-            format!(
-                "sum(irate(cnnpc_request_seconds_sum{{{sel}}}[{range}])) / sum(irate(cnnpc_request_seconds_count{{{sel}}}[{range}]))"
-            ),
-        ),
-    ]
+/// The PromQL queries, each summed over the window `range` (e.g. `300s`) by `increase`:
+/// per tier, per hop and end to end, the count, the seconds, the histogram buckets, and per hop
+/// the bytes. Sums over a window, not the last two samples, so requests between scrapes count
+/// and one request cannot stand for a rate.
+pub fn queries(sel: &str, range: &str) -> Vec<(Query, String)> {
+    let inc =
+        |metric: &str, by: &str| format!("sum by ({by}) (increase({metric}{{{sel}}}[{range}]))");
+    let mut out = Vec::new();
+    for (series, metric, by) in [
+        (Series::Tier, "cnnpc_shard_compute_seconds", "tier"),
+        (Series::Hop, "cnnpc_hop_seconds", "from, to"),
+        (Series::Request, "cnnpc_request_seconds", "namespace"),
+    ] {
+        out.push((
+            Query(series, Part::Count),
+            inc(&format!("{metric}_count"), by),
+        ));
+        out.push((Query(series, Part::Sum), inc(&format!("{metric}_sum"), by)));
+        out.push((
+            Query(series, Part::Buckets),
+            inc(&format!("{metric}_bucket"), &format!("{by}, le")),
+        ));
+    }
+    out.push((
+        Query(Series::Hop, Part::Bytes),
+        inc("cnnpc_hop_bytes_total", "from, to"),
+    ));
+    out
+}
+
+/// Which totals a query answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query(pub Series, pub Part);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Series {
+    Tier,
+    Hop,
+    Request,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Count,
+    Sum,
+    Buckets,
+    Bytes,
 }
 
 /// One instant-vector sample: its labels and value.
@@ -101,124 +117,180 @@ pub fn parse_vector(body: &[u8]) -> Result<Vec<Sample>, String> {
     Ok(out)
 }
 
-/// Assembles an observation from the answers to [`queries`].
-pub fn observation_from(
-    compute: &[Sample],
-    hop_seconds: &[Sample],
-    hop_bytes: &[Sample],
-    request: &[Sample],
-) -> Observation {
-    let hop_key =
-        |l: &BTreeMap<String, String>| Some(format!("{}->{}", l.get("from")?, l.get("to")?));
-    let bytes: BTreeMap<String, f64> = hop_bytes
-        .iter()
-        .filter_map(|(l, v)| Some((hop_key(l)?, *v)))
-        .collect();
-    Observation {
-        compute_s: compute
-            .iter()
-            .filter_map(|(l, v)| Some((l.get("tier")?.clone(), *v)))
-            .collect(),
-        hops: hop_seconds
-            .iter()
-            .filter_map(|(l, s)| {
-                let k = hop_key(l)?;
-                let b = *bytes.get(&k)?;
-                Some((k, (*s, b)))
-            })
-            .collect(),
-        request_s: request.first().map(|(_, v)| *v),
+/// The series key of a sample: the tier, `from->to`, or `""` end to end.
+fn key_of(series: Series, l: &BTreeMap<String, String>) -> Option<String> {
+    match series {
+        Series::Tier => l.get("tier").cloned(),
+        Series::Hop => Some(format!("{}->{}", l.get("from")?, l.get("to")?)),
+        Series::Request => Some(String::new()),
     }
 }
 
-/// Cumulative sums and counts read from one or more shards' `/metrics` texts.
+fn totals(w: &mut Window, series: Series, key: String) -> &mut Totals {
+    match series {
+        Series::Tier => w.tiers.entry(key).or_default(),
+        Series::Hop => w.hops.entry(key).or_default(),
+        Series::Request => &mut w.request,
+    }
+}
+
+/// Adds one answer to the window.
+fn add(w: &mut Window, Query(series, part): Query, samples: &[Sample]) {
+    for (l, v) in samples {
+        let Some(k) = key_of(series, l) else { continue };
+        let t = totals(w, series, k);
+        match part {
+            Part::Count => t.count += v,
+            Part::Sum => t.sum_s += v,
+            Part::Bytes => t.bytes += v,
+            Part::Buckets => {
+                let Some(le) = l.get("le").and_then(|x| x.parse::<f64>().ok()) else {
+                    continue;
+                };
+                if le.is_finite() {
+                    t.buckets.push((le, *v));
+                }
+            }
+        }
+    }
+}
+
+fn sort_buckets(w: &mut Window) {
+    let all = w
+        .tiers
+        .values_mut()
+        .chain(w.hops.values_mut())
+        .chain(std::iter::once(&mut w.request));
+    for t in all {
+        t.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+}
+
+/// Assembles a window of `seconds` from the answers to [`queries`].
+pub fn window_from(seconds: f64, answers: &[(Query, Vec<Sample>)]) -> Window {
+    let mut w = Window {
+        seconds,
+        ..Window::default()
+    };
+    for (q, samples) in answers {
+        add(&mut w, *q, samples);
+    }
+    // A hop or tier seen only through a zero count is no observation.
+    w.tiers.retain(|_, t| t.count > 0.0);
+    w.hops.retain(|_, t| t.count > 0.0);
+    sort_buckets(&mut w);
+    w
+}
+
+/// Cumulative counters read from one or more shards' `/metrics` texts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counters {
-    /// tier → (sum seconds, count)
-    pub compute: BTreeMap<String, (f64, f64)>,
-    /// hop → (sum seconds, count, bytes)
-    pub hops: BTreeMap<String, (f64, f64, f64)>,
-    /// (sum seconds, count)
-    pub request: (f64, f64),
+    pub window: Window,
 }
 
 /// Adds the counters in one Prometheus text exposition to `acc`.
 pub fn parse_exposition(text: &str, acc: &mut Counters) {
+    let w = &mut acc.window;
     for s in samples(text) {
-        let (name, value) = (s.name, s.value);
-        let hop = || Some(format!("{}->{}", s.label("from")?, s.label("to")?));
-        match name {
-            "cnnpc_shard_compute_seconds_sum" | "cnnpc_shard_compute_seconds_count" => {
-                if let Some(t) = s.label("tier") {
-                    let e = acc.compute.entry(t.to_string()).or_default();
-                    if name.ends_with("_sum") {
-                        e.0 += value
-                    } else {
-                        e.1 += value
-                    }
-                }
+        let (series, base) = match s.name {
+            n if n.starts_with("cnnpc_shard_compute_seconds_") => (Series::Tier, n),
+            n if n.starts_with("cnnpc_hop_seconds_") || n == "cnnpc_hop_bytes_total" => {
+                (Series::Hop, n)
             }
-            "cnnpc_hop_seconds_sum" | "cnnpc_hop_seconds_count" | "cnnpc_hop_bytes_total" => {
-                if let Some(h) = hop() {
-                    let e = acc.hops.entry(h).or_default();
-                    match name {
-                        "cnnpc_hop_seconds_sum" => e.0 += value,
-                        "cnnpc_hop_seconds_count" => e.1 += value,
-                        _ => e.2 += value,
-                    }
-                }
+            n if n.starts_with("cnnpc_request_seconds_") => (Series::Request, n),
+            _ => continue,
+        };
+        let key = match series {
+            Series::Tier => s.label("tier").map(str::to_string),
+            Series::Hop => (|| Some(format!("{}->{}", s.label("from")?, s.label("to")?)))(),
+            Series::Request => Some(String::new()),
+        };
+        let Some(key) = key else { continue };
+        let t = totals(w, series, key);
+        if base.ends_with("_count") {
+            t.count += s.value;
+        } else if base.ends_with("_sum") {
+            t.sum_s += s.value;
+        } else if base.ends_with("_bytes_total") {
+            t.bytes += s.value;
+        } else if base.ends_with("_bucket") {
+            let Some(le) = s.label("le").and_then(|x| x.parse::<f64>().ok()) else {
+                continue;
+            };
+            if !le.is_finite() {
+                continue;
             }
-            "cnnpc_request_seconds_sum" => acc.request.0 += value,
-            "cnnpc_request_seconds_count" => acc.request.1 += value,
-            _ => {}
+            // Several shards of a tier: add bucket by bucket.
+            match t.buckets.iter_mut().find(|b| b.0 == le) {
+                Some(b) => b.1 += s.value,
+                None => t.buckets.push((le, s.value)),
+            }
         }
     }
+    sort_buckets(w);
 }
 
-/// Means over the requests between two scrapes (`before` then `after`); series without new
-/// requests (or reset by a restart) are left out.
-pub fn observation_between(before: &Counters, after: &Counters) -> Observation {
-    let mut obs = Observation::default();
-    for (t, (s1, c1)) in &after.compute {
-        let (s0, c0) = before.compute.get(t).copied().unwrap_or_default();
-        if c1 > &c0 && s1 >= &s0 {
-            obs.compute_s.insert(t.clone(), (s1 - s0) / (c1 - c0));
-        }
+fn minus(after: &Totals, before: Option<&Totals>) -> Option<Totals> {
+    let b = before.cloned().unwrap_or_default();
+    // A counter that went down was reset (a restarted shard): no observation from it.
+    if after.count <= b.count || after.sum_s < b.sum_s || after.bytes < b.bytes {
+        return None;
     }
-    for (h, (s1, c1, b1)) in &after.hops {
-        let (s0, c0, b0) = before.hops.get(h).copied().unwrap_or_default();
-        if c1 > &c0 && s1 >= &s0 && b1 >= &b0 {
-            let n = c1 - c0;
-            obs.hops.insert(h.clone(), ((s1 - s0) / n, (b1 - b0) / n));
-        }
-    }
-    let ((s0, c0), (s1, c1)) = (before.request, after.request);
-    if c1 > c0 && s1 >= s0 {
-        obs.request_s = Some((s1 - s0) / (c1 - c0));
-    }
-    obs
+    let buckets = after
+        .buckets
+        .iter()
+        .map(|&(le, c)| {
+            let c0 = b.buckets.iter().find(|x| x.0 == le).map_or(0.0, |x| x.1);
+            (le, (c - c0).max(0.0))
+        })
+        .collect();
+    Some(Totals {
+        count: after.count - b.count,
+        sum_s: after.sum_s - b.sum_s,
+        bytes: after.bytes - b.bytes,
+        buckets,
+    })
 }
 
-/// Runs the [`queries`] against Prometheus at `base`.
-pub async fn prometheus(base: &str, selector: &str, range: &str) -> Result<Observation, String> {
+/// What happened between two scrapes `seconds` apart (`before` then `after`); series without
+/// new requests (or reset by a restart) are left out.
+pub fn window_between(before: &Counters, after: &Counters, seconds: f64) -> Window {
+    let (b, a) = (&before.window, &after.window);
+    let mut w = Window {
+        seconds,
+        ..Window::default()
+    };
+    for (k, t) in &a.tiers {
+        if let Some(d) = minus(t, b.tiers.get(k)) {
+            w.tiers.insert(k.clone(), d);
+        }
+    }
+    for (k, t) in &a.hops {
+        if let Some(d) = minus(t, b.hops.get(k)) {
+            w.hops.insert(k.clone(), d);
+        }
+    }
+    if let Some(d) = minus(&a.request, Some(&b.request)) {
+        w.request = d;
+    }
+    w
+}
+
+/// Runs the [`queries`] over the last `range_s` seconds against Prometheus at `base`.
+pub async fn prometheus(base: &str, selector: &str, range_s: u32) -> Result<Window, String> {
     let mut answers = Vec::new();
-    for (_, q) in queries(selector, range) {
+    for (q, text) in queries(selector, &format!("{range_s}s")) {
         let url = format!(
             "{}/api/v1/query?query={}",
             base.trim_end_matches('/'),
-            utf8_percent_encode(&q, NON_ALPHANUMERIC)
+            utf8_percent_encode(&text, NON_ALPHANUMERIC)
         );
         let body = super::fetch::get(&url, 16 << 20, Duration::from_secs(10))
             .await
             .map_err(|e| e.to_string())?;
-        answers.push(parse_vector(&body)?);
+        answers.push((q, parse_vector(&body)?));
     }
-    Ok(observation_from(
-        &answers[0],
-        &answers[1],
-        &answers[2],
-        &answers[3],
-    ))
+    Ok(window_from(f64::from(range_s), &answers))
 }
 
 /// Scrapes the shards' `/metrics` and adds up their counters.
@@ -237,40 +309,80 @@ pub async fn scrape(urls: &[String]) -> Result<Counters, String> {
 mod tests {
     use super::*;
 
+    fn answer(json: &str) -> Vec<Sample> {
+        parse_vector(json.as_bytes()).unwrap()
+    }
+
     #[test]
-    fn prometheus_vectors_parse_and_assemble() {
-        let compute = parse_vector(
-            br#"{"status":"success","data":{"resultType":"vector","result":[
-            {"metric":{"tier":"end"},"value":[1.5,"0.012"]},
+    fn prometheus_vectors_parse_and_assemble_a_window() {
+        let count = answer(
+            r#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"tier":"end"},"value":[1.5,"40"]},
             {"metric":{"tier":"edge"},"value":[1.5,"NaN"]}]}}"#,
-        )
-        .unwrap();
-        assert_eq!(compute.len(), 1, "NaN dropped");
-        let secs = parse_vector(br#"{"status":"success","data":{"result":[{"metric":{"from":"end","to":"edge"},"value":[1,"0.5"]}]}}"#).unwrap();
-        let bytes = parse_vector(br#"{"status":"success","data":{"result":[{"metric":{"from":"end","to":"edge"},"value":[1,"1000"]}]}}"#).unwrap();
-        let obs = observation_from(&compute, &secs, &bytes, &[]);
-        assert_eq!(obs.compute_s["end"], 0.012);
-        assert_eq!(obs.hops["end->edge"], (0.5, 1000.0));
+        );
+        assert_eq!(count.len(), 1, "NaN dropped");
+        let sum = answer(
+            r#"{"status":"success","data":{"result":[{"metric":{"tier":"end"},"value":[1,"0.48"]}]}}"#,
+        );
+        let buckets = answer(
+            r#"{"status":"success","data":{"result":[
+            {"metric":{"tier":"end","le":"0.025"},"value":[1,"40"]},
+            {"metric":{"tier":"end","le":"0.01"},"value":[1,"10"]},
+            {"metric":{"tier":"end","le":"+Inf"},"value":[1,"40"]}]}}"#,
+        );
+        let hop_n = answer(
+            r#"{"status":"success","data":{"result":[{"metric":{"from":"end","to":"edge"},"value":[1,"40"]}]}}"#,
+        );
+        let hop_b = answer(
+            r#"{"status":"success","data":{"result":[{"metric":{"from":"end","to":"edge"},"value":[1,"4e6"]}]}}"#,
+        );
+        let w = window_from(
+            300.0,
+            &[
+                (Query(Series::Tier, Part::Count), count),
+                (Query(Series::Tier, Part::Sum), sum),
+                (Query(Series::Tier, Part::Buckets), buckets),
+                (Query(Series::Hop, Part::Count), hop_n),
+                (Query(Series::Hop, Part::Bytes), hop_b),
+            ],
+        );
+        let end = &w.tiers["end"];
+        assert_eq!((end.count, end.sum_s), (40.0, 0.48));
+        assert_eq!(
+            end.buckets,
+            [(0.01, 10.0), (0.025, 40.0)],
+            "sorted, +Inf left out"
+        );
+        assert_eq!(w.hops["end->edge"].bytes, 4e6);
         assert!(parse_vector(br#"{"status":"error","error":"bad query"}"#)
             .unwrap_err()
             .contains("bad query"));
         assert!(parse_vector(b"<html>").is_err());
-        let q = queries(&selector("ns", "x\"y", "p1"), "1m");
+        let q = queries(&selector("ns", "x\"y", "p1"), "300s");
         assert!(
             q[0].1.contains(r#"name="x\"y",pod_plan_id="p1""#),
             "{}",
             q[0].1
         );
-        assert!(q[0]
-            .1
-            .starts_with("sum by (tier) (irate(cnnpc_shard_compute_seconds_sum{"));
+        assert_eq!(
+            q[0].1,
+            format!(
+                "sum by (tier) (increase(cnnpc_shard_compute_seconds_count{{{}}}[300s]))",
+                selector("ns", "x\"y", "p1")
+            )
+        );
+        assert!(q.iter().any(
+            |(k, t)| *k == Query(Series::Hop, Part::Buckets) && t.contains("by (from, to, le)")
+        ));
     }
 
     #[test]
-    fn scraped_counters_give_means_between_scrapes() {
+    fn scraped_counters_give_totals_between_scrapes() {
         let text = |n: f64| {
             format!(
-                "# TYPE x histogram\ncnnpc_shard_compute_seconds_sum{{model=\"m\",tier=\"edge\"}} {}\n\
+                "# TYPE x histogram\ncnnpc_shard_compute_seconds_bucket{{model=\"m\",tier=\"edge\",le=\"0.025\"}} {n}\n\
+                 cnnpc_shard_compute_seconds_bucket{{model=\"m\",tier=\"edge\",le=\"+Inf\"}} {n}\n\
+                 cnnpc_shard_compute_seconds_sum{{model=\"m\",tier=\"edge\"}} {}\n\
                  cnnpc_shard_compute_seconds_count{{model=\"m\",tier=\"edge\"}} {}\n\
                  cnnpc_hop_seconds_sum{{from=\"end\",to=\"edge\"}} {}\n\
                  cnnpc_hop_seconds_count{{from=\"end\",to=\"edge\"}} {}\n\
@@ -282,12 +394,17 @@ mod tests {
         let (mut a, mut b) = (Counters::default(), Counters::default());
         parse_exposition(&text(10.0), &mut a);
         parse_exposition(&text(30.0), &mut b);
-        let obs = observation_between(&a, &b);
-        assert!((obs.compute_s["edge"] - 0.01).abs() < 1e-12);
-        let (s, by) = obs.hops["end->edge"];
-        assert!((s - 0.1).abs() < 1e-12 && (by - 5000.0).abs() < 1e-9);
-        assert!((obs.request_s.unwrap() - 0.2).abs() < 1e-12);
-        // No new requests: nothing observed.
-        assert!(observation_between(&b, &b).is_empty());
+        let w = window_between(&a, &b, 30.0);
+        let edge = &w.tiers["edge"];
+        assert_eq!(edge.count, 20.0);
+        assert!((edge.sum_s - 0.2).abs() < 1e-12);
+        assert_eq!(edge.buckets, [(0.025, 20.0)]);
+        let hop = &w.hops["end->edge"];
+        assert!((hop.sum_s - 2.0).abs() < 1e-12 && (hop.bytes - 100_000.0).abs() < 1e-9);
+        assert_eq!(w.request.count, 20.0);
+        // No new requests: nothing observed; a reset counter: nothing either.
+        let none = window_between(&b, &b, 30.0);
+        assert!(none.tiers.is_empty() && none.hops.is_empty() && none.request.count == 0.0);
+        assert!(window_between(&b, &a, 30.0).tiers.is_empty());
     }
 }

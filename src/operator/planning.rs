@@ -494,31 +494,46 @@ pub enum Replan {
     },
 }
 
-/// Folds `obs` into the assumptions the current plan was made with (`req.assumed`), searches
-/// again when they moved by more than 5%, and rolls the new plan out when it beats the current
-/// one, re-costed under the same new assumptions, by more than `hysteresis`. Blocking (it may
-/// search); the decisions are [`decide`]'s.
+/// Folds `obs` into the assumptions the current plan was made with (`req.assumed`) and
+/// searches again when they moved by more than 5% even at the evidence's confidence
+/// ([`decide::cautious`]). The new plan rolls out when it beats the current one by more than
+/// `hysteresis`, both re-costed under the cautious assumptions, so the gain holds at that
+/// confidence; a plan in `rejected` (rolled back before) is never chosen again. Blocking (it
+/// may search); the decisions are [`decide`]'s.
 pub fn replan_on(
     current: &PlanStatus,
     mut req: PlanRequest,
     obs: &Observation,
     hysteresis: f64,
+    rejected: &[String],
 ) -> Result<Replan, PlanError> {
     let old = req.assumed.clone();
     let new = decide::adjust(current, &old, obs);
-    if !decide::changed(&old, &new, 0.05) {
+    let careful = decide::adjust(current, &old, &decide::cautious(current, &old, obs));
+    if !decide::changed(&old, &careful, 0.05) {
         return Ok(Replan::Unchanged);
     }
     let reason = decide::reason(&old, &new);
     req.assumed = new.clone();
     let (spec, lost) = (req.spec.clone(), req.lost.clone());
     let outcome = make_plan(req)?;
-    let current_ms = recost(current, &spec, &outcome.profile, &lost, &new);
+    if rejected.contains(&outcome.status.id) {
+        return Ok(Replan::Kept {
+            note: format!(
+                "{reason}: the best plan {} was rolled back before (status.rejectedPlans): kept {}",
+                outcome.status.id, current.id
+            ),
+            assumed: new,
+        });
+    }
+    let current_ms = recost(current, &spec, &outcome.profile, &lost, &careful);
+    let new_ms = recost(&outcome.status, &spec, &outcome.profile, &lost, &careful)
+        .unwrap_or(outcome.status.latency_ms);
     if decide::should_roll_out(
         &current.id,
         current_ms,
         &outcome.status.id,
-        outcome.status.latency_ms,
+        new_ms,
         hysteresis,
     ) {
         Ok(Replan::RollOut {
@@ -528,9 +543,9 @@ pub fn replan_on(
     } else {
         Ok(Replan::Kept {
             note: format!(
-                "{reason}: best plan {} at {:.3} ms vs the current {} ms: kept (hysteresis {hysteresis})",
+                "{reason}: best plan {} at {new_ms:.3} ms vs the current {} ms at the evidence's \
+                 confidence: kept (hysteresis {hysteresis})",
                 outcome.status.id,
-                outcome.status.latency_ms,
                 current_ms.map_or("?".into(), |m| format!("{m:.3}"))
             ),
             assumed: new,

@@ -14,7 +14,7 @@ const CHILDREN: &[&str] = &["get", "list", "watch", "create", "patch", "delete"]
 
 /// Every (apiGroup, resource, verbs) the controller calls.
 /// - the custom resource: watched; its status written by server-side apply (`patch`);
-/// - children (ConfigMaps, Deployments, Services): listed, watched, applied (`create` is needed
+/// - children (ConfigMaps, Deployments, Services, HorizontalPodAutoscalers): listed, watched, applied (`create` is needed
 ///   for server-side apply of a new object, `patch` otherwise), deleted when no longer wanted;
 ///   ConfigMaps are also read for `spec.profile`;
 /// - events (events.k8s.io): created, and patched when the recorder folds repeats into a series;
@@ -44,6 +44,11 @@ pub fn rules() -> Vec<Rule> {
         Rule {
             api_group: "apps",
             resource: "deployments",
+            verbs: CHILDREN,
+        },
+        Rule {
+            api_group: "autoscaling",
+            resource: "horizontalpodautoscalers",
             verbs: CHILDREN,
         },
         Rule {

@@ -10,6 +10,7 @@ use super::crd::{default_slowdown, CollaborativeInference, FileSource, PlanStatu
 use super::labels;
 use crate::planner::plan::MeasuredOn;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSecurityContext,
     PodSpec, PodTemplateSpec, Probe, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
@@ -652,7 +653,12 @@ pub fn build_deployment(
     let mut d = Deployment {
         metadata: shard_meta(ci, shard_name(&name, tier, &plan.id), tier, &plan.id)?,
         spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas.unwrap_or(1)),
+            // An autoscaled tier's replicas are the HorizontalPodAutoscaler's to set: left out
+            // of what we apply, so server-side apply never takes the field back.
+            replicas: match spec.autoscaling {
+                Some(_) => None,
+                None => Some(spec.replicas.unwrap_or(1)),
+            },
             selector: LabelSelector {
                 match_labels: Some(labels::tier_selector(&name, tier, &plan.id)),
                 ..LabelSelector::default()
@@ -719,6 +725,68 @@ pub fn build_service(
     let h = hash_of(&s);
     stamp(&mut s.metadata, h);
     Ok(s)
+}
+
+/// A HorizontalPodAutoscaler (autoscaling/v2) on CPU for each tier of `plan` whose spec asks
+/// for one, named like the tier's Deployment it scales.
+pub fn build_autoscalers(
+    ci: &CollaborativeInference,
+    plan: &PlanStatus,
+) -> Result<Vec<HorizontalPodAutoscaler>, BuildError> {
+    use k8s_openapi::api::autoscaling::v2::{
+        CrossVersionObjectReference, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
+        ResourceMetricSource,
+    };
+    use kube::ResourceExt;
+    let name = ci.name_any();
+    let mut out = Vec::new();
+    for t in plan.tiers.iter().filter(|t| t.segments.is_some()) {
+        let Some(a) = ci
+            .spec
+            .tiers
+            .get(&t.tier)
+            .and_then(|s| s.autoscaling.as_ref())
+        else {
+            continue;
+        };
+        if a.min_replicas > a.max_replicas {
+            return Err(BuildError::Invalid(format!(
+                "tiers.{}.autoscaling: minReplicas {} exceeds maxReplicas {}",
+                t.tier, a.min_replicas, a.max_replicas
+            )));
+        }
+        let target = shard_name(&name, &t.tier, &plan.id);
+        let mut h = HorizontalPodAutoscaler {
+            metadata: shard_meta(ci, target.clone(), &t.tier, &plan.id)?,
+            spec: Some(HorizontalPodAutoscalerSpec {
+                scale_target_ref: CrossVersionObjectReference {
+                    api_version: Some("apps/v1".into()),
+                    kind: "Deployment".into(),
+                    name: target,
+                },
+                min_replicas: Some(a.min_replicas),
+                max_replicas: a.max_replicas,
+                metrics: Some(vec![MetricSpec {
+                    type_: "Resource".into(),
+                    resource: Some(ResourceMetricSource {
+                        name: "cpu".into(),
+                        target: MetricTarget {
+                            type_: "Utilization".into(),
+                            average_utilization: Some(a.target_cpu_utilization_percentage),
+                            ..MetricTarget::default()
+                        },
+                    }),
+                    ..MetricSpec::default()
+                }]),
+                ..HorizontalPodAutoscalerSpec::default()
+            }),
+            ..HorizontalPodAutoscaler::default()
+        };
+        let hash = hash_of(&h);
+        stamp(&mut h.metadata, hash);
+        out.push(h);
+    }
+    Ok(out)
 }
 
 /// The entry Service: named after the resource, selecting the first tier of `plan_id` (the

@@ -11,8 +11,11 @@ pub const DEGRADED: &str = "Degraded";
 /// True while a new plan comes up beside the serving one or the old one drains.
 pub const PROGRESSING: &str = "Progressing";
 
+/// Whether the last round of observations had enough evidence to act on.
+pub const OBSERVED: &str = "Observed";
+
 /// The condition types, in the order status lists them.
-pub const TYPES: [&str; 5] = [PLANNED, DEPLOYED, READY, DEGRADED, PROGRESSING];
+pub const TYPES: [&str; 6] = [PLANNED, DEPLOYED, READY, DEGRADED, PROGRESSING, OBSERVED];
 
 /// What a condition should say now.
 #[derive(Debug, Clone, PartialEq)]

@@ -53,7 +53,7 @@ impl Outcome {
 }
 
 /// Buckets from 0.5 ms to 30 s: a shard runs in ms, a hop over a slow link takes up to seconds.
-const SECONDS_BUCKETS: [f64; 16] = [
+pub const SECONDS_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
     30.0,
 ];

@@ -434,8 +434,23 @@ impl Shard {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
+        let metrics = Metrics::new(&cfg.tier, &cfg.plan_id, &cfg.cuts);
+        // Every series this shard can observe exists from the start, at 0: Prometheus'
+        // `increase` then counts the first request too (a series born at 1 loses it).
+        metrics
+            .shard_compute_seconds
+            .with_label_values(&[cfg.tier.as_str(), cfg.model_name.as_str()]);
+        // Request order: a tier receives only from the tiers before it.
+        let tiers = ["end", "edge", "cloud"];
+        for from in tiers.iter().take_while(|t| **t != cfg.tier) {
+            if tiers.contains(&cfg.tier.as_str()) {
+                let labels = [*from, cfg.tier.as_str()];
+                metrics.hop_seconds.with_label_values(&labels);
+                metrics.hop_bytes_total.with_label_values(&labels);
+            }
+        }
         Ok(Shard {
-            metrics: Metrics::new(&cfg.tier, &cfg.plan_id, &cfg.cuts),
+            metrics,
             slots: Arc::new(Semaphore::new(cfg.max_concurrency)),
             compute: ComputePool::new(&format!("cnnpc-{}", cfg.tier), cfg.compute_threads)?,
             link: cfg
