@@ -43,6 +43,21 @@ const CONTROLLER_METRICS: &[(&str, Kind, &[&str])] = &[
         Kind::Gauge,
         &["namespace", "name"],
     ),
+    (
+        "cnnpc_plan_phase",
+        Kind::Gauge,
+        &["namespace", "name", "plan_id", "phase"],
+    ),
+    (
+        "cnnpc_tier_replicas",
+        Kind::Gauge,
+        &["namespace", "name", "tier", "state"],
+    ),
+    (
+        "cnnpc_live_agreement",
+        Kind::Gauge,
+        &["namespace", "name", "bound"],
+    ),
 ];
 
 /// Labels Prometheus (prometheus-operator's ServiceMonitor) puts on the controller's series.

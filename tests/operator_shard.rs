@@ -12,7 +12,7 @@ fn args(model: &std::path::Path, extra: &[&str]) -> ShardArgs {
     let mut argv = vec!["cnnpc", "shard", "--model", model.to_str().unwrap()];
     argv.extend_from_slice(extra);
     match Cli::try_parse_from(argv).unwrap().command {
-        Command::Shard(a) => a,
+        Command::Shard(a) => *a,
         other => panic!("parsed {other:?}"),
     }
 }

@@ -57,7 +57,7 @@ pub enum Command {
     /// Measure an ONNX model per segment on this machine and write a planner profile.
     Profile(ProfileArgs),
     /// Serve one shard over HTTP: what a pod of one tier runs.
-    Shard(ShardArgs),
+    Shard(Box<ShardArgs>),
     /// Call an entry with the Open Inference Protocol: top-k per image or tensor, or a load
     /// check with latency percentiles.
     Infer(InferArgs),

@@ -92,6 +92,14 @@ pub struct ShardArgs {
     /// stopping, so Services and clients move off this pod first.
     #[arg(long, default_value_t = crate::runtime::server::DRAIN_SECONDS)]
     pub drain_seconds: u32,
+    /// Entry tier: a shard serving the whole unmodified model; a fraction of requests also
+    /// runs through it, off the request path, and their top-1 agreement is counted
+    /// (`cnnpc_shadow_total`).
+    #[arg(long)]
+    pub shadow_url: Option<String>,
+    /// The fraction of requests shadowed, in [0, 1].
+    #[arg(long, default_value_t = 0.01, requires = "shadow_url")]
+    pub shadow_fraction: f64,
     /// Log lines as text or JSON.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -147,6 +155,15 @@ pub fn run(a: &ShardArgs) -> Result<()> {
         cuts: a.cuts.clone(),
         oip,
         drain: std::time::Duration::from_secs(a.drain_seconds.into()),
+        shadow: a
+            .shadow_url
+            .as_deref()
+            .map(|u| {
+                u.parse::<axum::http::Uri>()
+                    .with_context(|| format!("--shadow-url {u:?} is not a URL"))
+                    .map(|u| (u, a.shadow_fraction))
+            })
+            .transpose()?,
         ..ShardConfig::default()
     };
     config.validate().map_err(anyhow::Error::msg)?;

@@ -389,6 +389,58 @@ async fn decide(ci: &CollaborativeInference, ctx: &Context, observed: &Observed)
             high: high * 1e3,
         }
     });
+    let floor = ci.spec.objective.as_ref().and_then(|o| o.min_accuracy);
+    let low_agreement = judged.status.live_agreement.as_ref().filter(|a| {
+        a.samples >= u64::from(ci.spec.replan.evidence.min_requests)
+            && floor.is_some_and(|f| a.agreement.high < f)
+    });
+    let already = status.rejected_plans.iter().any(|r| r.id == current.id);
+    if let (Some(live), Some(floor), false) = (low_agreement, floor, already) {
+        // Below the floor at confidence: this plan is rejected, and the search runs again
+        // with the floor raised by how far calibration overrated it.
+        let live = live.clone();
+        let gap = (current.accuracy.unwrap_or(1.0) - live.agreement.high).max(0.0);
+        let raised = (floor + gap).min(0.9999);
+        let why = format!(
+            "live agreement {:.4} [{:.4}, {:.4}] over {} shadowed rows is below the floor {floor}",
+            live.agreement.value, live.agreement.low, live.agreement.high, live.samples
+        );
+        step.rejected = Some(RejectedPlan {
+            id: current.id.clone(),
+            summary: current.summary.clone(),
+            reason: why.clone(),
+            predicted_latency_ms: current.latency_ms,
+            observed_latency_ms: None,
+            baseline_plan: None,
+            baseline_latency_ms: None,
+            live_agreement: Some(live),
+            at: now.to_string(),
+        });
+        let mut req = plan_request(ci, ctx, &data, true, &lost, assumed.clone()).await?;
+        if let Some(o) = req.spec.objective.as_mut() {
+            o.min_accuracy = Some(raised);
+        }
+        let outcome = tokio::task::spawn_blocking(move || planning::make_plan(req))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?;
+        match outcome {
+            Ok(o) if o.status.id != current.id => {
+                step.data = configmap_data(&o);
+                step.plan = o.status;
+                step.assumed = o.assumed;
+                step.replanned = Some(Trigger::LiveAgreement(format!(
+                    "{why}: searched again at floor {raised:.4}"
+                )));
+            }
+            Ok(_) => {
+                step.note = Some(format!(
+                    "{why}: searched again at floor {raised:.4}; no other plan meets it"
+                ))
+            }
+            Err(e) => step.note = Some(format!("{why}: searched again at floor {raised:.4}: {e}")),
+        }
+        return Ok(step);
+    }
     if let Some(rb) = history::rollback(
         &status.history,
         &current,
@@ -745,6 +797,16 @@ async fn apply(
             }));
         }
     }
+    if ci.spec.shadow.is_some() {
+        // One tier, so no next-hop Service from build_shards: the entry calls this one.
+        let (d, _) = resources::build_shards(ci, &resources::shadow_plan(), &ctx.build)?;
+        deployments.extend(d);
+        services.push(resources::build_service(
+            ci,
+            resources::SHADOW_TIER,
+            resources::SHADOW_PLAN,
+        )?);
+    }
     let entry = resources::build_entry_service(ci, &serving.id)?;
     let entry_name = resources::entry_name(&name);
     let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
@@ -834,6 +896,10 @@ async fn apply(
         entry: Some((resources::entry_url(ci), resources::entry_address(ci))),
         observation: step.observation.as_ref(),
         history: plan_history,
+        low_agreement: rejected
+            .iter()
+            .find(|r| r.id == serving.id && r.live_agreement.is_some())
+            .map(|r| r.reason.clone()),
         rejected,
     };
     let new = core::desired_status(&old, &outcome, &now.to_string());
@@ -848,6 +914,14 @@ async fn apply(
     if let Some(o) = new.observed_latency_ms {
         ctx.metrics.observed.with_label_values(&labels).set(o / 1e3);
     }
+    ctx.metrics.export_state(
+        ns,
+        &name,
+        &rollout::Versions::of(&old),
+        &versions,
+        &new,
+        &health,
+    );
     for change in &changes {
         let (reason, note) = match change {
             rollout::Change::Served { .. } => (

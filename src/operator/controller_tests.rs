@@ -881,10 +881,11 @@ async fn a_regression_rolls_back_and_the_rejected_plan_is_kept_in_status() {
     assert!(r.reason.starts_with("rolled back: "), "{}", r.reason);
     let rej = &s.rejected_plans[0];
     assert_eq!(rej.id, second.id);
-    assert_eq!(rej.baseline_plan, first.id);
-    assert_eq!(rej.baseline_latency_ms, 1300.0);
-    assert!((rej.observed_latency_ms.value - 3000.0).abs() < 1e-6);
-    assert!(rej.observed_latency_ms.low > 1300.0 * 1.1);
+    assert_eq!(rej.baseline_plan.as_deref(), Some(first.id.as_str()));
+    assert_eq!(rej.baseline_latency_ms, Some(1300.0));
+    let seen = rej.observed_latency_ms.unwrap();
+    assert!((seen.value - 3000.0).abs() < 1e-6);
+    assert!(seen.low > 1300.0 * 1.1);
     let reasons: Vec<String> = env
         .events()
         .iter()
@@ -1170,4 +1171,82 @@ async fn the_users_calibration_data_is_measured_on_and_handed_to_every_shard() {
             (Some("Warning"), Some(reason))
         );
     }
+}
+
+/// Shadow sampling: a shadow Deployment serves the unmodified model, the entry is told to
+/// sample into it, and a live agreement below the floor at confidence turns the resource
+/// Degraded, rejects the plan and searches again at a raised floor.
+#[tokio::test]
+async fn live_agreement_below_the_floor_degrades_and_searches_again() {
+    let mut s = spec();
+    s.objective = Some(serde_json::from_value(json!({"minAccuracy": 0.9})).unwrap());
+    s.shadow = Some(serde_json::from_value(json!({"fraction": 0.05})).unwrap());
+    let env = setup(s);
+    env.reconcile().await.unwrap();
+    let plan = env.status().plan.unwrap();
+    let shadow = "demo-shadow-whole";
+    assert!(
+        env.deployments().contains(&shadow.to_string()),
+        "{:?}",
+        env.deployments()
+    );
+    let d = env.fake.get(&format!("{DEPLOYMENTS}/{shadow}")).unwrap();
+    let a = args(&d);
+    assert!(
+        !a.contains(&"--split-at".to_string()),
+        "the whole model: {a:?}"
+    );
+    assert!(!a.contains(&"--keep".to_string()));
+    assert!(env.fake.get(&format!("{SERVICES}/{shadow}")).is_some());
+    let entry = env
+        .fake
+        .get(&format!("{DEPLOYMENTS}/demo-end-{}", plan.id))
+        .unwrap();
+    let a = args(&entry);
+    let at = a
+        .iter()
+        .position(|x| x == "--shadow-url")
+        .expect("the entry samples");
+    assert_eq!(a[at + 1], "http://demo-shadow-whole.ns.svc:8080");
+    assert_eq!(
+        a[at + 2..at + 4],
+        ["--shadow-fraction".to_string(), "0.05".to_string()]
+    );
+    // 30 of 100 shadowed rows agree: far below 0.9 at 95%.
+    env.observe(100, secs(ASSUMED_PATH), 0.013);
+    env.observation.lock().unwrap().shadow = (30.0, 70.0);
+    env.feedback_due();
+    env.reconcile().await.unwrap();
+    let s = env.status();
+    let live = s
+        .observation
+        .as_ref()
+        .unwrap()
+        .live_agreement
+        .clone()
+        .unwrap();
+    assert_eq!((live.samples, live.agreement.value), (100, 0.3));
+    assert!(live.agreement.high < 0.9);
+    let (st, reason) = condition(&s, status::DEGRADED);
+    assert_eq!(
+        (st.as_str(), reason.as_str()),
+        ("True", "LiveAgreementBelowFloor")
+    );
+    assert_eq!(s.rejected_plans[0].id, plan.id);
+    assert!(
+        s.rejected_plans[0].reason.contains("live agreement 0.3000"),
+        "{}",
+        s.rejected_plans[0].reason
+    );
+    let planned = &status::get(&s.conditions, status::PLANNED).unwrap().message;
+    assert!(planned.contains("searched again at floor"), "{planned}");
+    // A few agreeing rows do not clear it; a spec change (a new search from scratch) does.
+    env.edit(|s| s.objective = Some(serde_json::from_value(json!({"minAccuracy": 0.2})).unwrap()));
+    env.reconcile().await.unwrap();
+    assert_eq!(condition(&env.status(), status::DEGRADED).0, "False");
+    // Shadow off: its Deployment and Service are pruned, the entry no longer samples.
+    env.edit(|s| s.shadow = None);
+    env.reconcile().await.unwrap();
+    assert!(!env.deployments().contains(&shadow.to_string()));
+    assert!(env.fake.get(&format!("{SERVICES}/{shadow}")).is_none());
 }

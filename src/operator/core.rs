@@ -27,6 +27,8 @@ pub enum Trigger {
     Observed(String),
     /// The serving plan served worse than the one it replaced: back to that one.
     RolledBack(String),
+    /// The shadow-sampled agreement fell below the floor at confidence.
+    LiveAgreement(String),
 }
 
 impl Trigger {
@@ -40,6 +42,7 @@ impl Trigger {
             Trigger::TierRecovered(_) => "tier_recovered",
             Trigger::Observed(_) => "observed",
             Trigger::RolledBack(_) => "rolled_back",
+            Trigger::LiveAgreement(_) => "live_agreement",
         }
     }
 
@@ -51,7 +54,7 @@ impl Trigger {
             Trigger::PlanLost => "plan ConfigMap missing".into(),
             Trigger::TierLost(t) => format!("tier lost: {}", t.join(", ")),
             Trigger::TierRecovered(t) => format!("tier recovered: {}", t.join(", ")),
-            Trigger::Observed(r) | Trigger::RolledBack(r) => r.clone(),
+            Trigger::Observed(r) | Trigger::RolledBack(r) | Trigger::LiveAgreement(r) => r.clone(),
         }
     }
 }
@@ -175,6 +178,8 @@ pub struct Outcome<'a> {
     pub observation: Option<&'a ObservationStatus>,
     pub history: Vec<HistoryEntry>,
     pub rejected: Vec<RejectedPlan>,
+    /// Set while the serving plan's live agreement is below the floor at confidence.
+    pub low_agreement: Option<String>,
 }
 
 /// The status after a successful reconcile.
@@ -248,7 +253,9 @@ pub fn desired_status(
                 format!("not ready: {}", not_ready.join(", ")),
             )
         },
-        if o.lost.is_empty() {
+        if let (true, Some(why)) = (o.lost.is_empty(), &o.low_agreement) {
+            Want::new(status::DEGRADED, true, "LiveAgreementBelowFloor", why.clone())
+        } else if o.lost.is_empty() {
             Want::new(status::DEGRADED, false, "AllTiersAvailable", "")
         } else {
             Want::new(
@@ -514,6 +521,7 @@ mod tests {
             observation: None,
             history: vec![],
             rejected: vec![],
+            low_agreement: None,
         };
         let s1 = desired_status(&CollaborativeInferenceStatus::default(), &o, "t1");
         assert_eq!(s1.replan_count, 0);

@@ -71,6 +71,11 @@ pub struct CollaborativeInferenceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("pattern" = "^https?://"))]
     pub prometheus_url: Option<String>,
+    /// Online accuracy: a fraction of entry requests also runs, off the request path, through
+    /// the unmodified model on a shadow Deployment (`<name>-shadow-whole`, placed like the cloud
+    /// tier), and the agreement of the served top-1 with the full model's is measured live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowSpec>,
     /// Shard container image; default: the controller's `--shard-image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
@@ -106,6 +111,14 @@ pub struct ModelSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("pattern" = "^[^/].*$"), length(min = 1))]
     pub class_names: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowSpec {
+    /// The fraction of entry requests shadowed (e.g. 0.01).
+    #[schemars(extend("minimum" = 0, "exclusiveMinimum" = true, "maximum" = 1))]
+    pub fraction: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -564,9 +577,20 @@ pub struct ObservationStatus {
     /// Per hop `from->to`: throughput in Mbit/s.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub links: BTreeMap<String, LinkObservation>,
+    /// Shadow-sampled agreement of the served top-1 with the unmodified model's (`spec.shadow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_agreement: Option<LiveAgreement>,
     /// What was too thin to act on, e.g. `end->edge: 1 request, 3.1 KiB (needs 20, 1.0 MiB)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub insufficient: Vec<String>,
+}
+
+/// An agreement with its Wilson interval at the evidence's confidence.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveAgreement {
+    pub samples: u64,
+    pub agreement: Estimate,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -608,11 +632,19 @@ pub struct HistoryEntry {
 pub struct RejectedPlan {
     pub id: String,
     pub summary: String,
+    /// Why, e.g. `rolled back: ... served 3000 ms against 1300 ms of ...`.
+    pub reason: String,
     pub predicted_latency_ms: f64,
     /// What it was observed to serve at, and the plan it replaced before it.
-    pub observed_latency_ms: Estimate,
-    pub baseline_plan: String,
-    pub baseline_latency_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_latency_ms: Option<Estimate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_latency_ms: Option<f64>,
+    /// The live agreement that rejected it, when that was the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_agreement: Option<LiveAgreement>,
     #[schemars(extend("format" = "date-time"))]
     pub at: String,
 }

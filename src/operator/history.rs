@@ -63,10 +63,12 @@ pub fn rollback(
         rejected: RejectedPlan {
             id: serving.id.clone(),
             summary: serving.summary.clone(),
+            reason: "served slower than the plan it replaced".into(),
             predicted_latency_ms: serving.latency_ms,
-            observed_latency_ms: latency,
-            baseline_plan: before.plan.id.clone(),
-            baseline_latency_ms: baseline,
+            observed_latency_ms: Some(latency),
+            baseline_plan: Some(before.plan.id.clone()),
+            baseline_latency_ms: Some(baseline),
+            live_agreement: None,
             at: now.to_string(),
         },
     })
@@ -224,8 +226,8 @@ mod tests {
         let r = rollback(&h, &b, est(30.0, 25.0), t(90), 0.1, 3, 30).expect("rolls back");
         assert_eq!(r.to.id, "a");
         assert_eq!(r.rejected.id, "b");
-        assert_eq!(r.rejected.baseline_latency_ms, 21.0);
-        assert_eq!(r.rejected.observed_latency_ms.value, 30.0);
+        assert_eq!(r.rejected.baseline_latency_ms, Some(21.0));
+        assert_eq!(r.rejected.observed_latency_ms.unwrap().value, 30.0);
         assert!(
             r.reason.starts_with("rolled back: b served 30.000 ms"),
             "{}",

@@ -10,10 +10,16 @@
 //! | `cnnpc_plan_predicted_latency_seconds` | gauge | namespace, name |
 //! | `cnnpc_plan_observed_latency_seconds` | gauge | namespace, name |
 //! | `cnnpc_controller_leader` | gauge | — (1 while this replica holds the Lease) |
+//! | `cnnpc_plan_phase` | gauge | namespace, name, plan_id, phase (serving, rolling_out, retiring): 1 per living plan |
+//! | `cnnpc_tier_replicas` | gauge | namespace, name, tier, state (ready, wanted): the serving plan's |
+//! | `cnnpc_live_agreement` | gauge | namespace, name, bound (value, low, high): shadow agreement |
 
+use super::core::TierHealth;
+use super::crd::CollaborativeInferenceStatus;
+use super::rollout::Versions;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,7 +35,37 @@ pub struct Metrics {
     pub predicted: GaugeVec,
     pub observed: GaugeVec,
     pub leader: IntGauge,
+    pub phase: IntGaugeVec,
+    pub replicas: IntGaugeVec,
+    pub agreement: GaugeVec,
 }
+
+/// The `error` label's values (`Error::metric_label`), created at 0 so a panel of them has a
+/// series before the first error.
+pub const ERROR_LABELS: [&str; 10] = [
+    "kube",
+    "model_unavailable",
+    "checksum_mismatch",
+    "invalid_spec",
+    "invalid_model",
+    "invalid_profile",
+    "unknown_cut",
+    "impossible_objective",
+    "calibration",
+    "task",
+];
+
+/// The `reason` label's values (`Trigger::label`), created at 0.
+pub const REPLAN_REASONS: [&str; 8] = [
+    "initial",
+    "spec_changed",
+    "plan_lost",
+    "tier_lost",
+    "tier_recovered",
+    "observed",
+    "rolled_back",
+    "live_agreement",
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -59,7 +95,7 @@ impl Default for Metrics {
             replans: IntCounterVec::new(
                 Opts::new(
                     "cnnpc_controller_replans_total",
-                    "Plans rolled out, by reason (initial, spec_changed, plan_lost, tier_lost, tier_recovered, observed).",
+                    "Plans rolled out, by reason (initial, spec_changed, plan_lost, tier_lost, tier_recovered, observed, rolled_back, live_agreement).",
                 ),
                 &["reason"],
             )
@@ -85,6 +121,30 @@ impl Default for Metrics {
                 "1 while this replica holds the leader Lease.",
             )
             .expect("valid metric"),
+            phase: IntGaugeVec::new(
+                Opts::new(
+                    "cnnpc_plan_phase",
+                    "1 for each living plan of a resource, by phase (serving, rolling_out, retiring).",
+                ),
+                &["namespace", "name", "plan_id", "phase"],
+            )
+            .expect("valid metric"),
+            replicas: IntGaugeVec::new(
+                Opts::new(
+                    "cnnpc_tier_replicas",
+                    "Replicas of the serving plan's tier Deployments, ready and wanted.",
+                ),
+                &["namespace", "name", "tier", "state"],
+            )
+            .expect("valid metric"),
+            agreement: GaugeVec::new(
+                Opts::new(
+                    "cnnpc_live_agreement",
+                    "Shadow-sampled agreement of served top-1 with the unmodified model, and its interval.",
+                ),
+                &["namespace", "name", "bound"],
+            )
+            .expect("valid metric"),
         };
         for c in [
             Box::new(m.reconciles.clone()) as Box<dyn prometheus::core::Collector>,
@@ -94,8 +154,17 @@ impl Default for Metrics {
             Box::new(m.predicted.clone()),
             Box::new(m.observed.clone()),
             Box::new(m.leader.clone()),
+            Box::new(m.phase.clone()),
+            Box::new(m.replicas.clone()),
+            Box::new(m.agreement.clone()),
         ] {
             m.registry.register(c).expect("distinct names");
+        }
+        for e in ERROR_LABELS {
+            m.errors.with_label_values(&[e]);
+        }
+        for r in REPLAN_REASONS {
+            m.replans.with_label_values(&[r]);
         }
         m
     }
@@ -119,6 +188,64 @@ impl Metrics {
         ReconcileTimer {
             start: Instant::now(),
             histogram: self.duration.clone(),
+        }
+    }
+
+    /// The rollout timeline, the serving plan's replicas and the live agreement as gauges (for
+    /// the dashboard); series of plans and tiers no longer there are removed.
+    pub fn export_state(
+        &self,
+        ns: &str,
+        name: &str,
+        before: &Versions,
+        after: &Versions,
+        status: &CollaborativeInferenceStatus,
+        health: &[TierHealth],
+    ) {
+        let phases = |v: &Versions| -> Vec<(String, &'static str)> {
+            v.serving
+                .iter()
+                .map(|p| (p.id.clone(), "serving"))
+                .chain(v.rollout.iter().map(|r| (r.plan.id.clone(), "rolling_out")))
+                .chain(v.retiring.iter().map(|r| (r.plan.id.clone(), "retiring")))
+                .collect()
+        };
+        let now = phases(after);
+        for (id, phase) in phases(before) {
+            if !now.contains(&(id.clone(), phase)) {
+                let _ = self.phase.remove_label_values(&[ns, name, &id, phase]);
+            }
+        }
+        for (id, phase) in &now {
+            self.phase.with_label_values(&[ns, name, id, phase]).set(1);
+        }
+        for tier in super::crd::TIERS {
+            match health.iter().find(|h| h.tier == tier) {
+                Some(h) => {
+                    let r = &self.replicas;
+                    r.with_label_values(&[ns, name, tier, "ready"])
+                        .set(i64::from(h.ready));
+                    r.with_label_values(&[ns, name, tier, "wanted"])
+                        .set(i64::from(h.wanted));
+                }
+                None => {
+                    for state in ["ready", "wanted"] {
+                        let _ = self.replicas.remove_label_values(&[ns, name, tier, state]);
+                    }
+                }
+            }
+        }
+        if let Some(a) = status
+            .observation
+            .as_ref()
+            .and_then(|o| o.live_agreement.as_ref())
+        {
+            let g = &self.agreement;
+            g.with_label_values(&[ns, name, "value"])
+                .set(a.agreement.value);
+            g.with_label_values(&[ns, name, "low"]).set(a.agreement.low);
+            g.with_label_values(&[ns, name, "high"])
+                .set(a.agreement.high);
         }
     }
 
@@ -192,6 +319,8 @@ mod tests {
             "cnnpc_plan_predicted_latency_seconds{name=\"a\",namespace=\"ns\"} 0.05",
             "cnnpc_plan_observed_latency_seconds{name=\"a\",namespace=\"ns\"} 0.06",
             "cnnpc_controller_leader 0",
+            "cnnpc_controller_reconcile_errors_total{error=\"task\"} 0",
+            "cnnpc_controller_replans_total{reason=\"rolled_back\"} 0",
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }

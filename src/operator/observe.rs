@@ -58,6 +58,10 @@ pub fn queries(sel: &str, range: &str) -> Vec<(Query, String)> {
         Query(Series::Hop, Part::Bytes),
         inc("cnnpc_hop_bytes_total", "from, to"),
     ));
+    out.push((
+        Query(Series::Shadow, Part::Count),
+        inc("cnnpc_shadow_total", "result"),
+    ));
     out
 }
 
@@ -70,6 +74,8 @@ pub enum Series {
     Tier,
     Hop,
     Request,
+    /// `cnnpc_shadow_total` by result.
+    Shadow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +128,16 @@ fn key_of(series: Series, l: &BTreeMap<String, String>) -> Option<String> {
     match series {
         Series::Tier => l.get("tier").cloned(),
         Series::Hop => Some(format!("{}->{}", l.get("from")?, l.get("to")?)),
-        Series::Request => Some(String::new()),
+        Series::Request | Series::Shadow => Some(String::new()),
+    }
+}
+
+/// Adds shadow rows by result to the window's (agree, disagree).
+fn add_shadow(w: &mut Window, result: Option<&str>, v: f64) {
+    match result {
+        Some("agree") => w.shadow.0 += v,
+        Some("disagree") => w.shadow.1 += v,
+        _ => {}
     }
 }
 
@@ -130,13 +145,17 @@ fn totals(w: &mut Window, series: Series, key: String) -> &mut Totals {
     match series {
         Series::Tier => w.tiers.entry(key).or_default(),
         Series::Hop => w.hops.entry(key).or_default(),
-        Series::Request => &mut w.request,
+        Series::Request | Series::Shadow => &mut w.request,
     }
 }
 
 /// Adds one answer to the window.
 fn add(w: &mut Window, Query(series, part): Query, samples: &[Sample]) {
     for (l, v) in samples {
+        if series == Series::Shadow {
+            add_shadow(w, l.get("result").map(String::as_str), *v);
+            continue;
+        }
         let Some(k) = key_of(series, l) else { continue };
         let t = totals(w, series, k);
         match part {
@@ -198,12 +217,16 @@ pub fn parse_exposition(text: &str, acc: &mut Counters) {
                 (Series::Hop, n)
             }
             n if n.starts_with("cnnpc_request_seconds_") => (Series::Request, n),
+            "cnnpc_shadow_total" => {
+                add_shadow(w, s.label("result"), s.value);
+                continue;
+            }
             _ => continue,
         };
         let key = match series {
             Series::Tier => s.label("tier").map(str::to_string),
             Series::Hop => (|| Some(format!("{}->{}", s.label("from")?, s.label("to")?)))(),
-            Series::Request => Some(String::new()),
+            Series::Request | Series::Shadow => Some(String::new()),
         };
         let Some(key) = key else { continue };
         let t = totals(w, series, key);
@@ -272,6 +295,9 @@ pub fn window_between(before: &Counters, after: &Counters, seconds: f64) -> Wind
     }
     if let Some(d) = minus(&a.request, Some(&b.request)) {
         w.request = d;
+    }
+    if a.shadow.0 >= b.shadow.0 && a.shadow.1 >= b.shadow.1 {
+        w.shadow = (a.shadow.0 - b.shadow.0, a.shadow.1 - b.shadow.1);
     }
     w
 }

@@ -45,6 +45,38 @@ pub fn shard_name(ci: &str, tier: &str, plan_id: &str) -> String {
     format!("{ci}-{tier}-{plan_id}")
 }
 
+/// The shadow (`spec.shadow`): a one-tier "plan" serving the whole unmodified model, named
+/// `<name>-shadow-whole`, placed by `spec.tiers.cloud`.
+pub const SHADOW_TIER: &str = "shadow";
+pub const SHADOW_PLAN: &str = "whole";
+
+pub fn shadow_plan() -> PlanStatus {
+    PlanStatus {
+        id: SHADOW_PLAN.into(),
+        summary: "the unmodified model (shadow)".into(),
+        deployment: "shadow".into(),
+        encoding: crate::planner::accuracy::WireEncoding::F32,
+        cuts: vec![],
+        tiers: vec![super::crd::PlanTierStatus {
+            tier: SHADOW_TIER.into(),
+            segments: Some(vec![0, 0]),
+            compute_ms: 0.0,
+        }],
+        latency_ms: 0.0,
+        accuracy: None,
+        measured_on: None,
+    }
+}
+
+/// The tier whose spec places `tier`'s pods (the shadow runs where the cloud does).
+fn placed_as(tier: &str) -> &str {
+    if tier == SHADOW_TIER {
+        "cloud"
+    } else {
+        tier
+    }
+}
+
 /// The entry Service: named after the resource, it outlives every plan.
 pub fn entry_name(ci: &str) -> String {
     ci.to_string()
@@ -290,7 +322,12 @@ pub fn shard_args(
     ctx: &BuildContext,
 ) -> Result<Vec<String>, BuildError> {
     let tier = active[part];
-    let spec = ci.spec.tiers.get(tier).cloned().unwrap_or_default();
+    let spec = ci
+        .spec
+        .tiers
+        .get(placed_as(tier))
+        .cloned()
+        .unwrap_or_default();
     let mut args: Vec<String> = vec![
         "shard".into(),
         "--model".into(),
@@ -396,6 +433,14 @@ pub fn shard_args(
             args.extend([
                 "--class-names".into(),
                 volume_path(ci, names, "model.classNames")?,
+            ]);
+        }
+        if let (Some(sh), false) = (&ci.spec.shadow, plan.id == SHADOW_PLAN) {
+            args.extend([
+                "--shadow-url".into(),
+                service_url(ci, SHADOW_TIER, SHADOW_PLAN),
+                "--shadow-fraction".into(),
+                format!("{}", sh.fraction),
             ]);
         }
     }
@@ -556,7 +601,12 @@ pub fn build_deployment(
     use kube::ResourceExt;
     let name = ci.name_any();
     let tier = active[part];
-    let spec = ci.spec.tiers.get(tier).cloned().unwrap_or_default();
+    let spec = ci
+        .spec
+        .tiers
+        .get(placed_as(tier))
+        .cloned()
+        .unwrap_or_default();
     let image = ci
         .spec
         .image

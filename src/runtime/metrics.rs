@@ -69,6 +69,8 @@ pub struct Metrics {
     pub request_seconds: prometheus::Histogram,
     pub requests_total: IntCounterVec,
     pub plan_info: IntGaugeVec,
+    /// Entry only: sampled requests' top-1 against the unmodified model's.
+    pub shadow_total: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
@@ -122,6 +124,11 @@ impl Metrics {
                 &["plan_id", "cuts"],
             )
             .expect("static gauge definition is valid"),
+            shadow_total: counter(
+                "cnnpc_shadow_total",
+                "Shadow-sampled batch rows whose served top-1 agrees (or not) with the unmodified model's, and failed comparisons.",
+                &["result"],
+            ),
         };
         for c in [
             Box::new(m.shard_compute_seconds.clone()) as Box<dyn prometheus::core::Collector>,
@@ -130,6 +137,7 @@ impl Metrics {
             Box::new(m.request_seconds.clone()),
             Box::new(m.requests_total.clone()),
             Box::new(m.plan_info.clone()),
+            Box::new(m.shadow_total.clone()),
         ] {
             m.registry
                 .register(c)
@@ -139,6 +147,9 @@ impl Metrics {
             m.requests_total.with_label_values(&[tier, o.as_str()]);
         }
         m.plan_info.with_label_values(&[plan_id, cuts]).set(1);
+        for r in ["agree", "disagree", "error"] {
+            m.shadow_total.with_label_values(&[r]);
+        }
         m
     }
 

@@ -51,6 +51,7 @@ use tokio::sync::Semaphore;
 use tracing::{info, info_span, warn, Instrument};
 
 mod entry;
+pub mod shadow;
 pub use entry::{parse_timing, ranked, OipModel};
 
 /// Request id header, carried on every hop.
@@ -142,6 +143,9 @@ pub struct ShardConfig {
     /// `/readyz` answers 503 and every answer carries `Connection: close`, so Services and
     /// clients move off it while it still answers ([`DRAIN_SECONDS`] in a pod, 0 in tests).
     pub drain: Duration,
+    /// Shadow sampling at the entry: the whole unmodified model's shard, and the fraction of
+    /// requests that also run through it ([`shadow`]).
+    pub shadow: Option<(Uri, f64)>,
 }
 
 impl Default for ShardConfig {
@@ -166,6 +170,7 @@ impl Default for ShardConfig {
             link_handle: None,
             oip: OipModel::default(),
             drain: Duration::ZERO,
+            shadow: None,
         }
     }
 }
@@ -189,6 +194,12 @@ impl ShardConfig {
         }
         if let Some(next) = &self.next {
             next_url(next, "/v1/infer")?;
+        }
+        if let Some((url, f)) = &self.shadow {
+            next_url(url, "/v1/infer")?;
+            if !(0.0..=1.0).contains(f) {
+                return Err(format!("shadow fraction {f} must be in [0, 1]"));
+            }
         }
         self.link.validate()?;
         self.compute.validate()
@@ -278,6 +289,8 @@ struct Shard {
     next_ready: Option<Uri>,
     /// Set once shutdown is asked for: the lame-duck period of [`ShardConfig::drain`].
     draining: std::sync::atomic::AtomicBool,
+    /// The entry's shadow (`{shadow}/v1/infer`), if sampling.
+    shadow: Option<shadow::Shadow>,
 }
 
 /// Serves `model` on `listener` until `shutdown` resolves, then drains open requests.
@@ -462,6 +475,13 @@ impl Shard {
             next_infer,
             next_ready,
             draining: std::sync::atomic::AtomicBool::new(false),
+            shadow: match &cfg.shadow {
+                Some((url, f)) if *f > 0.0 => Some(shadow::Shadow::new(
+                    next_url(url, "/v1/infer").map_err(ServeError::Config)?,
+                    *f,
+                )),
+                _ => None,
+            },
             cfg,
         })
     }
@@ -692,6 +712,37 @@ async fn run_chain(
         // The answer to the client is exact.
         None => (WireEncoding::F32, None),
     };
+    let axis = shard.cfg.channel_axis;
+    // A sampled request keeps its input as a frame for the shadow (only then is it copied).
+    let shadow_input = match &shard.shadow {
+        Some(s) if s.sampled() => match &input {
+            Input::Frame(body) => Some(body.clone()),
+            Input::Tensor(t) => {
+                Frame::from_tensor(&t.data, &t.shape, axis, WireEncoding::F32, None)
+                    .ok()
+                    .map(|f| f.encode())
+            }
+        },
+        _ => None,
+    };
+    let answer = compute_and_forward(shard, request_id, model, input, encoding, zstd).await?;
+    if let Some(frame) = shadow_input {
+        if answer.status == StatusCode::OK {
+            shadow::compare(shard, request_id, frame, answer.body.clone());
+        }
+    }
+    Ok(answer)
+}
+
+/// [`run_chain`] without the shadow: this tier's part, then the next tier's answer.
+async fn compute_and_forward(
+    shard: &Arc<Shard>,
+    request_id: &str,
+    model: Arc<dyn ShardModel>,
+    input: Input,
+    encoding: WireEncoding,
+    zstd: Option<i32>,
+) -> Result<Answer, Failure> {
     let (limits, axis) = (shard.cfg.limits, shard.cfg.channel_axis);
     let computed = shard
         .compute
@@ -993,6 +1044,51 @@ async fn forward(
         Outcome::UpstreamError,
         format!("next tier {url} answered {}: {detail}", parts.status),
     ))
+}
+
+/// Posts `frame` to `url` (a shard's `/v1/infer`) as the shadow does: no emulated link, the
+/// forward timeout, and the answer's frame or why there is none.
+async fn forward_plain(
+    shard: &Shard,
+    url: &Uri,
+    request_id: &str,
+    frame: Vec<u8>,
+) -> Result<Bytes, String> {
+    let req = hyper::Request::post(url.clone())
+        .header(header::CONTENT_TYPE, FRAME_CONTENT_TYPE)
+        .header(REQUEST_ID, request_id)
+        .body(PacedBody::new(Bytes::from(frame), None))
+        .map_err(|e| e.to_string())?;
+    let max_answer = usize::try_from(max_frame_len(&shard.cfg.limits)).unwrap_or(usize::MAX);
+    let call = async {
+        let resp = shard
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("{e}: {}", error_chain(&e)))?;
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, max_answer)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        if !parts.status.is_success() {
+            return Err(format!(
+                "{url} answered {}: {}",
+                parts.status,
+                String::from_utf8_lossy(&body[..body.len().min(256)])
+            ));
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(shard.cfg.forward_timeout, call)
+        .await
+        .map_err(|_| {
+            format!(
+                "{url} did not answer within {:?}",
+                shard.cfg.forward_timeout
+            )
+        })?
 }
 
 /// The causes of a client error ("connection refused" hides under "client error (Connect)").

@@ -1,0 +1,247 @@
+//! Shadow agreement on real shards: PP-OCR's direction classifier split end→cloud at its first
+//! activation, served by real `cnnpc shard` processes whose entry samples every request into a
+//! shard of the unmodified model (`--shadow-url`, `--shadow-fraction 1`). With compression made
+//! deliberately too strong (1 of the cut's channels kept), the live agreement the controller
+//! reads from the entry's own `/metrics` (`observe::scrape`, `evidence::judge`) falls below a
+//! 0.9 floor at 95% confidence; the same chain unpruned stays above it, so the test can fail.
+
+use cnnpc::operator::crd::Evidence;
+use cnnpc::operator::{evidence, observe};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SHAPE: &str = "1,3,48,192";
+const CUT: &str = "relu_0.tmp_0";
+const IMAGES: usize = 60;
+const FLOOR: f64 = 0.9;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cnnpc")
+}
+
+fn model() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/ppocr_cls.onnx");
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("CNNPC_REQUIRE_MODELS").is_err(),
+        "models/ppocr_cls.onnx is missing: bash scripts/fetch-models.sh"
+    );
+    eprintln!(
+        "\n#### SKIPPED: models/ppocr_cls.onnx is missing (bash scripts/fetch-models.sh) ####\n"
+    );
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Shard {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn shard(model: &Path, extra: &[&str]) -> Shard {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "shard",
+        "--model",
+        model.to_str().unwrap(),
+        "--input-shape",
+        SHAPE,
+        "--model-name",
+        "cls",
+        "--listen",
+        &listen,
+        "--drain-seconds",
+        "0",
+        "--plan-id",
+        "p1",
+        "--scale",
+        "0.0039215686",
+        "--mean",
+        "0.5",
+        "--std",
+        "0.5",
+    ];
+    args.extend_from_slice(extra);
+    let child = Command::new(bin())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Shard { child, port }
+}
+
+fn wait_ready(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !ureq_ready(port) {
+        assert!(Instant::now() < deadline, "port {port} never became ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn ureq_ready(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+/// Text-line images as `cnnpc dataset export` writes them.
+fn images(dir: &Path) -> Vec<String> {
+    let out = Command::new(bin())
+        .args([
+            "dataset",
+            "export",
+            "--set",
+            "text-lines",
+            "--count",
+            &IMAGES.to_string(),
+            "--out",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "png") {
+                files.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Serves the chain (pruned to `keep` channels at the cut, or not), sends every image once,
+/// and returns the live agreement as the controller judges it from the entry's metrics.
+fn live_agreement(model: &Path, keep: Option<&str>, files: &[String]) -> (u64, f64, f64, f64) {
+    let mut prune: Vec<&str> = Vec::new();
+    if let Some(k) = keep {
+        prune = vec![
+            "--keep",
+            k,
+            "--calibration",
+            "text-lines",
+            "--fit-images",
+            "16",
+        ];
+    }
+    let whole = shard(model, &["--tier", "cloud"]);
+    let cloud_args: Vec<&str> = ["--split-at", CUT, "--part", "1", "--tier", "cloud"]
+        .into_iter()
+        .chain(prune.iter().copied())
+        .collect();
+    let cloud = shard(model, &cloud_args);
+    let (next, shadow) = (
+        format!("http://127.0.0.1:{}", cloud.port),
+        format!("http://127.0.0.1:{}", whole.port),
+    );
+    let entry_args: Vec<&str> = [
+        "--split-at",
+        CUT,
+        "--part",
+        "0",
+        "--tier",
+        "end",
+        "--next",
+        &next,
+        "--shadow-url",
+        &shadow,
+        "--shadow-fraction",
+        "1",
+    ]
+    .into_iter()
+    .chain(prune.iter().copied())
+    .collect();
+    let entry = shard(model, &entry_args);
+    for p in [whole.port, cloud.port, entry.port] {
+        wait_ready(p);
+    }
+    let url = format!("http://127.0.0.1:{}", entry.port);
+    let mut args = vec!["infer", "--url", &url, "--output", "json", "--image"];
+    args.extend(files.iter().map(String::as_str));
+    let n = files.len().to_string();
+    args.extend(["--requests", &n, "--concurrency", "1"]);
+    let out = Command::new(bin()).args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "cnnpc infer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The shadow calls finish after their answers: wait for the counts to settle.
+    let metrics = vec![format!("{url}/metrics")];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut last = (0.0, 0.0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = rt.block_on(observe::scrape(&metrics)).unwrap();
+        let now = c.window.shadow;
+        if (now == last && now.0 + now.1 > 0.0) || Instant::now() > deadline {
+            let w = observe::window_between(&observe::Counters::default(), &c, 60.0);
+            let j = evidence::judge(&w, &Evidence::default(), "p1", "now");
+            let a = j.status.live_agreement.expect("shadowed rows counted");
+            return (
+                a.samples,
+                a.agreement.value,
+                a.agreement.low,
+                a.agreement.high,
+            );
+        }
+        last = now;
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+}
+
+#[test]
+fn too_strong_compression_shows_as_live_agreement_below_the_floor() {
+    let Some(model) = model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let files = images(dir.path());
+    assert_eq!(files.len(), IMAGES);
+    let (n, value, low, high) = live_agreement(&model, None, &files);
+    eprintln!("unpruned: {n} rows, agreement {value} [{low}, {high}]");
+    assert!(n >= 40, "most requests shadowed: {n}");
+    assert!(
+        low >= FLOOR,
+        "an unpruned split agrees with the whole model: {value} [{low}, {high}]"
+    );
+    let (n, value, low, high) = live_agreement(&model, Some("1"), &files);
+    eprintln!("1 channel kept: {n} rows, agreement {value} [{low}, {high}]");
+    assert!(n >= 40, "most requests shadowed: {n}");
+    assert!(
+        high < FLOOR,
+        "too strong compression is caught live: {value} [{low}, {high}]"
+    );
+}
