@@ -14,7 +14,7 @@ use common::plans::{self, plan};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 
 /// `x·a + b`: end (2x) then cloud (x + 1) computes what cloud-only (2x + 1) does.
@@ -174,11 +174,32 @@ async fn a_client_calling_the_entry_through_a_replan_sees_no_error() {
     let load = {
         let client = client.clone();
         tokio::spawn(async move {
-            client::load(&client, &[payload], requests, 4, 2, move |_| {
+            client::load(&client, &[payload], requests, 3, 2, move |_| {
                 seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             })
             .await
             .unwrap()
+        })
+    };
+    // Beside the load, a client at a steady rate (one request every 10 ms), timed, so the
+    // latency during the switch can be told apart from before it.
+    let stop_probe = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = {
+        let (client, stop) = (client.clone(), stop_probe.clone());
+        tokio::spawn(async move {
+            let payload = Payload::Tensor {
+                shape: vec![1, 8],
+                data: vec![0.5f32; 8].into(),
+            };
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut seen: Vec<(Instant, f64, bool)> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                tick.tick().await;
+                let t = Instant::now();
+                let ok = client.infer(&payload, 2).await.is_ok();
+                seen.push((t, t.elapsed().as_secs_f64() * 1e3, ok));
+            }
+            seen
         })
     };
     let wait_for = |n: usize| {
@@ -191,6 +212,7 @@ async fn a_client_calling_the_entry_through_a_replan_sees_no_error() {
     };
     // A third of the way in: the new plan is ready, so the controller moves the entry.
     wait_for(requests / 3).await;
+    let switched_at = Instant::now();
     *selector.lock().unwrap() = selector_of(&new_children);
     // Then it deletes the old plan's Deployments: their pods get SIGTERM and drain.
     wait_for(requests / 2).await;
@@ -205,7 +227,48 @@ async fn a_client_calling_the_entry_through_a_replan_sees_no_error() {
             .expect("the old plan's shards stop after their drain")
             .unwrap();
     }
+    let retired_at = Instant::now();
     let report = load.await.unwrap();
+    stop_probe.store(true, std::sync::atomic::Ordering::SeqCst);
+    let probe = probe.await.unwrap();
+    let failed = probe.iter().filter(|p| !p.2).count();
+    let during: Vec<f64> = probe
+        .iter()
+        .filter(|p| p.0 >= switched_at && p.0 <= retired_at)
+        .map(|p| p.1)
+        .collect();
+    let before: Vec<f64> = probe
+        .iter()
+        .filter(|p| p.0 < switched_at)
+        .map(|p| p.1)
+        .collect();
+    let stats = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        (
+            v.len(),
+            client::quantile(&v, 0.5),
+            client::quantile(&v, 0.99),
+            v.last().copied().unwrap_or(f64::NAN),
+        )
+    };
+    eprintln!(
+        "steady client: {} requests, {failed} failed; before the switch (n, p50, p99, max ms) {:?}; \
+         from the switch to the old plan's end {:?}; load: {} ok, {} errors",
+        probe.len(),
+        stats(&before),
+        stats(&during),
+        report.ok,
+        report.errors
+    );
+    assert_eq!(
+        failed, 0,
+        "the steady client saw failures through the switch"
+    );
+    assert!(
+        !during.is_empty(),
+        "the steady client ran through the switch"
+    );
     assert_eq!(report.errors, 0, "{report:?}");
     assert_eq!(report.ok, requests);
     // Both plans answered: the switch happened under load.
