@@ -976,6 +976,10 @@ async fn apply(
         }
         publish(ctx, ci, EventType::Normal, reason, "Rollout", note).await;
     }
+    if let Some(r) = &step.rejected {
+        let note = format!("plan {} ({}) rejected: {}", r.id, r.summary, r.reason);
+        publish(ctx, ci, EventType::Warning, "PlanRejected", "Rollout", note).await;
+    }
     Ok(versions.rollout.is_some() || versions.retiring.is_some())
 }
 

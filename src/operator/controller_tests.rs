@@ -892,6 +892,7 @@ async fn a_regression_rolls_back_and_the_rejected_plan_is_kept_in_status() {
         .map(|e| e["reason"].as_str().unwrap_or("").to_string())
         .collect();
     assert!(reasons.contains(&"RollingBack".to_string()), "{reasons:?}");
+    assert!(reasons.contains(&"PlanRejected".to_string()), "{reasons:?}");
     assert_eq!(
         env.ctx
             .metrics
