@@ -147,8 +147,8 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     let families = shard.registry().gather();
     assert_eq!(
         families.len(),
-        6,
-        "the shard exports six families (DESIGN.md)"
+        7,
+        "the shard exports seven families (DESIGN.md, and cnnpc_shadow_total)"
     );
     let target: BTreeSet<String> = TARGET_LABELS.iter().map(|l| l.to_string()).collect();
     let shard_target = podmonitor_labels();
@@ -459,6 +459,15 @@ fn controller_metrics_are_what_the_operator_exports() {
     m.replans.with_label_values(&["observed"]).inc();
     m.predicted.with_label_values(&["ns", "a"]).set(0.05);
     m.observed.with_label_values(&["ns", "a"]).set(0.06);
+    m.phase
+        .with_label_values(&["ns", "a", "p", "serving"])
+        .set(1);
+    m.replicas
+        .with_label_values(&["ns", "a", "end", "ready"])
+        .set(1);
+    m.agreement
+        .with_label_values(&["ns", "a", "value"])
+        .set(0.97);
     let text = m.render();
     for (name, kind, labels) in CONTROLLER_METRICS {
         let kind = match kind {
