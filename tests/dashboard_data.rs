@@ -22,7 +22,6 @@ use cnnpc::runtime::server::{self, ShardConfig, ShardModel, Tensor};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,23 +49,6 @@ impl ShardModel for Fixed {
     fn name(&self) -> &str {
         "fixed"
     }
-}
-
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start_shard(cfg: ShardConfig, model: Fixed) -> SocketAddr {
@@ -186,16 +168,7 @@ fn plan(id: &str) -> PlanStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_dashboard_panel_returns_labelled_series_from_a_real_prometheus() {
-    let Some(bin) = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-        .iter()
-        .find(|p| std::path::Path::new(p).exists())
-    else {
-        if std::env::var("CNNPC_REQUIRE_PROMETHEUS").as_deref() == Ok("1") {
-            panic!(
-                "CNNPC_REQUIRE_PROMETHEUS=1 but no prometheus binary (apt-get install prometheus)"
-            );
-        }
-        eprintln!("\n#### SKIPPED: no prometheus binary; `apt-get install prometheus` to run this test ####\n");
+    let Some(bin) = common::prom::binary() else {
         return;
     };
 
@@ -306,30 +279,8 @@ async fn every_dashboard_panel_returns_labelled_series_from_a_real_prometheus() 
                 {"targets": [ctl.to_string()], "labels": {"namespace": "cnnpc-system"}}]},
         ],
     });
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        serde_yaml::to_string(&config).unwrap(),
-    )
-    .unwrap();
-    let port = free_port();
-    let _prom = Prometheus(
-        Command::new(bin)
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus starts"),
-    );
-    let prom = format!("http://127.0.0.1:{port}");
+    let prometheus = common::prom::start(&bin, &serde_yaml::to_string(&config).unwrap());
+    let prom = prometheus.url.clone();
 
     // Traffic into the entry, and a controller reconciling, for the whole test.
     let stop = Arc::new(AtomicBool::new(false));

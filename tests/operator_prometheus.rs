@@ -11,6 +11,8 @@
 //! only the link changes. Without the `prometheus` binary the test is skipped loudly, or fails
 //! when `CNNPC_REQUIRE_PROMETHEUS=1` (as `make test` sets it).
 
+mod common;
+
 use cnnpc::operator::crd::Assumptions;
 use cnnpc::operator::crd::{CollaborativeInferenceSpec, Evidence, PlanStatus};
 use cnnpc::operator::evidence::{self, Judged};
@@ -24,7 +26,6 @@ use cnnpc::runtime::server::{self, ShardConfig, ShardModel, Tensor};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,30 +136,6 @@ fn request(assumed: Assumptions) -> PlanRequest {
     }
 }
 
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn prometheus_binary() -> Option<String> {
-    ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-        .iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .map(|p| p.to_string())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_shard(cfg: ShardConfig, model: Fixed) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -228,13 +205,7 @@ async fn infer(end: SocketAddr) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_request_does_not_replan_and_a_slower_link_does_within_two_windows() {
-    let Some(bin) = prometheus_binary() else {
-        if std::env::var("CNNPC_REQUIRE_PROMETHEUS").as_deref() == Ok("1") {
-            panic!(
-                "CNNPC_REQUIRE_PROMETHEUS=1 but no prometheus binary (apt-get install prometheus)"
-            );
-        }
-        eprintln!("\n#### SKIPPED: no prometheus binary; `apt-get install prometheus` to run this test ####\n");
+    let Some(bin) = common::prom::binary() else {
         return;
     };
 
@@ -279,32 +250,14 @@ async fn one_request_does_not_replan_and_a_slower_link_does_within_two_windows()
     .await;
 
     // Prometheus scraping both every second, with the labels Kubernetes discovery would add.
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let config = format!(
         "global:\n  scrape_interval: {SCRAPE_S}s\n  evaluation_interval: {SCRAPE_S}s\n\
          scrape_configs:\n  - job_name: shards\n    static_configs:\n      - targets: ['{end}', '{edge}']\n        \
          labels: {{namespace: test, name: demo, pod_plan_id: '{}'}}\n",
         p1.id
     );
-    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let _prom = Prometheus(
-        Command::new(bin)
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus starts"),
-    );
-    let prom = format!("http://127.0.0.1:{port}");
+    let prometheus = common::prom::start(&bin, &config);
+    let prom = prometheus.url.clone();
 
     let assumed = first.assumed.clone();
     // One request over the slow link, and nothing else: Prometheus sees it (the shards'

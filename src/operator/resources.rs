@@ -68,13 +68,10 @@ pub fn shadow_plan() -> PlanStatus {
     }
 }
 
-/// The tier whose spec places `tier`'s pods (the shadow runs where the cloud does).
-fn placed_as(tier: &str) -> &str {
-    if tier == SHADOW_TIER {
-        "cloud"
-    } else {
-        tier
-    }
+/// The spec of `tier` (the shadow runs where, and as, the cloud tier does).
+fn tier_spec(ci: &CollaborativeInference, tier: &str) -> super::crd::TierSpec {
+    let placed = if tier == SHADOW_TIER { "cloud" } else { tier };
+    ci.spec.tiers.get(placed).cloned().unwrap_or_default()
 }
 
 /// The entry Service: named after the resource, it outlives every plan.
@@ -322,12 +319,7 @@ pub fn shard_args(
     ctx: &BuildContext,
 ) -> Result<Vec<String>, BuildError> {
     let tier = active[part];
-    let spec = ci
-        .spec
-        .tiers
-        .get(placed_as(tier))
-        .cloned()
-        .unwrap_or_default();
+    let spec = tier_spec(ci, tier);
     let mut args: Vec<String> = vec![
         "shard".into(),
         "--model".into(),
@@ -601,12 +593,7 @@ pub fn build_deployment(
     use kube::ResourceExt;
     let name = ci.name_any();
     let tier = active[part];
-    let spec = ci
-        .spec
-        .tiers
-        .get(placed_as(tier))
-        .cloned()
-        .unwrap_or_default();
+    let spec = tier_spec(ci, tier);
     let image = ci
         .spec
         .image

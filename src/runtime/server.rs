@@ -980,21 +980,7 @@ async fn forward(
                 format!("building the forward request: {e}"),
             )
         })?;
-    let max_answer = usize::try_from(max_frame_len(&shard.cfg.limits)).unwrap_or(usize::MAX);
-    let call = async {
-        let resp = shard
-            .client
-            .request(req)
-            .await
-            .map_err(|e| format!("{e}: {}", error_chain(&e)))?;
-        let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, max_answer)
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?
-            .to_bytes();
-        Ok::<_, String>((parts, body))
-    };
+    let call = send(shard, req);
     let timeout = shard.cfg.forward_timeout;
     let (parts, body) = match tokio::time::timeout(timeout, call).await {
         Err(_) => {
@@ -1046,6 +1032,26 @@ async fn forward(
     ))
 }
 
+/// Sends `req` on the shard's client and reads the answer, at most the frame limit.
+async fn send(
+    shard: &Shard,
+    req: hyper::Request<PacedBody>,
+) -> Result<(axum::http::response::Parts, Bytes), String> {
+    let max_answer = usize::try_from(max_frame_len(&shard.cfg.limits)).unwrap_or(usize::MAX);
+    let resp = shard
+        .client
+        .request(req)
+        .await
+        .map_err(|e| format!("{e}: {}", error_chain(&e)))?;
+    let (parts, body) = resp.into_parts();
+    let body = Limited::new(body, max_answer)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes();
+    Ok((parts, body))
+}
+
 /// Posts `frame` to `url` (a shard's `/v1/infer`) as the shadow does: no emulated link, the
 /// forward timeout, and the answer's frame or why there is none.
 async fn forward_plain(
@@ -1059,19 +1065,8 @@ async fn forward_plain(
         .header(REQUEST_ID, request_id)
         .body(PacedBody::new(Bytes::from(frame), None))
         .map_err(|e| e.to_string())?;
-    let max_answer = usize::try_from(max_frame_len(&shard.cfg.limits)).unwrap_or(usize::MAX);
     let call = async {
-        let resp = shard
-            .client
-            .request(req)
-            .await
-            .map_err(|e| format!("{e}: {}", error_chain(&e)))?;
-        let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, max_answer)
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?
-            .to_bytes();
+        let (parts, body) = send(shard, req).await?;
         if !parts.status.is_success() {
             return Err(format!(
                 "{url} answered {}: {}",

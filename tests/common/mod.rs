@@ -5,6 +5,7 @@
 pub mod helm;
 pub mod k8s;
 pub mod plans;
+pub mod prom;
 
 use std::path::PathBuf;
 
