@@ -64,7 +64,7 @@ impl Bars {
             Progress::Reused { points } => self.line(&format!(
                 "reusing {points} accuracy measurements from an earlier run"
             )),
-            Progress::Measuring { n, point } => {
+            Progress::Measuring { n, point, samples } => {
                 let s = self.spinner.get_or_insert_with(|| {
                     let s = ProgressBar::new_spinner().with_style(
                         ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
@@ -73,16 +73,36 @@ impl Bars {
                     s.enable_steady_tick(Duration::from_millis(120));
                     s
                 });
-                s.set_message(format!("measuring #{n}: {point}"));
+                s.set_message(match samples {
+                    Some(b) => format!(
+                        "measuring #{n}: {point}, samples {}..{} of {}",
+                        b.from, b.to, b.of
+                    ),
+                    None => format!("measuring #{n}: {point}"),
+                });
             }
             Progress::Measured {
                 point,
                 accuracy,
                 seconds,
+                samples: None,
                 ..
             } => self.line(&format!(
                 "  measured {point}: {:.2}% in {seconds:.1} s",
                 accuracy * 100.0
+            )),
+            Progress::Measured {
+                point,
+                accuracy,
+                seconds,
+                samples: Some(b),
+                ..
+            } => self.line(&format!(
+                "  measured {point}: {:.2}% on samples {}..{} of {} in {seconds:.1} s",
+                accuracy * 100.0,
+                b.from,
+                b.to,
+                b.of
             )),
         }
     }

@@ -319,6 +319,27 @@ impl Batch {
         self.len() == 0
     }
 
+    /// Images `from..to` as a batch of their own (labels too).
+    pub fn slice(&self, from: usize, to: usize) -> Result<Batch, super::OnnxError> {
+        let per: usize = self.shape.iter().skip(1).product();
+        let data = self.data.get(from * per..to * per).filter(|_| from <= to);
+        let Some(data) = data else {
+            return Err(super::OnnxError::BadInput(format!(
+                "images {from}..{to} of a batch of {}",
+                self.len()
+            )));
+        };
+        let mut shape = self.shape.clone();
+        if let Some(b) = shape.first_mut() {
+            *b = to - from;
+        }
+        Ok(Batch {
+            data: data.to_vec(),
+            shape,
+            labels: self.labels.as_ref().map(|l| l[from..to].to_vec()),
+        })
+    }
+
     /// Image `i` alone, as a batch of one (`[1, ...]`).
     pub fn image(&self, i: usize) -> Result<tract_onnx::prelude::Tensor, super::OnnxError> {
         let per: usize = self.shape.iter().skip(1).product();

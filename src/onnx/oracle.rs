@@ -73,6 +73,8 @@ pub struct LiveOracle {
     cosine: Measurements,
     /// Every fresh measurement, in order.
     pub log: Vec<(CompressionPoint, Evaluation)>,
+    /// The last point's shards (point, cuts encoded at, shard bytes).
+    built: Option<(CompressionPoint, Vec<usize>, Vec<Vec<u8>>)>,
 }
 
 impl LiveOracle {
@@ -114,6 +116,7 @@ impl LiveOracle {
             accuracy: Measurements::default(),
             cosine: Measurements::default(),
             log: Vec::new(),
+            built: None,
         })
     }
 
@@ -203,12 +206,7 @@ impl LiveOracle {
                 )));
             }
         }
-        let model = self.pruned_model(point)?;
-        let names: Vec<Vec<String>> = at.iter().map(|&c| self.cuts[c].tensor_names()).collect();
-        let shards: Vec<Vec<u8>> = split_graph(&Graph::from_bytes(&model)?, &names)?
-            .iter()
-            .map(Message::encode_to_vec)
-            .collect();
+        let shards = self.shards(point, &at)?;
         let outputs = run_chain(&shards, &self.eval, point.encoding, &at, observer)?;
         let labels = self.eval.labels.as_ref();
         let (mut agree, mut correct, mut diff, mut cos) = (0usize, 0usize, 0f64, 0f64);
@@ -236,6 +234,74 @@ impl LiveOracle {
         })
     }
 
+    /// The point's pruned model split at `at`, encoded; the last point's are kept, so the
+    /// batches of a sequential measurement build it once.
+    fn shards(
+        &mut self,
+        point: &CompressionPoint,
+        at: &[usize],
+    ) -> Result<Vec<Vec<u8>>, OnnxError> {
+        if let Some((p, a, shards)) = &self.built {
+            if p == point && a == at {
+                return Ok(shards.clone());
+            }
+        }
+        let model = self.pruned_model(point)?;
+        let names: Vec<Vec<String>> = at.iter().map(|&c| self.cuts[c].tensor_names()).collect();
+        let shards: Vec<Vec<u8>> = split_graph(&Graph::from_bytes(&model)?, &names)?
+            .iter()
+            .map(Message::encode_to_vec)
+            .collect();
+        self.built = Some((point.clone(), at.to_vec(), shards.clone()));
+        Ok(shards)
+    }
+
+    /// Per-sample scores of `point` on eval samples `from..to` under the oracle's metric,
+    /// summed (1 per agreeing or correct sample; the cosine for the cosine metric).
+    pub fn score_samples(
+        &mut self,
+        point: &CompressionPoint,
+        from: usize,
+        to: usize,
+    ) -> Result<f64, OnnxError> {
+        if from >= to || to > self.eval.len() {
+            return Err(OnnxError::BadInput(format!(
+                "samples {from}..{to} of an eval set of {}",
+                self.eval.len()
+            )));
+        }
+        let labels = self.eval.labels.clone();
+        let want = &self.reference[from..to];
+        let outputs: Vec<Vec<f32>> = if point.cuts.is_empty() {
+            want.to_vec()
+        } else {
+            let at: Vec<usize> = point.cuts.iter().map(|c| c.cut).collect();
+            let shards = self.shards(point, &at)?;
+            run_chain(
+                &shards,
+                &self.eval.slice(from, to)?,
+                point.encoding,
+                &at,
+                None,
+            )?
+        };
+        let want = &self.reference[from..to];
+        let mut score = 0.0;
+        for (i, (got, want)) in outputs.iter().zip(want).enumerate() {
+            score += match self.metric {
+                Metric::Agreement => f64::from(u8::from(argmax(got) == argmax(want))),
+                Metric::Cosine => cosine(got, want).clamp(0.0, 1.0),
+                Metric::Accuracy => {
+                    let l = labels.as_ref().ok_or_else(|| {
+                        OnnxError::BadInput("accuracy needs a labelled calibration set".into())
+                    })?;
+                    f64::from(u8::from(argmax(got) == l[from + i]))
+                }
+            };
+        }
+        Ok(score)
+    }
+
     /// [`Self::evaluate_at`] at the point's own cuts, recorded in the measurement stores.
     pub fn evaluate(&mut self, point: &CompressionPoint) -> Result<Evaluation, OnnxError> {
         let e = if point.cuts.is_empty() {
@@ -261,6 +327,29 @@ impl LiveOracle {
 }
 
 impl AccuracyOracle for LiveOracle {
+    fn samples(&self) -> Option<usize> {
+        Some(self.eval.len())
+    }
+
+    fn binary(&self) -> bool {
+        self.metric != Metric::Cosine
+    }
+
+    /// The unmodified model agrees with itself; its accuracy against labels is an estimate.
+    fn exact(&self, point: &CompressionPoint) -> bool {
+        point.cuts.is_empty() && self.metric != Metric::Accuracy
+    }
+
+    fn measure_samples(
+        &mut self,
+        point: &CompressionPoint,
+        from: usize,
+        to: usize,
+    ) -> Result<f64, OracleError> {
+        self.score_samples(point, from, to)
+            .map_err(|e| OracleError::Failed(format!("{point}: {e}")))
+    }
+
     fn measure(&mut self, point: &CompressionPoint) -> Result<f64, OracleError> {
         let known = match self.metric {
             Metric::Agreement => self.agreement.get(point),

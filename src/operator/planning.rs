@@ -357,7 +357,15 @@ pub fn make_plan(req: PlanRequest) -> Result<PlanOutcome, PlanError> {
             point,
             accuracy,
             seconds,
-        } => tracing::info!(n, %point, accuracy, seconds, "accuracy measured"),
+            samples,
+        } => tracing::info!(
+            n,
+            %point,
+            accuracy,
+            seconds,
+            samples = samples.map(|b| format!("{}..{} of {}", b.from, b.to, b.of)),
+            "accuracy measured"
+        ),
         Progress::Profiled { cuts, host_ms } => tracing::info!(cuts, host_ms, "model profiled"),
         _ => {}
     };

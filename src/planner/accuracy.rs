@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use crate::planner::sequential::{Decision, Rule, Tally};
+
 /// How a cut tensor is encoded on the wire. The planner only needs its size; the runtime and the
 /// ONNX oracle implement it.
 #[derive(
@@ -111,9 +113,45 @@ pub enum OracleError {
 /// Measures the accuracy (in `[0, 1]`) of the model compressed as a [`CompressionPoint`].
 ///
 /// Implementations are expensive (the live one builds and runs a compressed model on a
-/// calibration set), which is why the search counts calls and keeps every answer.
+/// calibration set), which is why the search counts calls and keeps every answer. An oracle
+/// that measures on samples (the live one) says how many it has, and measures any run of
+/// them, so a point can be measured in batches and stopped early ([`sequential`]).
+///
+/// [`sequential`]: crate::planner::sequential
 pub trait AccuracyOracle {
+    /// The accuracy on the whole evaluation set.
     fn measure(&mut self, point: &CompressionPoint) -> Result<f64, OracleError>;
+
+    /// The evaluation samples this oracle measures on; `None` for an exact oracle (a table, a
+    /// synthetic surface), whose answers are not estimates.
+    fn samples(&self) -> Option<usize> {
+        None
+    }
+
+    /// Whether per-sample scores are 0 or 1 (agreement, accuracy), so the accuracy is a
+    /// proportion with a binomial interval. Cosine similarity is not; it is measured whole.
+    fn binary(&self) -> bool {
+        true
+    }
+
+    /// Whether `point`'s accuracy is known without sampling: the unmodified model agrees with
+    /// itself on every input.
+    fn exact(&self, _point: &CompressionPoint) -> bool {
+        self.samples().is_none()
+    }
+
+    /// The sum of per-sample scores over evaluation samples `from..to`, in the oracle's fixed
+    /// order. Only oracles with [`samples`](Self::samples) implement it.
+    fn measure_samples(
+        &mut self,
+        point: &CompressionPoint,
+        _from: usize,
+        _to: usize,
+    ) -> Result<f64, OracleError> {
+        Err(OracleError::Failed(format!(
+            "{point}: this oracle measures only its whole set"
+        )))
+    }
 }
 
 impl WireEncoding {
@@ -233,19 +271,45 @@ impl std::fmt::Display for CompressionPoint {
     }
 }
 
+/// One measured point: an exact accuracy, or a tally of samples (see [`sequential`]).
+///
+/// [`sequential`]: crate::planner::sequential
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Measured {
+    Exact(f64),
+    Sampled(Tally),
+}
+
+impl Measured {
+    /// The accuracy itself: the exact value, or the tally's estimate.
+    pub fn estimate(&self) -> f64 {
+        match self {
+            Measured::Exact(a) => *a,
+            Measured::Sampled(t) => t.estimate(),
+        }
+    }
+}
+
 /// Every accuracy measured so far. Kept across searches (and persisted by the CLI), so a replan
-/// never pays twice for the same point.
+/// never pays twice for the same point, nor twice for the same sample of a point.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Measurements {
-    points: BTreeMap<CompressionPoint, f64>,
+    points: BTreeMap<CompressionPoint, Measured>,
 }
 
 impl Measurements {
+    /// The accuracy of `p` (a tally's estimate).
     pub fn get(&self, p: &CompressionPoint) -> Option<f64> {
+        self.points.get(p).map(Measured::estimate)
+    }
+    pub fn entry(&self, p: &CompressionPoint) -> Option<Measured> {
         self.points.get(p).copied()
     }
     pub fn insert(&mut self, p: CompressionPoint, accuracy: f64) {
-        self.points.insert(p, accuracy);
+        self.points.insert(p, Measured::Exact(accuracy));
+    }
+    pub fn insert_tally(&mut self, p: CompressionPoint, tally: Tally) {
+        self.points.insert(p, Measured::Sampled(tally));
     }
     pub fn len(&self) -> usize {
         self.points.len()
@@ -253,26 +317,34 @@ impl Measurements {
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
     }
+    /// Every point with its accuracy (a tally's estimate).
     pub fn iter(&self) -> impl Iterator<Item = (&CompressionPoint, f64)> {
-        self.points.iter().map(|(p, a)| (p, *a))
+        self.points.iter().map(|(p, a)| (p, a.estimate()))
     }
-
-    /// Upper bound on the accuracy of `p` from monotonicity: no point is more accurate than a
-    /// measured point that prunes at least as little.
-    pub fn upper_bound(&self, p: &CompressionPoint) -> Option<f64> {
-        self.points
-            .iter()
-            .filter(|(q, _)| q.dominates(p))
-            .map(|(_, a)| *a)
-            .reduce(f64::min)
+    pub fn entries(&self) -> impl Iterator<Item = (&CompressionPoint, Measured)> {
+        self.points.iter().map(|(p, a)| (p, *a))
     }
 }
 
-/// Wraps an oracle with the measurement store: answers known points for free, counts fresh calls.
+/// Wraps an oracle with the measurement store: answers known points for free, counts fresh
+/// points and samples, and, for an oracle that samples, measures in batches under the
+/// sequential [`Rule`] against the threshold the search is working to.
+///
+/// Every value it hands the search is a *search value*: the exact accuracy, or the lower
+/// confidence bound of a tally ([`Rule::value`]). The search compares it with
+/// [`threshold_for`](Self::threshold_for) of the floor.
 pub struct MeasuringOracle<'a> {
     oracle: &'a mut dyn AccuracyOracle,
     pub known: &'a mut Measurements,
+    /// Points measured fresh (known points are free).
     pub calls: usize,
+    /// Samples evaluated fresh, over every point.
+    pub samples: usize,
+    /// Plans a search found that then failed on the whole evaluation set (searched again).
+    pub failed_in_full: usize,
+    pub rule: Rule,
+    /// The threshold sequential measurements are decided against; `None`: measure whole.
+    threshold: Option<f64>,
 }
 
 impl<'a> MeasuringOracle<'a> {
@@ -281,21 +353,201 @@ impl<'a> MeasuringOracle<'a> {
             oracle,
             known,
             calls: 0,
+            samples: 0,
+            failed_in_full: 0,
+            rule: Rule::default(),
+            threshold: None,
         }
     }
 
+    pub fn with_rule(mut self, rule: Rule) -> Self {
+        self.rule = rule;
+        self
+    }
+
+    /// The evaluation set's size when measurements are sequential (a sampling oracle with a
+    /// binary metric).
+    pub fn sequential(&self) -> Option<usize> {
+        self.oracle.samples().filter(|_| self.oracle.binary())
+    }
+
+    /// What a search value must reach for the floor `a0`: `a0` itself for an exact oracle,
+    /// `a0 − tolerance` for lower bounds.
+    pub fn threshold_for(&self, a0: f64) -> f64 {
+        match self.sequential() {
+            Some(_) => self.rule.threshold(a0),
+            None => a0,
+        }
+    }
+
+    /// Sets the threshold measurements are decided against; returns the previous one.
+    pub fn set_threshold(&mut self, threshold: Option<f64>) -> Option<f64> {
+        std::mem::replace(&mut self.threshold, threshold)
+    }
+
+    fn entry_value(&self, m: Measured) -> f64 {
+        match m {
+            Measured::Exact(a) => a,
+            Measured::Sampled(t) => self.rule.value(t),
+        }
+    }
+
+    /// Whether `m` needs no more samples for the current threshold.
+    fn settled(&self, m: Measured) -> bool {
+        let (Measured::Sampled(t), Some(total)) = (m, self.sequential()) else {
+            return true;
+        };
+        match self.threshold {
+            Some(theta) => self.rule.decide(t, total, theta) != Decision::Open,
+            None => t.samples >= total,
+        }
+    }
+
+    /// The search value of a known, settled point.
+    pub fn known_value(&self, p: &CompressionPoint) -> Option<f64> {
+        self.known
+            .entry(p)
+            .filter(|m| self.settled(*m))
+            .map(|m| self.entry_value(m))
+    }
+
+    /// Every known, settled point with its search value (unsettled tallies, left by a search
+    /// to another floor, are measured further when asked for, not guessed from).
+    pub fn values(&self) -> Vec<(&CompressionPoint, f64)> {
+        self.known
+            .entries()
+            .filter(|(_, m)| self.settled(*m))
+            .map(|(p, m)| (p, self.entry_value(m)))
+            .collect()
+    }
+
+    /// Upper bound on the search value of `p` from monotonicity: no point is more accurate
+    /// than a measured point that prunes at least as little.
+    pub fn upper_bound(&self, p: &CompressionPoint) -> Option<f64> {
+        self.values()
+            .into_iter()
+            .filter(|(q, _)| q.dominates(p))
+            .map(|(_, a)| a)
+            .reduce(f64::min)
+    }
+
+    /// The search value of `p`, measuring only as many samples as the threshold needs.
     pub fn accuracy(&mut self, p: &CompressionPoint) -> Result<f64, OracleError> {
-        if let Some(a) = self.known.get(p) {
-            return Ok(a);
+        match (self.sequential(), self.known.entry(p)) {
+            (_, Some(m)) if self.settled(m) => return Ok(self.entry_value(m)),
+            (Some(total), known) if !self.oracle.exact(p) => {
+                let t = match known {
+                    Some(Measured::Sampled(t)) => t,
+                    _ => Tally::default(),
+                };
+                return self.sample(p, t, total, false);
+            }
+            _ => {}
         }
         let a = self.oracle.measure(p)?;
-        if !(a.is_finite() && (0.0..=1.0).contains(&a)) {
-            return Err(OracleError::Failed(format!(
-                "oracle returned accuracy {a} for {p}; expected a number in [0, 1]"
-            )));
-        }
+        check_range(a, p)?;
         self.calls += 1;
         self.known.insert(p.clone(), a);
         Ok(a)
+    }
+
+    /// The search value of `p` on the whole evaluation set (what a returned plan is judged
+    /// by).
+    pub fn full(&mut self, p: &CompressionPoint) -> Result<f64, OracleError> {
+        match (self.sequential(), self.known.entry(p)) {
+            (Some(total), Some(Measured::Sampled(t))) if t.samples < total => {
+                self.sample(p, t, total, true)
+            }
+            _ => self.accuracy(p),
+        }
+    }
+
+    fn sample(
+        &mut self,
+        p: &CompressionPoint,
+        mut t: Tally,
+        total: usize,
+        whole: bool,
+    ) -> Result<f64, OracleError> {
+        if t.samples == 0 {
+            self.calls += 1;
+        }
+        loop {
+            let done = t.samples >= total
+                || (!whole
+                    && self
+                        .threshold
+                        .is_some_and(|theta| self.rule.decide(t, total, theta) != Decision::Open));
+            if done {
+                return Ok(self.rule.value(t));
+            }
+            let next = self.rule.next_look(t.samples, total);
+            let hits = self.oracle.measure_samples(p, t.samples, next)?;
+            let n = (next - t.samples) as f64;
+            if !(hits.is_finite() && (0.0..=n).contains(&hits)) {
+                return Err(OracleError::Failed(format!(
+                    "oracle scored {hits} over {n} samples of {p}; expected a number in [0, {n}]"
+                )));
+            }
+            self.samples += next - t.samples;
+            t = Tally {
+                hits: t.hits + hits,
+                samples: next,
+            };
+            self.known.insert_tally(p.clone(), t);
+        }
+    }
+
+    /// What `p`'s accuracy rests on: its samples and interval (`None` for an exact answer).
+    pub fn evidence(&self, p: &CompressionPoint) -> Option<AccuracyEvidence> {
+        let Some(Measured::Sampled(t)) = self.known.entry(p) else {
+            return None;
+        };
+        let (lower, upper) = self.rule.interval(t);
+        Some(AccuracyEvidence {
+            samples: t.samples,
+            estimate: t.estimate(),
+            lower,
+            upper,
+            confidence: self.rule.confidence,
+            tolerance: self.rule.tolerance,
+        })
+    }
+}
+
+fn check_range(a: f64, p: &CompressionPoint) -> Result<(), OracleError> {
+    if a.is_finite() && (0.0..=1.0).contains(&a) {
+        Ok(())
+    } else {
+        Err(OracleError::Failed(format!(
+            "oracle returned accuracy {a} for {p}; expected a number in [0, 1]"
+        )))
+    }
+}
+
+/// What a plan's accuracy rests on, when it was measured on samples: how many, and the
+/// interval at `confidence`. The plan meets a floor A0 when `lower` ≥ A0 − `tolerance`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccuracyEvidence {
+    pub samples: usize,
+    pub estimate: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub confidence: f64,
+    pub tolerance: f64,
+}
+
+impl std::fmt::Display for AccuracyEvidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.4} on {} samples, {:.0}% interval [{:.4}, {:.4}]",
+            self.estimate,
+            self.samples,
+            self.confidence * 100.0,
+            self.lower,
+            self.upper
+        )
     }
 }

@@ -24,8 +24,8 @@ struct Curve {
 impl Curve {
     fn of(m: &MeasuringOracle, cut: usize, channels: u32, enc: WireEncoding, base: f64) -> Self {
         let mut points: Vec<(u32, f64)> = m
-            .known
-            .iter()
+            .values()
+            .into_iter()
             .filter(|(p, _)| p.encoding == enc && p.cuts.len() == 1 && p.cuts[0].cut == cut)
             .map(|(p, a)| (p.cuts[0].kept, a))
             .collect();
@@ -154,8 +154,22 @@ impl Planner<'_> {
         }
     }
 
-    /// A0: the lowest-latency plan whose measured accuracy is at least `a0`.
+    /// A0: the lowest-latency plan whose search value is at least `a0` (a threshold, see
+    /// [`MeasuringOracle::threshold_for`]); sequential measurements are decided against it.
     pub(crate) fn min_latency(
+        &self,
+        enc: WireEncoding,
+        a0: f64,
+        config: &SearchConfig,
+        m: &mut MeasuringOracle,
+    ) -> Result<Option<Candidate>, OracleError> {
+        let before = m.set_threshold(Some(a0));
+        let found = self.min_latency_at(enc, a0, config, m);
+        m.set_threshold(before);
+        found
+    }
+
+    fn min_latency_at(
         &self,
         enc: WireEncoding,
         a0: f64,
@@ -300,8 +314,8 @@ impl Planner<'_> {
             let (e1, e2) = (c1.estimates(), c2.estimates());
             let (u1, u2) = (c1.upper_bounds(), c2.upper_bounds());
             let joint: Vec<(u32, u32, f64)> = m
-                .known
-                .iter()
+                .values()
+                .into_iter()
                 .filter(|(p, _)| {
                     p.encoding == enc
                         && p.cuts.len() == 2
@@ -440,10 +454,10 @@ impl Planner<'_> {
             let mut best: Option<(f64, usize)> = None;
             for (j, (i, kept, _)) in frontier.iter().enumerate() {
                 let p = self.point(*i, kept, enc);
-                if m.known.get(&p).is_some() {
+                if m.known_value(&p).is_some() {
                     continue;
                 }
-                let ub = m.known.upper_bound(&p).unwrap_or(1.0);
+                let ub = m.upper_bound(&p).unwrap_or(1.0);
                 let est = p
                     .cuts
                     .iter()

@@ -1,6 +1,6 @@
 //! The plan: what the search decided, in the form every other part consumes (JSON contract).
 
-use crate::planner::accuracy::WireEncoding;
+use crate::planner::accuracy::{MeasuringOracle, WireEncoding};
 use crate::planner::latency::Crossing;
 use crate::planner::search::{Candidate, Planner};
 use serde::{Deserialize, Serialize};
@@ -87,8 +87,16 @@ pub struct Plan {
     pub latency_ms: f64,
     /// Measured accuracy of this compression; null when no oracle was given.
     pub accuracy: Option<f64>,
+    /// What the accuracy rests on when it was measured on samples: the whole evaluation set's
+    /// size and the interval (absent for a table, a synthetic surface or the unmodified model,
+    /// whose accuracy is not an estimate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_interval: Option<crate::planner::accuracy::AccuracyEvidence>,
     /// Fresh accuracy measurements this search made (known points are free).
     pub oracle_calls: usize,
+    /// Evaluation samples those measurements ran (sequential measurements stop early).
+    #[serde(default)]
+    pub oracle_samples: usize,
     pub wire_encoding: WireEncoding,
     pub cuts: Vec<PlanCut>,
     /// Per tier, ms.
@@ -125,6 +133,20 @@ pub fn link_name(from: &str, to: &str) -> String {
 }
 
 impl Planner<'_> {
+    /// [`Self::plan`] for a candidate the search measured through `m`: the accuracy it reports
+    /// is the estimate on the whole evaluation set, with its interval, not the search value.
+    pub fn plan_measured(&self, strategy: &str, c: &Candidate, m: &MeasuringOracle) -> Plan {
+        let mut plan = self.plan(strategy, c, m.calls);
+        plan.oracle_samples = m.samples;
+        if c.accuracy.is_some() {
+            if let Some(e) = m.evidence(&self.point(c.layout, &c.kept, c.encoding)) {
+                plan.accuracy = Some(e.estimate);
+                plan.accuracy_interval = Some(e);
+            }
+        }
+        plan
+    }
+
     pub fn plan(&self, strategy: &str, c: &Candidate, oracle_calls: usize) -> Plan {
         let layout = &self.layouts[c.layout];
         let model = self.model(c.encoding);
@@ -181,7 +203,9 @@ impl Planner<'_> {
             deployment: layout.name(self.topology),
             latency_ms: b.total_ms,
             accuracy: c.accuracy,
+            accuracy_interval: None,
             oracle_calls,
+            oracle_samples: 0,
             wire_encoding: c.encoding,
             cuts,
             compute_ms: names

@@ -115,6 +115,21 @@ pub enum SearchError {
     },
     #[error("strategy {0} needs a deployment this topology does not have")]
     NoSuchDeployment(&'static str),
+    #[error(
+        "accuracy floor {floor} needs at least {needs} evaluation samples and there are {have}: \
+         even if every one agreed, the lower end of the {pct}% interval on {have} samples could \
+         not reach {threshold:.4} (the floor minus the tolerance {tolerance}); give more \
+         evaluation data or a lower floor",
+        pct = confidence * 100.0,
+        threshold = floor - tolerance
+    )]
+    TooFewSamples {
+        floor: f64,
+        tolerance: f64,
+        confidence: f64,
+        needs: usize,
+        have: usize,
+    },
     #[error("an accuracy objective needs an accuracy oracle (an --accuracy-table)")]
     NeedsOracle,
     #[error("{0}")]
@@ -226,6 +241,88 @@ impl<'a> Planner<'a> {
                 )));
             }
         }
+        let Some(m) = oracle else {
+            return self.search_once(strategy, objective, config, None);
+        };
+        let samples_needed =
+            matches!(strategy, Strategy::Cnnpc | Strategy::Exhaustive) && config.prune;
+        let (theta, judged) = match objective {
+            Some(Objective::MinLatency { min_accuracy }) => {
+                if let Some(have) = m.sequential().filter(|_| samples_needed) {
+                    let needs = m.rule.samples_needed(min_accuracy);
+                    if have < needs {
+                        return Err(SearchError::TooFewSamples {
+                            floor: min_accuracy,
+                            tolerance: m.rule.tolerance,
+                            confidence: m.rule.confidence,
+                            needs,
+                            have,
+                        });
+                    }
+                }
+                let theta = m.threshold_for(min_accuracy);
+                (
+                    Some(theta),
+                    Some(Objective::MinLatency {
+                        min_accuracy: theta,
+                    }),
+                )
+            }
+            other => (None, other),
+        };
+        let before = m.set_threshold(theta);
+        let found = self.judged(strategy, judged, config, m);
+        m.set_threshold(before);
+        match (found, objective) {
+            (
+                Err(SearchError::AccuracyUnreachable { best, .. }),
+                Some(Objective::MinLatency { min_accuracy }),
+            ) => Err(SearchError::AccuracyUnreachable {
+                required: min_accuracy,
+                best,
+            }),
+            (found, _) => found,
+        }
+    }
+
+    /// Searches until the plan found, measured on the whole evaluation set, still meets the
+    /// threshold: an early-stopped measurement only let the search consider a point. Each
+    /// failed round leaves one more point measured in full (and failing), so this ends.
+    fn judged(
+        &self,
+        strategy: Strategy,
+        objective: Option<Objective>,
+        config: &SearchConfig,
+        m: &mut MeasuringOracle,
+    ) -> Result<Candidate, SearchError> {
+        // A bound for safety only: every round but the last adds a failing point.
+        for _ in 0..10_000 {
+            let mut c = self.search_once(strategy, objective, config, Some(&mut *m))?;
+            if m.sequential().is_none() || c.accuracy.is_none() {
+                return Ok(c);
+            }
+            let value = m.full(&self.point(c.layout, &c.kept, c.encoding))?;
+            c.accuracy = Some(value);
+            match objective {
+                Some(Objective::MinLatency { min_accuracy }) if value < min_accuracy => {
+                    m.failed_in_full += 1;
+                }
+                _ => return Ok(c),
+            }
+        }
+        Err(SearchError::Invalid(
+            "the search did not settle on a plan measured in full".into(),
+        ))
+    }
+
+    /// One search with the measurements known so far (floors are thresholds on search values).
+    fn search_once(
+        &self,
+        strategy: Strategy,
+        objective: Option<Objective>,
+        config: &SearchConfig,
+        oracle: Option<&mut MeasuringOracle>,
+    ) -> Result<Candidate, SearchError> {
         let baseline = |layout: Option<usize>, name| -> Result<Candidate, SearchError> {
             let layout = layout.ok_or(SearchError::NoSuchDeployment(name))?;
             Ok(self.uncompressed(layout, self.profile.wire_encoding))

@@ -86,3 +86,58 @@ impl AccuracyOracle for SyntheticSurface {
         Ok(self.accuracy(point))
     }
 }
+
+/// A surface seen through a finite evaluation set of `samples` inputs, as the live oracle sees
+/// a real model: sample `i` agrees when a fixed uniform draw `u_i` falls below the point's
+/// accuracy. The draws depend on the sample only, not the point, so a more accurate point
+/// agrees on a superset of samples (hard inputs are hard for every compression), and the same
+/// point always scores the same.
+#[derive(Debug, Clone)]
+pub struct SampledSurface {
+    pub surface: SyntheticSurface,
+    pub samples: usize,
+    pub seed: u64,
+}
+
+impl SampledSurface {
+    fn draw(&self, i: usize) -> f64 {
+        // SplitMix64 of (seed, i).
+        let mut z = self.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Agreeing samples of `p` among `from..to`.
+    pub fn hits(&self, p: &CompressionPoint, from: usize, to: usize) -> usize {
+        let a = self.surface.accuracy(p);
+        (from..to).filter(|&i| self.draw(i) < a).count()
+    }
+}
+
+impl AccuracyOracle for SampledSurface {
+    fn measure(&mut self, point: &CompressionPoint) -> Result<f64, OracleError> {
+        if point.cuts.is_empty() {
+            return Ok(self.surface.accuracy(point));
+        }
+        Ok(self.hits(point, 0, self.samples) as f64 / self.samples.max(1) as f64)
+    }
+
+    fn samples(&self) -> Option<usize> {
+        Some(self.samples)
+    }
+
+    fn exact(&self, point: &CompressionPoint) -> bool {
+        point.cuts.is_empty()
+    }
+
+    fn measure_samples(
+        &mut self,
+        point: &CompressionPoint,
+        from: usize,
+        to: usize,
+    ) -> Result<f64, OracleError> {
+        Ok(self.hits(point, from, to) as f64)
+    }
+}

@@ -1,19 +1,23 @@
 //! The accuracy table: measured points in the CSV layout of the reference's MySQL table,
-//! `cut_a,ratio_a,cut_b,ratio_b,accuracy[,encoding]`.
+//! `cut_a,ratio_a,cut_b,ratio_b,accuracy[,encoding[,samples]]`.
 //!
 //! A ratio is the fraction of channels *removed* at that cut (the reference's convention), so
 //! `ratio = 1 - kept/channels`. A single-cut point leaves `cut_b`/`ratio_b` empty; the
 //! uncompressed model is a row with every ratio 0 (or every cut empty). The optional encoding
-//! column (`f32`, `f16`, `int8`, `int4`) defaults to the profile's wire encoding. The same layout
+//! column (`f32`, `f16`, `int8`, `int4`) defaults to the profile's wire encoding. The optional
+//! samples column marks a sampled measurement: `accuracy` is then its estimate over the first
+//! `samples` evaluation samples, which a later search may extend. The same layout
 //! stores the live oracle's measurements, so a replan can reuse them.
 
 use crate::planner::accuracy::{
-    AccuracyOracle, CompressionPoint, CutCompression, Measurements, OracleError, WireEncoding,
+    AccuracyOracle, CompressionPoint, CutCompression, Measured, Measurements, OracleError,
+    WireEncoding,
 };
 use crate::planner::profile::Profile;
+use crate::planner::sequential::Tally;
 use std::fmt::Write as _;
 
-pub const HEADER: &str = "cut_a,ratio_a,cut_b,ratio_b,accuracy,encoding";
+pub const HEADER: &str = "cut_a,ratio_a,cut_b,ratio_b,accuracy,encoding,samples";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("accuracy table line {line}: {message}")]
@@ -34,9 +38,9 @@ pub fn parse_csv(text: &str, profile: &Profile) -> Result<Measurements, TableErr
         }
         let err = |message: String| TableError { line, message };
         let fields: Vec<&str> = row.split(',').map(str::trim).collect();
-        if !(5..=6).contains(&fields.len()) {
+        if !(5..=7).contains(&fields.len()) {
             return Err(err(format!(
-                "expected 5 or 6 comma-separated fields ({HEADER}), found {}",
+                "expected 5 to 7 comma-separated fields ({HEADER}), found {}",
                 fields.len()
             )));
         }
@@ -99,6 +103,15 @@ pub fn parse_csv(text: &str, profile: &Profile) -> Result<Measurements, TableErr
                 (a, b, c)
             },
         );
+        let samples = match fields.get(6) {
+            Some(s) if !s.is_empty() => Some(
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| err(format!("samples must be a count > 0, got {s:?}")))?,
+            ),
+            _ => None,
+        };
         let point = CompressionPoint::new(&idx, &kept, &channels, encoding);
         if let Some(previous) = out.get(&point) {
             if previous != accuracy {
@@ -107,7 +120,14 @@ pub fn parse_csv(text: &str, profile: &Profile) -> Result<Measurements, TableErr
                 )));
             }
         }
-        out.insert(point, accuracy);
+        match samples {
+            // Scores are counts for binary metrics; rounding undoes the decimal's last digit.
+            Some(n) => {
+                let hits = (accuracy * n as f64 * 1e6).round() / 1e6;
+                out.insert_tally(point, Tally { hits, samples: n })
+            }
+            None => out.insert(point, accuracy),
+        }
     }
     Ok(out)
 }
@@ -124,7 +144,11 @@ pub fn to_csv(points: &Measurements) -> String {
         Some(c) => (c.cut.to_string(), format!("{}", c.prune_ratio())),
         None => (String::new(), String::new()),
     };
-    for (p, acc) in points.iter() {
+    for (p, m) in points.entries() {
+        let (acc, samples) = match m {
+            Measured::Exact(a) => (a, String::new()),
+            Measured::Sampled(t) => (t.estimate(), t.samples.to_string()),
+        };
         if p.cuts.len() > 2 {
             continue; // the layout has room for two cuts, as many as three tiers can have
         }
@@ -135,7 +159,7 @@ pub fn to_csv(points: &Measurements) -> String {
         } else {
             (ca, ra)
         };
-        let _ = writeln!(out, "{ca},{ra},{cb},{rb},{acc},{}", p.encoding);
+        let _ = writeln!(out, "{ca},{ra},{cb},{rb},{acc},{},{samples}", p.encoding);
     }
     out
 }

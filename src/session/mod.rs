@@ -143,13 +143,25 @@ pub enum Progress<'a> {
     Measuring {
         n: usize,
         point: &'a CompressionPoint,
+        /// The batch, for a sequential measurement.
+        samples: Option<Samples>,
     },
+    /// A point, or one batch of its samples (`accuracy` is then the batch's).
     Measured {
         n: usize,
         point: &'a CompressionPoint,
         accuracy: f64,
         seconds: f64,
+        samples: Option<Samples>,
     },
+}
+
+/// Evaluation samples `from..to` of `of`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Samples {
+    pub from: usize,
+    pub to: usize,
+    pub of: usize,
 }
 
 /// What a run found.
@@ -427,7 +439,11 @@ impl AccuracyOracle for Reporting<'_, '_> {
     fn measure(&mut self, point: &CompressionPoint) -> Result<f64, OracleError> {
         self.n += 1;
         let started = Instant::now();
-        (self.progress)(Progress::Measuring { n: self.n, point });
+        (self.progress)(Progress::Measuring {
+            n: self.n,
+            point,
+            samples: None,
+        });
         let accuracy = self.inner.measure(point)?;
         let seconds = started.elapsed().as_secs_f64();
         (self.progress)(Progress::Measured {
@@ -435,8 +451,49 @@ impl AccuracyOracle for Reporting<'_, '_> {
             point,
             accuracy,
             seconds,
+            samples: None,
         });
         Ok(accuracy)
+    }
+
+    fn samples(&self) -> Option<usize> {
+        self.inner.samples()
+    }
+
+    fn binary(&self) -> bool {
+        self.inner.binary()
+    }
+
+    fn exact(&self, point: &CompressionPoint) -> bool {
+        self.inner.exact(point)
+    }
+
+    fn measure_samples(
+        &mut self,
+        point: &CompressionPoint,
+        from: usize,
+        to: usize,
+    ) -> Result<f64, OracleError> {
+        if from == 0 {
+            self.n += 1;
+        }
+        let of = self.inner.samples().unwrap_or(to);
+        let samples = Some(Samples { from, to, of });
+        let started = Instant::now();
+        (self.progress)(Progress::Measuring {
+            n: self.n,
+            point,
+            samples,
+        });
+        let score = self.inner.measure_samples(point, from, to)?;
+        (self.progress)(Progress::Measured {
+            n: self.n,
+            point,
+            accuracy: score / (to - from).max(1) as f64,
+            seconds: started.elapsed().as_secs_f64(),
+            samples,
+        });
+        Ok(score)
     }
 }
 
@@ -538,7 +595,7 @@ pub fn run_with_known(
         (None, Some(o)) => Some(o.as_mut()),
         _ => None,
     };
-    let (candidate, calls) = {
+    let (mut plan, calls) = {
         let mut reporting = oracle.map(|inner| Reporting {
             inner,
             progress: &mut *progress,
@@ -548,9 +605,12 @@ pub fn run_with_known(
             .as_mut()
             .map(|r| MeasuringOracle::new(r as &mut dyn AccuracyOracle, &mut known));
         let c = planner.search(req.strategy, req.objective, &config, m.as_mut())?;
-        (c, m.map_or(0, |m| m.calls))
+        let plan = match &m {
+            Some(m) => planner.plan_measured(req.strategy.name(), &c, m),
+            None => planner.plan(req.strategy.name(), &c, 0),
+        };
+        (plan, m.map_or(0, |m| m.calls))
     };
-    let mut plan = planner.plan(req.strategy.name(), &candidate, calls);
     plan.measured_on = measured_on.clone();
     let mut baselines = Vec::new();
     if let Some(base) = &req.baselines {
