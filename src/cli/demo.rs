@@ -46,9 +46,11 @@ pub struct DemoArgs {
     /// Images pruning is fitted on.
     #[arg(long, default_value_t = 32)]
     pub fit_images: usize,
-    /// Images each accuracy measurement runs.
-    #[arg(long, default_value_t = 100)]
-    pub eval_images: usize,
+    /// Images accuracy is measured on (a plan is measured on all of them; other points stop
+    /// once their bounds decide them). Default: twice the fewest that can meet the floor at
+    /// 95% (384 for 0.99), or 100 without a floor.
+    #[arg(long)]
+    pub eval_images: Option<usize>,
     /// Where measured accuracies are kept between runs (default ~/.cache/cnnpc).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -84,7 +86,9 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         requests: a.requests,
         oracle: Sizes {
             fit: a.fit_images,
-            eval: a.eval_images,
+            eval: a
+                .eval_images
+                .unwrap_or_else(|| crate::planner::sequential::default_eval(Some(a.min_accuracy))),
         },
         cache: if a.no_cache {
             None

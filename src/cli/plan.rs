@@ -64,9 +64,11 @@ pub struct PlanArgs {
     /// Images pruning is fitted on (--model).
     #[arg(long, default_value_t = 32, requires = "model")]
     pub fit_images: usize,
-    /// Images each accuracy measurement runs (--model).
-    #[arg(long, default_value_t = 100, requires = "model")]
-    pub eval_images: usize,
+    /// Images accuracy is measured on (a plan is measured on all of them; other points stop
+    /// once their bounds decide them). Default: twice the fewest that can meet the floor at
+    /// 95% (384 for 0.99), or 100 without a floor.
+    #[arg(long, requires = "model")]
+    pub eval_images: Option<usize>,
     /// Keep live measurements in this CSV and reuse them next time (--model; default: a file
     /// per model and calibration under ~/.cache/cnnpc).
     #[arg(long, requires = "model")]
@@ -124,7 +126,9 @@ pub fn run(args: &PlanArgs) -> Result<()> {
                 source,
                 sizes: Sizes {
                     fit: args.fit_images,
-                    eval: args.eval_images,
+                    eval: args.eval_images.unwrap_or_else(|| {
+                        crate::planner::sequential::default_eval(args.min_accuracy)
+                    }),
                 },
                 metric: args.data.metric(),
             }

@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::dataset::{CalibrationSet, Sizes, Source};
-use crate::onnx::oracle::{argmax, LiveOracle};
+use crate::dataset::{Calibration, CalibrationSet, Sizes, Source};
+use crate::onnx::oracle::{argmax, run_chain, LiveOracle};
 use crate::onnx::plan_shards::assign_to_tiers;
 use crate::onnx::profile::ProfileOptions;
 use crate::onnx::split;
@@ -32,6 +32,7 @@ use crate::runtime::tract_model::TractShard;
 use crate::session::cache::{default_cache_dir, MeasurementCache};
 use crate::session::{self, Accuracy, ProfileSource, Progress, Topology};
 pub use pipeline::{Pipeline, Posted, TierSpec};
+use report::HeldOut;
 pub use report::{percentile, DemoReport, PlanRow};
 
 /// Everything the demo can be told; the defaults are the reference topology.
@@ -173,6 +174,7 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
     }
     let host_ms: f64 = out.profile.devices["host"].run_ms.iter().sum();
     let calls = out.calls;
+    let samples = out.plan.oracle_samples;
     let reused = out.reused;
     let mut oracle = out
         .oracle
@@ -189,6 +191,7 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
             opts.requests, opts.oracle.fit, opts.oracle.eval
         )
     })?;
+    let held_out = held_out_agreement(&plans[0], &mut oracle, &model, &cal, test_first, opts)?;
     let full = TractShard::load(&name, &model).map_err(anyhow::Error::msg)?;
     let per: usize = test.shape[1..].iter().product();
     let mut shape = test.shape.clone();
@@ -262,11 +265,55 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
         &name,
         opts,
         host_ms,
-        calls,
-        reused,
+        (calls, samples, reused),
+        held_out,
         rows,
         started.elapsed().as_secs_f64(),
     ))
+}
+
+/// The compression `plan` serves.
+fn plan_point(plan: &Plan) -> CompressionPoint {
+    let cuts: Vec<usize> = plan.cuts.iter().map(|c| c.point).collect();
+    let kept: Vec<u32> = plan.cuts.iter().map(|c| c.kept_channels).collect();
+    let channels: Vec<u32> = plan.cuts.iter().map(|c| c.channels).collect();
+    CompressionPoint::new(&cuts, &kept, &channels, plan.wire_encoding)
+}
+
+/// `plan`'s top-1 agreement with the unmodified model on as many held-out inputs as the eval
+/// set has (from `first`, past the fit and eval inputs), through the plan's own pruned and
+/// split model with its wire encoding: the claim checked on data the search never saw.
+fn held_out_agreement(
+    plan: &Plan,
+    oracle: &mut LiveOracle,
+    model: &[u8],
+    cal: &Calibration,
+    first: u64,
+    opts: &DemoOptions,
+) -> Result<Option<HeldOut>> {
+    let point = plan_point(plan);
+    if point.cuts.is_empty() {
+        return Ok(None);
+    }
+    let n = opts.oracle.eval.max(opts.requests);
+    let batch = cal
+        .batch(first, n)
+        .with_context(|| format!("{n} held-out inputs beyond the fit and eval ones"))?;
+    let cuts: Vec<usize> = point.cuts.iter().map(|c| c.cut).collect();
+    let names: Vec<Vec<String>> = cuts
+        .iter()
+        .map(|&c| oracle.cuts()[c].tensor_names())
+        .collect();
+    let shards = split(&oracle.pruned_model(&point)?, &names)?;
+    let got = run_chain(&shards, &batch, point.encoding, &cuts, None)?;
+    let want = run_chain(&[model.to_vec()], &batch, WireEncoding::F32, &[], None)?;
+    let agreeing = got
+        .iter()
+        .zip(&want)
+        .filter(|(g, w)| argmax(g) == argmax(w))
+        .count();
+    let confidence = plan.accuracy_interval.map_or(0.95, |e| e.confidence);
+    Ok(Some(HeldOut::new(agreeing, n, confidence)))
 }
 
 /// The servers of `plan`: every tier from the end device to the last one that computes; tiers
@@ -279,9 +326,7 @@ fn pipeline_tiers(
     opts: &DemoOptions,
 ) -> Result<Vec<TierSpec>> {
     let cuts: Vec<usize> = plan.cuts.iter().map(|c| c.point).collect();
-    let kept: Vec<u32> = plan.cuts.iter().map(|c| c.kept_channels).collect();
-    let channels: Vec<u32> = plan.cuts.iter().map(|c| c.channels).collect();
-    let point = CompressionPoint::new(&cuts, &kept, &channels, plan.wire_encoding);
+    let point = plan_point(plan);
     let pruned = if point.cuts.is_empty() {
         model.to_vec()
     } else {

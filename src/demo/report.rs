@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::DemoOptions;
-use crate::planner::accuracy::WireEncoding;
+use crate::planner::accuracy::{AccuracyEvidence, WireEncoding};
+use crate::planner::interval::{wilson, z_for};
 use crate::planner::plan::Plan;
 
 /// The two links of the reference topology, always reported (0 when a plan does not use one).
@@ -41,6 +42,34 @@ pub struct PlanRow {
     pub agreement: f64,
     /// What the live oracle measured for this compression on its (disjoint) eval set.
     pub oracle_agreement: Option<f64>,
+    /// Its samples and interval (absent for the unmodified model, which agrees with itself).
+    pub oracle_interval: Option<AccuracyEvidence>,
+}
+
+/// The served plan's agreement with the unmodified model on held-out inputs (beyond the fit and
+/// eval ones), run through its own shards.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldOut {
+    pub samples: usize,
+    pub agreeing: usize,
+    pub agreement: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub confidence: f64,
+}
+
+impl HeldOut {
+    pub fn new(agreeing: usize, samples: usize, confidence: f64) -> HeldOut {
+        let (lower, upper) = wilson(agreeing as f64, samples as f64, z_for(confidence));
+        HeldOut {
+            samples,
+            agreeing,
+            agreement: agreeing as f64 / samples.max(1) as f64,
+            lower,
+            upper,
+            confidence,
+        }
+    }
 }
 
 /// The `q` quantile of ascending `sorted` by nearest rank; NaN when empty.
@@ -97,6 +126,7 @@ impl PlanRow {
             accuracy: labels.map(hits),
             agreement: hits(reference),
             oracle_agreement: plan.accuracy,
+            oracle_interval: plan.accuracy_interval,
         }
     }
 }
@@ -128,7 +158,11 @@ pub struct DemoReport {
     pub host_ms: f64,
     /// Fresh live-oracle measurements this run made; points reused from the cache.
     pub oracle_calls: usize,
+    /// Evaluation samples those measurements ran (sequential: most stop early).
+    pub oracle_samples: usize,
     pub oracle_points_reused: usize,
+    /// The CNNPC plan on held-out inputs.
+    pub held_out: Option<HeldOut>,
     pub plans: Vec<PlanRow>,
     pub speedup: Option<Speedup>,
     pub seconds: f64,
@@ -139,11 +173,12 @@ impl DemoReport {
         model: &str,
         opts: &DemoOptions,
         host_ms: f64,
-        oracle_calls: usize,
-        reused: usize,
+        oracle: (usize, usize, usize),
+        held_out: Option<HeldOut>,
         plans: Vec<PlanRow>,
         seconds: f64,
     ) -> DemoReport {
+        let (oracle_calls, oracle_samples, reused) = oracle;
         let p50 = |s: &str| {
             plans
                 .iter()
@@ -173,7 +208,9 @@ impl DemoReport {
             requests: opts.requests,
             host_ms,
             oracle_calls,
+            oracle_samples,
             oracle_points_reused: reused,
+            held_out,
             plans,
             speedup,
             seconds,
@@ -198,9 +235,28 @@ impl DemoReport {
         );
         let _ = writeln!(
             s,
-            "plan searched for agreement >= {} with {} live accuracy measurements ({} reused)\n",
-            self.min_accuracy, self.oracle_calls, self.oracle_points_reused
+            "plan searched for agreement >= {} with {} live accuracy measurements on {} samples \
+             ({} reused)",
+            self.min_accuracy, self.oracle_calls, self.oracle_samples, self.oracle_points_reused
         );
+        if let Some(e) = self.plans.first().and_then(|p| p.oracle_interval) {
+            let _ = writeln!(s, "cnnpc plan's agreement on the eval set: {e}");
+        }
+        if let Some(h) = &self.held_out {
+            let _ = writeln!(
+                s,
+                "cnnpc plan's agreement on {} held-out inputs: {}/{} = {:.4}, {:.0}% interval \
+                 [{:.4}, {:.4}]",
+                h.samples,
+                h.agreeing,
+                h.samples,
+                h.agreement,
+                h.confidence * 100.0,
+                h.lower,
+                h.upper
+            );
+        }
+        s.push('\n');
         let _ = writeln!(
             s,
             "{:<13} {:<15} {:<22} {:>9} {:>8} {:>8} {:>11} {:>12} {:>9} {:>8}",

@@ -425,6 +425,7 @@ mod tests {
                 .collect(),
             latency_ms: 12.5,
             accuracy: None,
+            accuracy_interval: None,
             measured_on: None,
         }
     }

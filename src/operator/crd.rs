@@ -303,16 +303,16 @@ impl Default for Compression {
     }
 }
 
-/// What accuracy is measured on: a built-in set (`pages` of them, chosen by the model's input)
-/// or the user's own data (`source`). Half of `pages` fit the pruning and half measure it; a
-/// source's inputs are split into `eval` (first, in a fixed shuffled order) and `fit` (next).
+/// What accuracy is measured on: a built-in set (chosen by the model's input) or the user's own
+/// data (`source`). Half of `pages` fit the pruning and half measure it; without `pages`, 32
+/// fit and the floor sizes the rest (twice the fewest inputs that can meet it at 95%: 384 for
+/// 0.99). A source's inputs are split into `eval` (first, in a fixed shuffled order) and `fit`
+/// (next). Too few eval inputs for the floor fail planning with the number needed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.pages) || has(self.source)", "message": "give calibration.pages (built-in data) or calibration.source (yours)"}
-]))]
 pub struct Calibration {
-    /// Built-in calibration inputs: half fit the pruning, half measure it (8..=512).
+    /// Built-in calibration inputs: half fit the pruning, half measure it (8..=512). Leave it
+    /// out to let the floor size the set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 8, max = 512))]
     pub pages: Option<u32>,
@@ -323,7 +323,8 @@ pub struct Calibration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub fit: Option<u32>,
-    /// Inputs accuracy is measured on (default: half of `pages`, or 200 of a source).
+    /// Inputs accuracy is measured on (default: half of `pages`; else what the floor needs, and
+    /// at least 200 of a source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub eval: Option<u32>,
@@ -712,6 +713,10 @@ pub struct PlanStatus {
     pub latency_ms: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
+    /// What `accuracy` rests on: the evaluation inputs it was measured on and its interval.
+    /// The plan meets `minAccuracy` when `lower` ≥ `minAccuracy` − `tolerance`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_interval: Option<crate::planner::accuracy::AccuracyEvidence>,
     /// What the accuracy was measured on; the shards rebuild the pruned model from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_on: Option<MeasuredOn>,

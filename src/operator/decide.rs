@@ -209,6 +209,7 @@ mod tests {
                 .collect(),
             latency_ms: 0.0,
             accuracy: None,
+            accuracy_interval: None,
             measured_on: None,
         }
     }

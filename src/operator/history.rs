@@ -144,6 +144,7 @@ mod tests {
             tiers: vec![],
             latency_ms: ms,
             accuracy: None,
+            accuracy_interval: None,
             measured_on: None,
         }
     }

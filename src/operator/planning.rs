@@ -16,6 +16,7 @@ use crate::planner::accuracy::Measurements;
 use crate::planner::plan::Plan;
 use crate::planner::profile::Profile;
 use crate::planner::search::{Objective, Planner, SearchConfig, SearchError, Strategy};
+use crate::planner::sequential;
 use crate::session::{self, Accuracy, ProfileSource, Progress, TierChoice, Topology};
 use std::collections::BTreeMap;
 
@@ -219,6 +220,7 @@ pub fn plan_status(plan: &Plan, profile: &Profile) -> Result<PlanStatus, PlanErr
             .collect(),
         latency_ms: plan.latency_ms,
         accuracy: plan.accuracy,
+        accuracy_interval: plan.accuracy_interval,
         measured_on: plan.measured_on.clone(),
     })
 }
@@ -244,7 +246,8 @@ pub fn profile_options(spec: &CollaborativeInferenceSpec, repeats: usize) -> Pro
     }
 }
 
-/// Default inputs of a calibration source: fitted on 64, measured on 200.
+/// Default inputs of a calibration source: fitted on 64, measured on at least 200 (more when the
+/// floor needs them, [`sequential::default_eval`]).
 pub const SOURCE_FIT: u32 = 64;
 pub const SOURCE_EVAL: u32 = 200;
 
@@ -255,21 +258,27 @@ fn live_accuracy(
     shaped: &[u8],
     cal: &super::crd::Calibration,
     resolved: Option<&Source>,
+    floor: Option<f64>,
 ) -> Result<Accuracy, PlanError> {
+    let needed = u32::try_from(sequential::default_eval(floor)).unwrap_or(u32::MAX);
     let (source, fit, eval) = match resolved {
         Some(s) => (
             s.clone(),
             cal.fit.unwrap_or(SOURCE_FIT),
-            cal.eval.unwrap_or(SOURCE_EVAL),
+            cal.eval.unwrap_or(SOURCE_EVAL.max(needed)),
         ),
         None => {
             let set = CalibrationSet::for_model(shaped)
                 .map_err(|e| PlanError::Calibration(format!("{e:#}")))?;
-            let half = (cal.pages.unwrap_or(64) / 2).max(1);
+            // Given pages split in half; without them, 32 fit and the floor sets the rest.
+            let (fit, eval) = match cal.pages {
+                Some(p) => ((p / 2).max(1), (p / 2).max(1)),
+                None => (32, needed),
+            };
             (
                 Source::Builtin(set),
-                cal.fit.unwrap_or(half),
-                cal.eval.unwrap_or(half),
+                cal.fit.unwrap_or(fit),
+                cal.eval.unwrap_or(eval),
             )
         }
     };
@@ -324,7 +333,13 @@ pub fn make_plan(req: PlanRequest) -> Result<PlanOutcome, PlanError> {
     let shaped = session::shaped(&req.model, shape.as_deref())?;
     let measured = spec.calibration.is_some() && objective.is_some();
     let accuracy = match &spec.calibration {
-        Some(cal) if objective.is_some() => live_accuracy(&shaped, cal, req.calibration.as_ref())?,
+        Some(cal) if objective.is_some() => {
+            let floor = match objective {
+                Some(Objective::MinLatency { min_accuracy }) => Some(min_accuracy),
+                _ => None,
+            };
+            live_accuracy(&shaped, cal, req.calibration.as_ref(), floor)?
+        }
         _ => Accuracy::None,
     };
     // No accuracy data: the best uncompressed split (no pruning, the profile's own encoding on

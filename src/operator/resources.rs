@@ -64,6 +64,7 @@ pub fn shadow_plan() -> PlanStatus {
         }],
         latency_ms: 0.0,
         accuracy: None,
+        accuracy_interval: None,
         measured_on: None,
     }
 }
@@ -925,6 +926,7 @@ mod tests {
             ],
             latency_ms: 5.0,
             accuracy: Some(0.99),
+            accuracy_interval: None,
             measured_on: Some(crate::planner::plan::MeasuredOn {
                 model: "ab".repeat(32),
                 shape: vec![],

@@ -157,6 +157,7 @@ mod tests {
             }],
             latency_ms: 1.0,
             accuracy: None,
+            accuracy_interval: None,
             measured_on: None,
         }
     }

@@ -143,6 +143,14 @@ impl Rule {
         n
     }
 
+    /// The evaluation set a floor gets when none is given: twice the least that can meet it
+    /// (so a few disagreements still can), in whole batches, and at least two batches.
+    pub fn default_samples(&self, a0: f64) -> usize {
+        let first = self.first.max(1);
+        let n = self.samples_needed(a0).saturating_mul(2);
+        n.div_ceil(first).saturating_mul(first).max(2 * first)
+    }
+
     /// Decides `t` (of a set of `total` samples) against the threshold `theta`.
     pub fn decide(&self, t: Tally, total: usize, theta: f64) -> Decision {
         let full = |hits: f64| self.lower(hits, total) >= theta;
@@ -172,6 +180,12 @@ impl Rule {
             Decision::Open
         }
     }
+}
+
+/// The default evaluation set for an optional floor (see [`Rule::default_samples`]); 100
+/// without one.
+pub fn default_eval(floor: Option<f64>) -> usize {
+    floor.map_or(100, |a0| Rule::default().default_samples(a0))
 }
 
 #[cfg(test)]
@@ -291,5 +305,9 @@ mod tests {
         assert!(r.lower((n - 1) as f64, n - 1) < 0.98);
         // θ = 0.89: 32 / (32 + 1.96²) = 0.8928.
         assert_eq!(r.samples_needed(0.9), 32);
+        assert_eq!(r.default_samples(0.99), 384);
+        assert_eq!(r.default_samples(0.9), 64);
+        // Two disagreements in the default set for 0.99 still meet it.
+        assert!(r.lower(382.0, 384) >= 0.98);
     }
 }

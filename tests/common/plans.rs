@@ -75,6 +75,7 @@ pub fn plan(deployment: &str, kept: u32, encoding: Encoding) -> PlanStatus {
         tiers,
         latency_ms: 10.0,
         accuracy: Some(0.99),
+        accuracy_interval: None,
         measured_on: (kept < 16).then(record),
     }
 }
