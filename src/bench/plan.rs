@@ -5,11 +5,11 @@
 //! accuracy floor it records both searches' latency, oracle calls and wall time, the gap, and
 //! the chosen plan's speedup over end-only and over the best uncompressed split.
 
-use crate::planner::accuracy::{CompressionPoint, Measurements, WireEncoding};
+use crate::planner::accuracy::{CompressionPoint, Measurements, MeasuringOracle, WireEncoding};
 use crate::planner::plan::Plan;
 use crate::planner::profile::Profile;
-use crate::planner::search::{Objective, SearchConfig, Strategy};
-use crate::planner::surface::SyntheticSurface;
+use crate::planner::search::{Objective, Planner, SearchConfig, Strategy};
+use crate::planner::surface::{SampledSurface, SyntheticSurface};
 use crate::session::{self, Accuracy, ProfileSource, TierChoice, Topology};
 use serde::Serialize;
 use std::time::Instant;
@@ -36,7 +36,17 @@ pub struct PlanBenchRow {
     pub neurosurgeon_ms: f64,
     pub speedup_vs_end_only: f64,
     pub speedup_vs_neurosurgeon: f64,
+    /// The same CNNPC search on the surface seen through [`SAMPLES`] evaluation samples, with
+    /// sequential measurement: its plan's latency, points measured, and samples run.
+    pub sampled_ms: f64,
+    pub sampled_oracle_calls: usize,
+    pub sampled_samples: usize,
+    /// Its plan's true (surface) accuracy meets A0 − the rule's tolerance.
+    pub sampled_meets: bool,
 }
+
+/// The evaluation set of the sampled search (the demo's for a 0.99 floor).
+pub const SAMPLES: usize = 384;
 
 #[derive(Debug, Serialize)]
 pub struct PlanBenchSummary {
@@ -52,6 +62,12 @@ pub struct PlanBenchSummary {
     pub median_cnnpc_wall_ms: f64,
     pub max_speedup_vs_end_only: f64,
     pub max_speedup_vs_neurosurgeon: f64,
+    /// Sampled searches: points measured in total, samples run in total, and those samples
+    /// as whole-set measurements (samples / SAMPLES): what the points cost.
+    pub sampled_oracle_calls: usize,
+    pub sampled_samples: usize,
+    pub sampled_whole_set_equivalents: f64,
+    pub sampled_meets: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -156,6 +172,7 @@ fn bench_one(
         p.wire_encoding,
     );
     let truth = oracle.accuracy(&point);
+    let sampled = sampled_search(profile, device, ec, &oracle, a0)?;
     Ok(PlanBenchRow {
         model: profile.model.clone(),
         end_device: device.to_string(),
@@ -176,7 +193,47 @@ fn bench_one(
         neurosurgeon_ms: ns.latency_ms,
         speedup_vs_end_only: end.latency_ms / p.latency_ms,
         speedup_vs_neurosurgeon: ns.latency_ms / p.latency_ms,
+        sampled_ms: sampled.0,
+        sampled_oracle_calls: sampled.1,
+        sampled_samples: sampled.2,
+        sampled_meets: sampled.3,
     })
+}
+
+/// CNNPC through a [`SampledSurface`] of [`SAMPLES`]: (latency, points, samples, whether the
+/// plan's true accuracy meets A0 − tolerance).
+fn sampled_search(
+    profile: &Profile,
+    device: &str,
+    ec: f64,
+    surface: &SyntheticSurface,
+    a0: f64,
+) -> Result<(f64, usize, usize, bool), String> {
+    let mut topology = Topology::end_edge_cloud(20.0, ec);
+    topology.tiers[0] = TierChoice {
+        device: Some(device.to_string()),
+        ..TierChoice::new("end")
+    };
+    let t = session::topology_spec(&topology, profile)
+        .map_err(|e| e.to_string())?
+        .build(profile)
+        .map_err(|e| e.to_string())?;
+    let planner = Planner::new(profile, &t).map_err(|e| e.to_string())?;
+    let mut oracle = SampledSurface {
+        surface: surface.clone(),
+        samples: SAMPLES,
+        seed: 11,
+    };
+    let mut known = Measurements::default();
+    let mut m = MeasuringOracle::new(&mut oracle, &mut known);
+    let config = SearchConfig::new(vec![WireEncoding::Int8], true);
+    let objective = Objective::MinLatency { min_accuracy: a0 };
+    let c = planner
+        .search(Strategy::Cnnpc, Some(objective), &config, Some(&mut m))
+        .map_err(|e| e.to_string())?;
+    let truth = surface.accuracy(&planner.point(c.layout, &c.kept, c.encoding));
+    let meets = truth >= m.rule.threshold(a0);
+    Ok((c.latency_ms, m.calls, m.samples, meets))
 }
 
 fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> Option<T> {
@@ -202,5 +259,10 @@ fn summarise(rows: &[PlanBenchRow]) -> PlanBenchSummary {
         median_cnnpc_wall_ms: median(rows.iter().map(|r| r.cnnpc_wall_ms).collect()).unwrap_or(0.0),
         max_speedup_vs_end_only: max(&mut rows.iter().map(|r| r.speedup_vs_end_only)),
         max_speedup_vs_neurosurgeon: max(&mut rows.iter().map(|r| r.speedup_vs_neurosurgeon)),
+        sampled_oracle_calls: rows.iter().map(|r| r.sampled_oracle_calls).sum(),
+        sampled_samples: rows.iter().map(|r| r.sampled_samples).sum(),
+        sampled_whole_set_equivalents: rows.iter().map(|r| r.sampled_samples).sum::<usize>() as f64
+            / SAMPLES as f64,
+        sampled_meets: rows.iter().filter(|r| r.sampled_meets).count(),
     }
 }

@@ -281,7 +281,7 @@ fn plan_point(plan: &Plan) -> CompressionPoint {
 }
 
 /// `plan`'s top-1 agreement with the unmodified model on as many held-out inputs as the eval
-/// set has (from `first`, past the fit and eval inputs), through the plan's own pruned and
+/// set has (from `first`, past the fit and eval inputs; fewer when a user's data runs out), through the plan's own pruned and
 /// split model with its wire encoding: the claim checked on data the search never saw.
 fn held_out_agreement(
     plan: &Plan,
@@ -295,7 +295,12 @@ fn held_out_agreement(
     if point.cuts.is_empty() {
         return Ok(None);
     }
-    let n = opts.oracle.eval.max(opts.requests);
+    // As many as the eval set, or what a user's finite data has left (the served inputs at
+    // least, which the demo checked exist).
+    let left = cal
+        .len()
+        .map_or(usize::MAX, |len| len.saturating_sub(first as usize));
+    let n = opts.oracle.eval.min(left).max(opts.requests);
     let batch = cal
         .batch(first, n)
         .with_context(|| format!("{n} held-out inputs beyond the fit and eval ones"))?;

@@ -69,6 +69,7 @@ impl From<session::Error> for PlanError {
                     PlanError::ImpossibleObjective(s.to_string())
                 }
                 SearchError::Oracle(o) => PlanError::Calibration(o.to_string()),
+                SearchError::TooFewSamples { .. } => PlanError::Calibration(s.to_string()),
                 other => PlanError::InvalidSpec(other.to_string()),
             },
         }
