@@ -21,10 +21,16 @@ fn profiles_every_single_tensor_cut_and_plans() {
     )
     .unwrap();
     assert_eq!(p.cuts.len(), cuts.len());
+    // One warm-up run per segment, then `repeats` timed rounds over all of them.
+    let steps = (cuts.len() + 1) * (ProfileOptions::default().repeats + 1);
     assert_eq!(
         seen.last(),
-        Some(&(cuts.len() + 1, cuts.len() + 1)),
+        Some(&(steps, steps)),
         "progress reaches the end"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "one step at a time"
     );
     for (c, cut) in p.cuts.iter().zip(&cuts) {
         assert_eq!(u64::from(c.channels), cut.channels);

@@ -38,7 +38,7 @@ impl Bars {
                 let bar = self.profile.get_or_insert_with(|| {
                     let b = ProgressBar::new(total as u64).with_style(
                         ProgressStyle::with_template(
-                            "profiling {msg} [{bar:30}] {pos}/{len} segments",
+                            "profiling {msg} [{bar:30}] {pos}/{len} segment runs",
                         )
                         .unwrap_or_else(|_| ProgressStyle::default_bar()),
                     );

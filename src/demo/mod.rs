@@ -230,6 +230,7 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
                 p.infer(x, &shape).await?;
             }
             let before = p.link_bytes().await?;
+            let counted = p.counters().await?;
             let mut latencies = Vec::with_capacity(inputs.len());
             let mut predicted = Vec::with_capacity(inputs.len());
             for x in &inputs {
@@ -244,6 +245,7 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
                 });
             }
             let after = p.link_bytes().await?;
+            let terms = p.counters().await?.since(&counted);
             p.stop().await?;
             let n = inputs.len() as f64;
             let bytes: BTreeMap<String, f64> = after
@@ -253,6 +255,7 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
             anyhow::Ok(PlanRow::new(
                 plan,
                 &latencies,
+                terms,
                 bytes,
                 &predicted,
                 &reference,

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::planner::accuracy::WireEncoding;
 use crate::runtime::frame::{Frame, FrameLimits};
 use crate::runtime::link::{ComputeEmulation, LinkEmulation};
-use crate::runtime::metrics::sample_value;
+use crate::runtime::metrics::{sample_value, samples};
 use crate::runtime::server::{self, Relay, ShardConfig, ShardModel, FRAME_CONTENT_TYPE};
 
 /// What one tier of a pipeline runs and how it reaches the next.
@@ -59,6 +59,31 @@ pub struct Pipeline {
     client: Client<HttpConnector, Full<Bytes>>,
     stops: Vec<oneshot::Sender<()>>,
     servers: Vec<JoinHandle<Result<(), server::ServeError>>>,
+}
+
+/// Cumulative (seconds, requests) per tier's compute and per link's receive.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    pub compute: BTreeMap<String, (f64, f64)>,
+    pub hops: BTreeMap<String, (f64, f64)>,
+}
+
+impl Counters {
+    /// Mean ms per request of each term between `before` and `self`.
+    pub fn since(&self, before: &Counters) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+        let mean = |now: &BTreeMap<String, (f64, f64)>, then: &BTreeMap<String, (f64, f64)>| {
+            now.iter()
+                .filter_map(|(k, &(s, n))| {
+                    let (s0, n0) = then.get(k).copied().unwrap_or((0.0, 0.0));
+                    (n > n0).then(|| (k.clone(), (s - s0) / (n - n0) * 1e3))
+                })
+                .collect()
+        };
+        (
+            mean(&self.compute, &before.compute),
+            mean(&self.hops, &before.hops),
+        )
+    }
 }
 
 /// What the entry tier answered to a posted frame.
@@ -232,6 +257,44 @@ impl Pipeline {
             )
             .unwrap_or(0.0);
             out.insert(format!("{from}->{to}"), bytes);
+        }
+        Ok(out)
+    }
+
+    /// The tiers' own counters so far: per tier, compute seconds and requests
+    /// (`cnnpc_shard_compute_seconds`); per link, receive seconds, requests and bytes
+    /// (`cnnpc_hop_seconds`, `cnnpc_hop_bytes_total`). Two snapshots' difference over the
+    /// requests between them gives the measured cost of each term of the latency model.
+    pub async fn counters(&self) -> Result<Counters> {
+        let mut out = Counters::default();
+        for i in 0..self.tiers.len() {
+            let (_, text) = self.get(i, "/metrics").await?;
+            let tier = self.tiers[i].0.as_str();
+            let sum = |name: &str, want: &[(&str, &str)]| -> f64 {
+                samples(&text)
+                    .filter(|s| s.name == name && want.iter().all(|l| s.labels.contains(l)))
+                    .map(|s| s.value)
+                    .sum()
+            };
+            let me = [("tier", tier)];
+            out.compute.insert(
+                tier.to_string(),
+                (
+                    sum("cnnpc_shard_compute_seconds_sum", &me),
+                    sum("cnnpc_shard_compute_seconds_count", &me),
+                ),
+            );
+            if i > 0 {
+                let from = self.tiers[i - 1].0.as_str();
+                let hop = [("from", from), ("to", tier)];
+                out.hops.insert(
+                    format!("{from}->{tier}"),
+                    (
+                        sum("cnnpc_hop_seconds_sum", &hop),
+                        sum("cnnpc_hop_seconds_count", &hop),
+                    ),
+                );
+            }
         }
         Ok(out)
     }

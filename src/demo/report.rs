@@ -44,6 +44,18 @@ pub struct PlanRow {
     pub oracle_agreement: Option<f64>,
     /// Its samples and interval (absent for the unmodified model, which agrees with itself).
     pub oracle_interval: Option<AccuracyEvidence>,
+    /// Per tier that computes: the latency model's compute time and the tier's own
+    /// `cnnpc_shard_compute_seconds` mean, ms per request.
+    pub predicted_compute_ms: BTreeMap<String, f64>,
+    pub measured_compute_ms: BTreeMap<String, f64>,
+    /// Per link crossed: the model's transfer time and the receiver's `cnnpc_hop_seconds`
+    /// mean (request head to last body byte, through the emulated link), ms per request.
+    pub predicted_transfer_ms: BTreeMap<String, f64>,
+    pub measured_hop_ms: BTreeMap<String, f64>,
+    /// What the terms leave: the model's per-hop overheads, and the measured mean minus every
+    /// measured term (serialisation, encoding, HTTP, scheduling).
+    pub predicted_other_ms: f64,
+    pub measured_other_ms: f64,
 }
 
 /// The served plan's agreement with the unmodified model on held-out inputs (beyond the fit and
@@ -86,6 +98,7 @@ impl PlanRow {
     pub fn new(
         plan: &Plan,
         latencies_ms: &[f64],
+        terms: (BTreeMap<String, f64>, BTreeMap<String, f64>),
         bytes: BTreeMap<String, f64>,
         predicted: &[usize],
         reference: &[usize],
@@ -103,7 +116,32 @@ impl PlanRow {
                 .map(|l| (l.to_string(), m.get(*l).copied().unwrap_or(0.0)))
                 .collect()
         };
+        let (measured_compute_ms, measured_hop_ms) = terms;
+        let mean_ms = sorted.iter().sum::<f64>() / sorted.len().max(1) as f64;
+        let predicted_compute_ms: BTreeMap<String, f64> = plan
+            .tiers
+            .iter()
+            .filter(|t| t.segments.is_some())
+            .map(|t| (t.tier.clone(), t.compute_ms))
+            .collect();
+        let predicted_transfer_ms: BTreeMap<String, f64> = plan
+            .transfer_ms
+            .iter()
+            .filter(|(k, _)| measured_hop_ms.contains_key(*k))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let counted: f64 =
+            measured_compute_ms.values().sum::<f64>() + measured_hop_ms.values().sum::<f64>();
+        let predicted_other_ms = plan.latency_ms
+            - predicted_compute_ms.values().sum::<f64>()
+            - predicted_transfer_ms.values().sum::<f64>();
         PlanRow {
+            predicted_compute_ms,
+            measured_compute_ms,
+            predicted_transfer_ms,
+            measured_hop_ms,
+            predicted_other_ms,
+            measured_other_ms: mean_ms - counted,
             strategy: plan.strategy.clone(),
             deployment: plan.deployment.clone(),
             cuts: plan
@@ -119,7 +157,7 @@ impl PlanRow {
             wire_encoding: plan.wire_encoding,
             measured_p50_ms: percentile(&sorted, 0.5),
             measured_p95_ms: percentile(&sorted, 0.95),
-            measured_mean_ms: sorted.iter().sum::<f64>() / sorted.len().max(1) as f64,
+            measured_mean_ms: mean_ms,
             predicted_ms: plan.latency_ms,
             bytes_per_request: with_links(&bytes),
             predicted_bytes_per_request: with_links(&plan.bytes),
@@ -297,6 +335,27 @@ impl DemoReport {
                 p.accuracy
                     .map_or("-".into(), |a| format!("{:.1}%", a * 100.0))
             );
+        }
+        let _ = writeln!(
+            s,
+            "\npredicted / measured mean per term, ms per request (compute from each tier's \
+             cnnpc_shard_compute_seconds, links from the receiver's cnnpc_hop_seconds):"
+        );
+        for p in &self.plans {
+            let mut terms: Vec<String> = Vec::new();
+            for (t, ms) in &p.predicted_compute_ms {
+                let m = p.measured_compute_ms.get(t).copied().unwrap_or(f64::NAN);
+                terms.push(format!("{t} {ms:.1}/{m:.1}"));
+            }
+            for (l, ms) in &p.predicted_transfer_ms {
+                let m = p.measured_hop_ms.get(l).copied().unwrap_or(f64::NAN);
+                terms.push(format!("{l} {ms:.1}/{m:.1}"));
+            }
+            terms.push(format!(
+                "other {:.1}/{:.1}",
+                p.predicted_other_ms, p.measured_other_ms
+            ));
+            let _ = writeln!(s, "  {:<13} {}", p.strategy, terms.join(", "));
         }
         if let Some(x) = &self.speedup {
             let _ = writeln!(

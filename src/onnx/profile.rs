@@ -1,8 +1,9 @@
 //! `cnnpc profile`: measure a real model on this machine and describe it as a planner profile.
 //!
 //! The model is split at every selected cut; each shard (one segment) is run with tract on the
-//! previous shard's real output, and its median run time over `repeats` runs is the segment's
-//! time on this machine (`host`). The tiers are expressed as documented slowdown factors of the
+//! previous shard's real output, and the mean of the faster half of its `repeats` timed runs
+//! (taken in rounds over all segments, so load during profiling spreads instead of skewing one
+//! segment) is the segment's time on this machine (`host`). The tiers are expressed as documented slowdown factors of the
 //! host, since we cannot run on an MI8 phone here; cut sizes are exact (f32, batch 1).
 
 use super::cuts::{list_cuts, Cut};
@@ -25,7 +26,8 @@ pub struct ProfileOptions {
     /// How many multi-tensor cuts (inside residual and branchy stages) to add to the
     /// single-tensor ones when `cuts` is `None`.
     pub multi_tensor_cuts: MultiTensorCuts,
-    /// Runs per segment; the median is kept.
+    /// Timed runs per segment, in rounds over all segments; the mean of the faster half is
+    /// kept.
     pub repeats: usize,
     /// `(device name, tier, slowdown vs this machine)`.
     pub devices: Vec<(String, String, f64)>,
@@ -108,7 +110,19 @@ fn elements(dims: &[Dim]) -> u64 {
     fixed_shape(dims).iter().map(|&d| d as u64).product()
 }
 
-/// Measures `model` (named `name`). `progress(done, total)` is told after each segment.
+/// The mean of the faster half of `times` (the median of one): load only ever adds time, so
+/// the slow half is where it shows; averaging the fast half is steadier than their minimum.
+pub fn faster_half_mean(times: &mut [f64]) -> f64 {
+    if times.is_empty() {
+        return f64::NAN;
+    }
+    times.sort_by(f64::total_cmp);
+    let half = times.len().div_ceil(2);
+    times[..half].iter().sum::<f64>() / half as f64
+}
+
+/// Measures `model` (named `name`). `progress(done, total)` is told after each step (one
+/// warm-up run per segment, then `repeats` timed rounds over every segment).
 pub fn profile_model(
     model: &[u8],
     name: &str,
@@ -157,7 +171,9 @@ pub fn profile_model(
         values.insert(name.clone(), Tensor::from(t).into());
     }
 
-    let mut host_ms = Vec::with_capacity(shards.len());
+    let steps = shards.len() * (opts.repeats + 1);
+    let mut done = 0;
+    let mut runners = Vec::with_capacity(shards.len());
     for (k, shard) in shards.iter().enumerate() {
         let names = Graph::from_bytes(shard)?.inputs().to_vec();
         let feed: TVec<TValue> = names
@@ -172,18 +188,26 @@ pub fn profile_model(
             .collect::<Result<_, _>>()?;
         let refs: Vec<&Tensor> = feed.iter().map(|v| &**v).collect();
         let runner = Runner::new(shard, &refs)?;
-        let mut times = Vec::with_capacity(opts.repeats);
-        let mut out = runner.run(feed.clone())?; // warm-up, and the values the next shard reads
-        for _ in 0..opts.repeats {
-            let start = Instant::now();
-            out = runner.run(feed.clone())?;
-            times.push(start.elapsed().as_secs_f64() * 1e3);
-        }
-        times.sort_by(f64::total_cmp);
-        host_ms.push(times[times.len() / 2]);
+        let out = runner.run(feed.clone())?; // warm-up, and the values the next shard reads
         values.extend(runner.outputs.iter().cloned().zip(out));
-        progress(k + 1, shards.len());
+        runners.push((runner, feed));
+        done += 1;
+        progress(done, steps);
     }
+    // Timed rounds over every segment in turn, not every run of one segment then the next: a
+    // burst of load then slows one run of many segments, not many runs of one, and the
+    // statistic (the mean of the faster half) drops it.
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(opts.repeats); runners.len()];
+    for _ in 0..opts.repeats {
+        for (k, (runner, feed)) in runners.iter().enumerate() {
+            let start = Instant::now();
+            runner.run(feed.clone())?;
+            times[k].push(start.elapsed().as_secs_f64() * 1e3);
+            done += 1;
+            progress(done, steps);
+        }
+    }
+    let host_ms: Vec<f64> = times.iter_mut().map(|t| faster_half_mean(t)).collect();
 
     let cuts = chosen
         .iter()
@@ -226,7 +250,7 @@ pub fn profile_model(
     let profile = Profile {
         model: name.to_string(),
         notes: format!(
-            "Measured by `cnnpc profile` with tract: median of {} runs per segment on this machine \
+            "Measured by `cnnpc profile` with tract: mean of the faster half of {} runs per segment (in rounds over all segments) on this machine \
              (device `host`), batch 1, f32 on the wire. Tiers are emulated as slowdowns of the host: {}.",
             opts.repeats,
             factors.join(", ")
@@ -244,4 +268,24 @@ pub fn profile_model(
         .validate()
         .map_err(|e| OnnxError::BadInput(e.to_string()))?;
     Ok(profile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::faster_half_mean;
+
+    #[test]
+    fn a_burst_of_load_in_the_slow_half_does_not_move_the_statistic() {
+        let mut quiet = vec![10.0, 10.2, 9.9, 10.1, 10.0, 10.3, 9.8, 10.1, 10.0];
+        let mut loaded = quiet.clone();
+        loaded[2] = 40.0;
+        loaded[5] = 35.0;
+        loaded[7] = 25.0;
+        let (q, l) = (faster_half_mean(&mut quiet), faster_half_mean(&mut loaded));
+        assert!((q - l).abs() < 0.1, "{q} vs {l}");
+        // Never below the fastest run, and defined for one run and none.
+        assert!((9.8..=10.1).contains(&l), "{l}");
+        assert!(faster_half_mean(&mut []).is_nan());
+        assert_eq!(faster_half_mean(&mut [3.0]), 3.0);
+    }
 }
