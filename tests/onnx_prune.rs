@@ -186,6 +186,7 @@ fn live_oracle_on_a_generated_model() {
             .cuts()
             .iter()
             .map(|c| cnnpc::planner::profile::CutPoint {
+                sliced_share: 0.0,
                 name: c.after_node.clone(),
                 channels: c.channels as u32,
                 elements: 0,

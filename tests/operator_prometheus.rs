@@ -63,6 +63,7 @@ fn profile() -> Profile {
     let cut = |name: &str, channels: u32, shape: &[i64]| {
         let elements: i64 = shape.iter().product();
         CutPoint {
+            sliced_share: 0.0,
             name: name.into(),
             channels,
             elements: elements as u64,

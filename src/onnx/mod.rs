@@ -29,6 +29,7 @@ pub mod prune;
 pub mod quantise;
 pub mod random;
 pub mod shape;
+pub mod slice;
 pub mod split;
 pub mod verify;
 

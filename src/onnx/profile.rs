@@ -10,11 +10,12 @@ use super::cuts::{list_cuts, Cut};
 use super::error::OnnxError;
 use super::graph::{Dim, Graph};
 use super::random::Lcg;
+use super::slice;
 use super::split::split;
 use super::verify::Runner;
 use crate::planner::accuracy::WireEncoding;
 use crate::planner::profile::{CutPoint, Device, Profile, TensorInfo, TensorSize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 use tract_onnx::prelude::*;
 
@@ -108,6 +109,69 @@ pub fn fixed_shape(dims: &[Dim]) -> Vec<usize> {
 
 fn elements(dims: &[Dim]) -> u64 {
     fixed_shape(dims).iter().map(|&d| d as u64).product()
+}
+
+/// Multiply-adds of a Conv, Gemm or MatMul node with a weight initializer (0 for anything else
+/// or unknown shapes).
+fn macs(graph: &Graph, node: usize) -> f64 {
+    let n = &graph.nodes()[node];
+    let (Some(out), Some(w)) = (
+        n.output.first().and_then(|o| graph.tensor_info(o)),
+        n.input.get(1).and_then(|w| graph.initializer(w)),
+    ) else {
+        return 0.0;
+    };
+    let out: f64 = out
+        .dims
+        .iter()
+        .map(|d| d.fixed().unwrap_or(1).max(1) as f64)
+        .product();
+    let per = match n.op_type.as_str() {
+        // [C_out, C_in / group, kh, kw]: every output element reads the rest.
+        "Conv" => w.dims.iter().skip(1).product::<i64>() as f64,
+        "Gemm" | "MatMul" => w.dims.first().copied().unwrap_or(0) as f64,
+        _ => 0.0,
+    };
+    out * per
+}
+
+/// Per cut: the share of the segment ending there (by multiply-adds) that its sliced producer
+/// computes ([`slice::sliceable`]), 0 when it cannot be sliced or the cut has several tensors.
+fn sliced_shares(graph: &Graph, shards: &[Vec<u8>], chosen: &[Cut]) -> Vec<f64> {
+    let by_name: HashMap<&str, usize> = graph
+        .nodes()
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    chosen
+        .iter()
+        .enumerate()
+        .map(|(k, c)| {
+            let [t] = c.tensors.as_slice() else {
+                return 0.0;
+            };
+            let Some((conv, _, _)) = slice::sliceable(graph, &t.name, c.channels as usize) else {
+                return 0.0;
+            };
+            let shard = shards.get(k).and_then(|s| super::graph::decode(s).ok());
+            let segment: f64 = shard
+                .as_ref()
+                .and_then(|m| m.graph.as_ref())
+                .map_or(0.0, |g| {
+                    g.node
+                        .iter()
+                        .filter_map(|n| by_name.get(n.name.as_str()))
+                        .map(|&i| macs(graph, i))
+                        .sum()
+                });
+            if segment > 0.0 {
+                (macs(graph, conv) / segment).min(1.0)
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }
 
 /// The mean of the faster half of `times` (the median of one): load only ever adds time, so
@@ -209,11 +273,14 @@ pub fn profile_model(
     }
     let host_ms: Vec<f64> = times.iter_mut().map(|t| faster_half_mean(t)).collect();
 
+    let shares = sliced_shares(&graph, &shards, &chosen);
     let cuts = chosen
         .iter()
-        .map(|c| {
+        .zip(shares)
+        .map(|(c, sliced_share)| {
             let n: u64 = c.tensors.iter().map(|t| elements(&t.shape)).sum();
             CutPoint {
+                sliced_share,
                 name: c.after_node.clone(),
                 channels: u32::try_from(c.channels).unwrap_or(u32::MAX),
                 elements: n,

@@ -588,8 +588,24 @@ const FULL: &str = "__cnnpc_full";
 const REC: &str = "__cnnpc_rec";
 
 /// Apply `p` to the model (see the module doc). The cut tensors keep their names and carry the
-/// kept channels; everything after the cut reads the reconstruction.
+/// kept channels; everything after the cut reads the reconstruction. Where the cut's producer
+/// allows, it computes only the kept channels ([`slice`](super::slice)).
 pub fn apply_pruning(graph: &Graph, p: &CutPruning) -> Result<ModelProto, OnnxError> {
+    let model = apply_pruning_gathered(graph, p)?;
+    let cuts: Vec<(String, String, usize, Vec<usize>)> = p
+        .tensors
+        .iter()
+        .zip(&p.channels)
+        .zip(&p.kept)
+        .map(|((t, &c), kept)| (t.clone(), format!("{t}{FULL}"), c, kept.clone()))
+        .collect();
+    let (model, _) = super::slice::slice_producers(model, &cuts)?;
+    Ok(model)
+}
+
+/// [`apply_pruning`] with every cut's channels kept by a `Gather` after its full producer (the
+/// model before slicing: what a sliced model must compute the same as).
+pub fn apply_pruning_gathered(graph: &Graph, p: &CutPruning) -> Result<ModelProto, OnnxError> {
     let k = p.tensors.len();
     let m = p.kept_total();
     let c: usize = p.channels.iter().sum();

@@ -209,11 +209,35 @@ impl<'a> LatencyModel<'a> {
                 }
             }
         }
+        // A pruned cut's producer is sliced: its share of the producing tier's last segment
+        // runs for the kept channels only.
+        for (i, &c) in layout.cuts.iter().enumerate() {
+            let (saved, per_channel) = self.sliced(layout, c);
+            fixed -= saved;
+            slope[i] += per_channel;
+        }
         fixed += self.overhead_ms(layout);
         LinearLatency {
             fixed_ms: fixed,
             slope_ms: slope,
         }
+    }
+
+    /// For cut `c` of `layout`: (the sliceable ms of its producing segment, those ms per
+    /// channel), and the producing tier's index.
+    fn sliced_at(&self, layout: &Layout, c: usize) -> Option<(f64, f64, usize)> {
+        let cut = &self.profile.cuts[c];
+        if cut.sliced_share <= 0.0 || cut.channels == 0 {
+            return None;
+        }
+        let t = layout.ranges.iter().position(|&(s, e)| s <= c && c < e)?;
+        let ms = self.topology.tiers[t].run_ms[c] * cut.sliced_share.min(1.0);
+        Some((ms, ms / f64::from(cut.channels), t))
+    }
+
+    fn sliced(&self, layout: &Layout, c: usize) -> (f64, f64) {
+        self.sliced_at(layout, c)
+            .map_or((0.0, 0.0), |(ms, per, _)| (ms, per))
     }
 
     fn compute_ms(&self, layout: &Layout) -> Vec<f64> {
@@ -235,7 +259,12 @@ impl<'a> LatencyModel<'a> {
 
     /// `kept[i]` = channels kept at `layout.cuts[i]`.
     pub fn breakdown(&self, layout: &Layout, kept: &[u32]) -> Breakdown {
-        let compute_ms = self.compute_ms(layout);
+        let mut compute_ms = self.compute_ms(layout);
+        for (i, &c) in layout.cuts.iter().enumerate() {
+            if let Some((ms, per, t)) = self.sliced_at(layout, c) {
+                compute_ms[t] += per * f64::from(kept[i]) - ms;
+            }
+        }
         let mut transfer_ms = Vec::with_capacity(layout.crossings.len());
         let mut bytes = Vec::with_capacity(layout.crossings.len());
         for (link, crossing) in self.topology.links.iter().zip(&layout.crossings) {

@@ -46,6 +46,15 @@ pub struct CutPoint {
     pub bytes: f64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tensors: Vec<TensorInfo>,
+    /// The share of the segment ending at this cut that computes the cut's channels alone (its
+    /// producing Conv and the channel-wise ops after it), by multiply-adds. Pruning slices that
+    /// producer, so the share shrinks with the channels kept. 0: nothing is sliced.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sliced_share: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
