@@ -2,6 +2,7 @@
 //! models always, agreement numbers on the real models when `models/` has them (required with
 //! `CNNPC_REQUIRE_MODELS=1`).
 
+mod common;
 use cnnpc::onnx::calibration::{self, Batch};
 use cnnpc::onnx::graph::{Dim, Graph};
 use cnnpc::onnx::oracle::LiveOracle;
@@ -10,19 +11,7 @@ use cnnpc::onnx::tract_ndarray::ArrayD;
 use cnnpc::onnx::{list_cuts, split, verify_chain, OnnxError};
 use cnnpc::planner::accuracy::{AccuracyOracle, CompressionPoint, OracleError, WireEncoding};
 use cnnpc::testkit::models as testmodels;
-
-fn batch(seed: u64, n: usize) -> Batch {
-    let a = testmodels::input(seed, n);
-    Batch {
-        shape: a.shape().to_vec(),
-        data: a.iter().copied().collect(),
-        labels: None,
-    }
-}
-
-fn names(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
+use common::onnx::{batch, names};
 
 fn channels_of(model: &[u8], tensor: &str) -> Option<i64> {
     Graph::from_bytes(model)

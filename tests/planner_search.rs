@@ -2,24 +2,13 @@
 //! violates its objective, never loses to the best uncompressed split, and stays within 1% of
 //! the exhaustive optimum under the same oracle.
 
+mod common;
 use cnnpc::planner::accuracy::{Measurements, MeasuringOracle, WireEncoding};
-use cnnpc::planner::profile::Profile;
 use cnnpc::planner::search::{Candidate, Objective, Planner, SearchConfig, SearchError, Strategy};
 use cnnpc::planner::surface::SyntheticSurface;
 use cnnpc::planner::table::{parse_csv, to_csv, TableOracle};
-use cnnpc::planner::topology::{Topology, TopologySpec};
+use common::planner::{profile, topo};
 use proptest::prelude::*;
-
-fn profile(model: &str) -> Profile {
-    let path = format!("{}/model_profile/{model}.yaml", env!("CARGO_MANIFEST_DIR"));
-    Profile::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn topo(p: &Profile, device: &str, ec: f64) -> Topology {
-    TopologySpec::end_edge_cloud(device, 20.0, ec)
-        .build(p)
-        .unwrap()
-}
 
 fn run(
     planner: &Planner,

@@ -3,6 +3,7 @@
 //! measured on the whole evaluation set and meets the floor by its lower bound, and too small
 //! an evaluation set for the floor is an error that says how many samples it needs.
 
+mod common;
 use cnnpc::planner::accuracy::{
     AccuracyOracle, CompressionPoint, Measured, Measurements, MeasuringOracle, OracleError,
     WireEncoding,
@@ -11,18 +12,7 @@ use cnnpc::planner::profile::Profile;
 use cnnpc::planner::search::{Objective, Planner, SearchConfig, SearchError, Strategy};
 use cnnpc::planner::sequential::Rule;
 use cnnpc::planner::surface::{SampledSurface, SyntheticSurface};
-use cnnpc::planner::topology::{Topology, TopologySpec};
-
-fn profile(model: &str) -> Profile {
-    let path = format!("{}/model_profile/{model}.yaml", env!("CARGO_MANIFEST_DIR"));
-    Profile::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn topo(p: &Profile, device: &str, ec: f64) -> Topology {
-    TopologySpec::end_edge_cloud(device, 20.0, ec)
-        .build(p)
-        .unwrap()
-}
+use common::planner::{profile, topo};
 
 fn sampled(p: &Profile, samples: usize) -> SampledSurface {
     SampledSurface {

@@ -2,7 +2,7 @@
 //! values as keeping them with a Gather; the profile says how much of the segment that is; the
 //! planner prices it.
 
-use cnnpc::onnx::calibration::Batch;
+mod common;
 use cnnpc::onnx::graph::Graph;
 use cnnpc::onnx::profile::{profile_model, ProfileOptions};
 use cnnpc::onnx::prune::{apply_pruning, apply_pruning_gathered, cut_stats, plan_pruning, Method};
@@ -11,20 +11,8 @@ use cnnpc::planner::latency::LatencyModel;
 use cnnpc::planner::profile::Profile;
 use cnnpc::planner::topology::TopologySpec;
 use cnnpc::testkit::models as testmodels;
+use common::onnx::{batch, names};
 use prost::Message;
-
-fn batch(seed: u64, n: usize) -> Batch {
-    let a = testmodels::input(seed, n);
-    Batch {
-        shape: a.shape().to_vec(),
-        data: a.iter().copied().collect(),
-        labels: None,
-    }
-}
-
-fn names(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
 
 #[test]
 fn the_producer_computes_only_the_kept_channels_and_the_same_values() {

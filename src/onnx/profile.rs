@@ -11,12 +11,14 @@ use super::error::OnnxError;
 use super::graph::{Dim, Graph};
 use super::random::Lcg;
 use super::slice;
-use super::split::split;
+use super::split::split_graph;
 use super::verify::Runner;
 use crate::planner::accuracy::WireEncoding;
 use crate::planner::profile::{CutPoint, Device, Profile, TensorInfo, TensorSize};
+use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
+use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -137,7 +139,7 @@ fn macs(graph: &Graph, node: usize) -> f64 {
 
 /// Per cut: the share of the segment ending there (by multiply-adds) that its sliced producer
 /// computes ([`slice::sliceable`]), 0 when it cannot be sliced or the cut has several tensors.
-fn sliced_shares(graph: &Graph, shards: &[Vec<u8>], chosen: &[Cut]) -> Vec<f64> {
+fn sliced_shares(graph: &Graph, shards: &[ModelProto], chosen: &[Cut]) -> Vec<f64> {
     let by_name: HashMap<&str, usize> = graph
         .nodes()
         .iter()
@@ -154,9 +156,8 @@ fn sliced_shares(graph: &Graph, shards: &[Vec<u8>], chosen: &[Cut]) -> Vec<f64> 
             let Some((conv, _, _)) = slice::sliceable(graph, &t.name, c.channels as usize) else {
                 return 0.0;
             };
-            let shard = shards.get(k).and_then(|s| super::graph::decode(s).ok());
-            let segment: f64 = shard
-                .as_ref()
+            let segment: f64 = shards
+                .get(k)
                 .and_then(|m| m.graph.as_ref())
                 .map_or(0.0, |g| {
                     g.node
@@ -214,9 +215,11 @@ pub fn profile_model(
         ));
     }
     let sets: Vec<Vec<String>> = chosen.iter().map(Cut::tensor_names).collect();
-    let shards = split(model, &sets)?;
-
+    // Split once: the encoded shards run, the decoded ones are counted (`sliced_shares`).
     let graph = Graph::from_bytes(model)?;
+    let protos = split_graph(&graph, &sets)?;
+    let shards: Vec<Vec<u8>> = protos.iter().map(Message::encode_to_vec).collect();
+
     let mut rng = Lcg(11);
     let mut values: BTreeMap<String, TValue> = BTreeMap::new();
     let mut input_elements = 0u64;
@@ -273,7 +276,7 @@ pub fn profile_model(
     }
     let host_ms: Vec<f64> = times.iter_mut().map(|t| faster_half_mean(t)).collect();
 
-    let shares = sliced_shares(&graph, &shards, &chosen);
+    let shares = sliced_shares(&graph, &protos, &chosen);
     let cuts = chosen
         .iter()
         .zip(shares)

@@ -10,21 +10,11 @@ use std::collections::HashSet;
 
 use tract_onnx::pb::{self, ModelProto};
 
-use super::graph::Graph;
+use super::graph::{Graph, CHANNELWISE_UNARY};
 
-/// Channel-wise ops without per-channel parameters: they commute with keeping channels.
-const PARAMETER_FREE: &[&str] = &[
-    "Relu",
-    "LeakyRelu",
-    "Clip",
-    "HardSwish",
-    "HardSigmoid",
-    "Sigmoid",
-    "Tanh",
-    "Elu",
-    "Selu",
-    "Identity",
-];
+/// The channel-wise ops ([`CHANNELWISE_UNARY`]) that carry per-channel parameters: of these
+/// only BatchNormalization is sliced (its four vectors); the others keep the Gather.
+const PER_CHANNEL: &[&str] = &["BatchNormalization", "PRelu", "InstanceNormalization"];
 
 /// What slicing one cut tensor changes.
 struct Slice {
@@ -101,7 +91,7 @@ pub fn sliceable(
                     rows.push(p.clone());
                 }
             }
-            t if PARAMETER_FREE.contains(&t) => {}
+            t if CHANNELWISE_UNARY.contains(&t) && !PER_CHANNEL.contains(&t) => {}
             _ => return None,
         }
         stale.push(op.output.first()?.clone());

@@ -4,6 +4,8 @@
 
 pub mod helm;
 pub mod k8s;
+pub mod onnx;
+pub mod planner;
 pub mod plans;
 pub mod prom;
 
