@@ -9,6 +9,7 @@
 
 mod common;
 
+use cnnpc::onnx::frame::Frame;
 use cnnpc::operator::core::TierHealth;
 use cnnpc::operator::crd::{
     CollaborativeInferenceStatus, Estimate, LiveAgreement, ObservationStatus, PlanStatus,
@@ -17,7 +18,6 @@ use cnnpc::operator::labels;
 use cnnpc::operator::metrics::{self, Metrics};
 use cnnpc::operator::rollout::Versions;
 use cnnpc::planner::accuracy::WireEncoding;
-use cnnpc::runtime::frame::Frame;
 use cnnpc::runtime::server::{self, ShardConfig, ShardModel, Tensor};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use cnnpc::demo::{Pipeline, TierSpec};
+use cnnpc::onnx::frame::Frame;
 use cnnpc::onnx::{list_cuts, split};
 use cnnpc::planner::accuracy::WireEncoding;
-use cnnpc::runtime::frame::Frame;
 use cnnpc::runtime::server::{ShardModel, Tensor};
 use cnnpc::runtime::tract_model::TractShard;
 use cnnpc::testkit::models as testmodels;

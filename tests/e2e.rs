@@ -12,10 +12,10 @@
 //! node label), CNNPC_E2E_REPLANS_BEFORE and CNNPC_E2E_REPLAN_BY (`tc` or `spec`) for the
 //! replan test.
 
+use cnnpc::onnx::frame::{Frame, FrameLimits};
 use cnnpc::operator::labels;
 use cnnpc::operator::resources::{entry_name, SHARD_PORT};
 use cnnpc::planner::accuracy::WireEncoding;
-use cnnpc::runtime::frame::{Frame, FrameLimits};
 use cnnpc::runtime::server::{ShardModel, Tensor};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -3,8 +3,8 @@
 //! allocates concurrently). zstd's own C allocations are not counted; its one-shot decompression
 //! writes straight into our buffer and allocates no window.
 
+use cnnpc::onnx::frame::{Frame, FrameError, FrameLimits, FLAG_ZSTD, MAGIC, VERSION};
 use cnnpc::planner::accuracy::WireEncoding;
-use cnnpc::runtime::frame::{Frame, FrameError, FrameLimits, FLAG_ZSTD, MAGIC, VERSION};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 

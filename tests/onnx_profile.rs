@@ -21,8 +21,18 @@ fn profiles_every_single_tensor_cut_and_plans() {
     )
     .unwrap();
     assert_eq!(p.cuts.len(), cuts.len());
-    // One warm-up run per segment, then `repeats` timed rounds over all of them.
-    let steps = (cuts.len() + 1) * (ProfileOptions::default().repeats + 1);
+    // One warm-up run per segment and per sliced segment (relu1 and relu2 end in a Conv
+    // chain), then `repeats` timed rounds over all of them, then the wire costs.
+    let graph = cnnpc::onnx::Graph::from_bytes(&model).unwrap();
+    let sliced = (0..cuts.len())
+        .filter(|&k| {
+            cnnpc::onnx::profile::sliced_segment(&graph, &cuts, k)
+                .unwrap()
+                .is_some()
+        })
+        .count();
+    assert_eq!(sliced, 2);
+    let steps = (cuts.len() + 1 + sliced) * (ProfileOptions::default().repeats + 1) + 1;
     assert_eq!(
         seen.last(),
         Some(&(steps, steps)),
@@ -80,4 +90,60 @@ fn chosen_cuts_must_exist_and_be_ordered() {
     let p = profile_model(&model, "m", &opts(vec![1]), &mut |_, _| {}).unwrap();
     assert_eq!(p.cuts.len(), 1);
     assert!(profile_model(b"garbage", "m", &ProfileOptions::default(), &mut |_, _| {}).is_err());
+}
+
+#[test]
+fn the_profile_measures_what_crosses_the_wire_and_what_framing_costs() {
+    use cnnpc::onnx::profile::HttpCosts;
+    use cnnpc::planner::accuracy::WireEncoding;
+    let model = testmodels::chain_model_bytes();
+    let http = HttpCosts {
+        hop_ms: 0.3,
+        entry_ms: 1.2,
+    };
+    let opts = ProfileOptions {
+        repeats: 2,
+        http: Some(http),
+        ..ProfileOptions::default()
+    };
+    let p = profile_model(&model, "chain", &opts, &mut |_, _| {}).unwrap();
+    let wire = p.wire.as_ref().expect("a measured profile has wire costs");
+    assert_eq!((wire.hop_ms, wire.entry_ms), (0.3, 1.2));
+    for enc in WireEncoding::ALL {
+        let c = wire.codec[&enc];
+        assert!(c.encode_ns > 0.0 && c.decode_ns > 0.0, "{enc}: {c:?}");
+    }
+    // f32 is never compressed: the frame is the header (21 bytes + 4 per dim) and 4 bytes per
+    // value. The others ship a scale and offset per channel (quantised) and go through zstd.
+    // Where a channel holds more than a few values, that is fewer bytes than f32.
+    let crossings = std::iter::once((&p.input.frame_bytes, p.input.elements, 3u64)).chain(
+        p.cuts
+            .iter()
+            .map(|c| (&c.frame_bytes, c.elements, u64::from(c.channels))),
+    );
+    for (bytes, elements, channels) in crossings {
+        assert_eq!(bytes.len(), 4, "{bytes:?}");
+        let f32_frame = 21.0 + 4.0 * 4.0 + 4.0 * elements as f64;
+        assert_eq!(bytes[&WireEncoding::F32], f32_frame);
+        if elements / channels >= 64 {
+            for enc in [WireEncoding::F16, WireEncoding::Int8, WireEncoding::Int4] {
+                assert!(bytes[&enc] < f32_frame, "{enc}: {bytes:?}");
+            }
+        }
+    }
+    // On a real input the frames are what that data compresses to: a constant input frames
+    // to far fewer bytes than the pseudo-random one.
+    let flat = ProfileOptions {
+        sample: Some(vec![0.25; p.input.elements as usize]),
+        ..opts.clone()
+    };
+    let q = profile_model(&model, "chain", &flat, &mut |_, _| {}).unwrap();
+    let int8 = |p: &Profile| p.input.frame_bytes[&WireEncoding::Int8];
+    assert!(int8(&q) * 4.0 < int8(&p), "{} vs {}", int8(&q), int8(&p));
+    let wrong = ProfileOptions {
+        sample: Some(vec![0.0; 3]),
+        ..opts
+    };
+    let err = profile_model(&model, "chain", &wrong, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("3 values"), "{err}");
 }

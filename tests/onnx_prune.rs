@@ -170,12 +170,14 @@ fn live_oracle_on_a_generated_model() {
             elements: 768,
             bytes: 3072.0,
             tensors: vec![],
+            frame_bytes: Default::default(),
         },
         cuts: oracle
             .cuts()
             .iter()
             .map(|c| cnnpc::planner::profile::CutPoint {
                 sliced_share: 0.0,
+                frame_bytes: Default::default(),
                 name: c.after_node.clone(),
                 channels: c.channels as u32,
                 elements: 0,
@@ -184,6 +186,7 @@ fn live_oracle_on_a_generated_model() {
             })
             .collect(),
         devices: Default::default(),
+        wire: None,
     };
     let csv = cnnpc::planner::table::to_csv(oracle.measurements());
     let back = cnnpc::planner::table::parse_csv(&csv, &profile).unwrap();

@@ -13,6 +13,7 @@
 
 mod common;
 
+use cnnpc::onnx::frame::Frame;
 use cnnpc::operator::crd::Assumptions;
 use cnnpc::operator::crd::{CollaborativeInferenceSpec, Evidence, PlanStatus};
 use cnnpc::operator::evidence::{self, Judged};
@@ -20,7 +21,6 @@ use cnnpc::operator::observe;
 use cnnpc::operator::planning::{self, PlanRequest, Replan};
 use cnnpc::planner::accuracy::{Measurements, WireEncoding};
 use cnnpc::planner::profile::{CutPoint, Device, Profile, TensorInfo, TensorSize};
-use cnnpc::runtime::frame::Frame;
 use cnnpc::runtime::link::{Link, LinkEmulation};
 use cnnpc::runtime::server::{self, ShardConfig, ShardModel, Tensor};
 use serde_json::json;
@@ -64,6 +64,7 @@ fn profile() -> Profile {
         let elements: i64 = shape.iter().product();
         CutPoint {
             sliced_share: 0.0,
+            frame_bytes: Default::default(),
             name: name.into(),
             channels,
             elements: elements as u64,
@@ -82,6 +83,7 @@ fn profile() -> Profile {
             elements: 7500,
             bytes: 30000.0,
             tensors: vec![],
+            frame_bytes: Default::default(),
         },
         cuts: vec![
             cut("relu1", 8, &[1, 8, 16, 16]),
@@ -110,6 +112,7 @@ fn profile() -> Profile {
                 },
             ),
         ]),
+        wire: None,
     }
 }
 

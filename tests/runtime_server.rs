@@ -3,8 +3,8 @@
 //! as root — real tbf shaping between network namespaces.
 
 use bytes::Bytes;
+use cnnpc::onnx::frame::{Frame, FrameLimits, FLAG_ZSTD, MAGIC, PREAMBLE_LEN, VERSION};
 use cnnpc::planner::accuracy::WireEncoding;
-use cnnpc::runtime::frame::{Frame, FrameLimits, FLAG_ZSTD, MAGIC, PREAMBLE_LEN, VERSION};
 use cnnpc::runtime::link::{ComputeEmulation, LinkEmulation};
 use cnnpc::runtime::server::{self, ShardConfig, ShardModel, Tensor};
 use cnnpc::testkit::netns::{self, NetChain, Netns};

@@ -2,7 +2,7 @@
 //! and -malloc_limit_mb catch that), and every accepted frame is canonical.
 #![no_main]
 
-use cnnpc::runtime::frame::{peek_declared_len, Frame, FrameLimits};
+use cnnpc::onnx::frame::{peek_declared_len, Frame, FrameLimits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

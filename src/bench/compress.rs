@@ -11,10 +11,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::onnx::frame::{Frame, ZSTD_LEVEL};
 use crate::onnx::oracle::LiveOracle;
 use crate::onnx::OnnxError;
 use crate::planner::accuracy::{CompressionPoint, WireEncoding};
-use crate::runtime::frame::{Frame, ZSTD_LEVEL};
 
 /// The compression target of the issue: this many times fewer bytes than the f32 cut...
 pub const TARGET_FACTOR: f64 = 16.0;

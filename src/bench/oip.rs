@@ -14,8 +14,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
+use crate::onnx::frame::Frame;
 use crate::planner::accuracy::WireEncoding;
-use crate::runtime::frame::Frame;
 use crate::runtime::server::{self, OipModel, ShardConfig, SERVER_TIMING};
 use crate::runtime::tract_model::TractShard;
 

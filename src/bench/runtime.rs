@@ -28,9 +28,9 @@ use hyper::StatusCode;
 use serde::Serialize;
 
 use crate::demo::{Pipeline, Posted, TierSpec};
+use crate::onnx::frame::{Frame, FrameLimits};
 use crate::onnx::{list_cuts, split};
 use crate::planner::accuracy::WireEncoding;
-use crate::runtime::frame::{Frame, FrameLimits};
 use crate::runtime::server::{Relay, ShardConfig, ShardModel, Tensor};
 use crate::runtime::tract_model::TractShard;
 

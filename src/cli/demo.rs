@@ -40,9 +40,12 @@ pub struct DemoArgs {
     /// Wire encodings the CNNPC plan may use (the baselines send f32).
     #[arg(long, value_delimiter = ',', default_value = "int8,int4")]
     pub encodings: Vec<WireEncoding>,
-    /// Held-out inputs sent through each plan.
-    #[arg(long, default_value_t = 24)]
+    /// Held-out inputs sent through each plan (the plans take turns, one request at a time).
+    #[arg(long, default_value_t = 16)]
     pub requests: usize,
+    /// Held-out inputs the CNNPC plan's agreement is checked on, through its own shards.
+    #[arg(long, default_value_t = 512)]
+    pub held_out: usize,
     /// Images pruning is fitted on.
     #[arg(long, default_value_t = 32)]
     pub fit_images: usize,
@@ -84,6 +87,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         slowdowns: [a.end_slowdown, a.edge_slowdown, a.cloud_slowdown],
         encodings: a.encodings.clone(),
         requests: a.requests,
+        held_out: a.held_out,
         oracle: Sizes {
             fit: a.fit_images,
             eval: a

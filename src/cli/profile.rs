@@ -14,6 +14,14 @@ pub struct ProfileArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub shape: super::data::ShapeArgs,
+    /// The data the profile runs (its first input): cut tensors compress on the wire as the
+    /// data does, so frame sizes are measured on it. Default: the built-in set that fits the
+    /// model, else a pseudo-random input.
+    #[command(flatten)]
+    pub data: super::data::DataArgs,
+    /// Do not time HTTP hops on loopback (the profile's wire costs then price none).
+    #[arg(long)]
+    pub no_http: bool,
     /// Where to write the profile (YAML).
     #[arg(long)]
     pub out: PathBuf,
@@ -42,6 +50,9 @@ pub struct ProfileArgs {
     pub cloud_slowdown: f64,
 }
 
+/// Requests through one relay and through two, each, to time a hop.
+pub const HTTP_ROUNDS: usize = 41;
+
 pub fn run(a: &ProfileArgs) -> Result<()> {
     let bytes = a.shape.apply(&read_model(&a.model)?)?;
     let slowdowns = [a.end_slowdown, a.edge_slowdown, a.cloud_slowdown];
@@ -49,7 +60,31 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
         bail!("slowdown factors must be numbers > 0, got {bad}");
     }
     let name = a.name.clone().unwrap_or_else(|| stem(&a.model));
+    let sample = match a.data.source(&bytes) {
+        Ok(source) => Some(crate::session::first_input(
+            &bytes,
+            &source,
+            crate::dataset::Sizes { fit: 1, eval: 0 },
+        )?),
+        // No built-in set fits this model, and the user named none.
+        Err(_) if a.data.calibration.is_none() => None,
+        Err(e) => return Err(e),
+    };
+    let http = if a.no_http {
+        None
+    } else {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        Some(rt.block_on(crate::demo::http_costs(
+            HTTP_ROUNDS,
+            crate::demo::input_elements(&bytes)?,
+        ))?)
+    };
     let opts = ProfileOptions {
+        sample,
+        http,
         cuts: (!a.cuts.is_empty()).then(|| a.cuts.clone()),
         multi_tensor_cuts: a.multi_tensor_cuts,
         repeats: a.repeats,

@@ -185,7 +185,7 @@ fn shard_commands(
                 plan.wire_encoding
             ));
             if plan.wire_encoding != WireEncoding::F32 {
-                cmd.push_str(&format!(" --zstd {}", crate::runtime::frame::ZSTD_LEVEL));
+                cmd.push_str(&format!(" --zstd {}", crate::onnx::frame::ZSTD_LEVEL));
             }
         }
         cmd.push_str(&format!(" --plan-id {}", plan.strategy));

@@ -16,6 +16,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::dataset::{Calibration, CalibrationSet, Sizes, Source};
+use crate::onnx::frame::ZSTD_LEVEL;
 use crate::onnx::oracle::{argmax, run_chain, LiveOracle};
 use crate::onnx::plan_shards::assign_to_tiers;
 use crate::onnx::profile::ProfileOptions;
@@ -26,12 +27,11 @@ use crate::planner::plan::MeasuredOn;
 use crate::planner::plan::Plan;
 use crate::planner::profile::Profile;
 use crate::planner::search::{Objective, SearchConfig, Strategy};
-use crate::runtime::frame::ZSTD_LEVEL;
 use crate::runtime::server::ShardModel;
 use crate::runtime::tract_model::TractShard;
 use crate::session::cache::{default_cache_dir, MeasurementCache};
 use crate::session::{self, Accuracy, ProfileSource, Progress, Topology};
-pub use pipeline::{Pipeline, Posted, TierSpec};
+pub use pipeline::{http_costs, Pipeline, Posted, Terms, TierSpec};
 use report::HeldOut;
 pub use report::{percentile, DemoReport, PlanRow};
 
@@ -48,6 +48,9 @@ pub struct DemoOptions {
     pub encodings: Vec<WireEncoding>,
     /// Held-out inputs sent through each plan.
     pub requests: usize,
+    /// Held-out inputs the CNNPC plan's agreement is checked on, through its own shards
+    /// (fewer when a user's data runs out).
+    pub held_out: usize,
     pub oracle: Sizes,
     /// Measurement cache; `None` measures everything afresh and keeps nothing.
     pub cache: Option<PathBuf>,
@@ -68,7 +71,8 @@ impl Default for DemoOptions {
             edge_cloud_mbps: 10.0,
             slowdowns: [18.0, 6.0, 1.0],
             encodings: vec![WireEncoding::Int8, WireEncoding::Int4],
-            requests: 24,
+            requests: 16,
+            held_out: 512,
             oracle: Sizes { fit: 32, eval: 100 },
             cache: Some(default_cache_dir()),
             repeats: 9,
@@ -94,6 +98,9 @@ pub enum Event<'a> {
 
 const TIERS: [&str; 3] = ["end", "edge", "cloud"];
 
+/// Requests through one relay and through two, each, to time a hop before planning.
+const HTTP_ROUNDS: usize = 21;
+
 pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoReport> {
     let started = Instant::now();
     if opts.requests == 0 {
@@ -117,9 +124,16 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
     };
     let cal = session::open_calibration(&model, &source)?;
 
-    // 1–2. Profile on this machine (the tiers are documented slowdowns of it), plan with the
-    // live oracle; baselines uncompressed, f32 on the wire, as the earlier methods send.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // 1–2. Profile on this machine (the tiers are documented slowdowns of it; the hops' HTTP
+    // costs timed through real relays), plan with the live oracle; baselines uncompressed, f32
+    // on the wire, as the earlier methods send.
+    let http = runtime.block_on(http_costs(HTTP_ROUNDS, input_elements(&model)?))?;
     let profile_opts = ProfileOptions {
+        http: Some(http),
         repeats: opts.repeats,
         devices: TIERS
             .iter()
@@ -209,61 +223,71 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
         .collect::<Result<_, _>>()
         .map_err(anyhow::Error::msg)?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let total = plans.len() * opts.requests;
     let mut done = 0;
-    let mut rows = Vec::new();
+    events(Event::Serving {
+        plan: &plans[0].strategy,
+        done,
+        total,
+    });
+    let mut servers = Vec::with_capacity(plans.len());
     for plan in &plans {
-        events(Event::Serving {
-            plan: &plan.strategy,
-            done,
-            total,
-        });
         let tiers = pipeline_tiers(plan, &mut oracle, &model, opts)?;
-        let row = runtime.block_on(async {
-            let p = Pipeline::start(tiers, &name, &plan.strategy).await?;
+        servers.push(runtime.block_on(Pipeline::start(tiers, &name, &plan.strategy))?);
+    }
+    // Every plan's servers run at once and the requests go round the plans, one at a time: no
+    // two requests share the machine, and every plan meets the machine in the same states, so
+    // the ratios between plans hold even while this machine's speed wanders.
+    let rows = runtime.block_on(async {
+        for p in &servers {
             // Warm-up: tract's first run and the connection pools are not what we measure.
             for x in inputs.iter().take(2) {
                 p.infer(x, &shape).await?;
             }
-            let before = p.link_bytes().await?;
-            let counted = p.counters().await?;
-            let mut latencies = Vec::with_capacity(inputs.len());
-            let mut predicted = Vec::with_capacity(inputs.len());
-            for x in &inputs {
-                let a = p.infer(x, &shape).await?;
-                latencies.push(a.latency.as_secs_f64() * 1e3);
-                predicted.push(argmax(&a.output));
+        }
+        let mut before = Vec::with_capacity(servers.len());
+        for p in &servers {
+            before.push((p.link_bytes().await?, p.counters().await?));
+        }
+        let mut latencies = vec![Vec::with_capacity(inputs.len()); servers.len()];
+        let mut answers = vec![Vec::with_capacity(inputs.len()); servers.len()];
+        for (i, x) in inputs.iter().enumerate() {
+            for k in 0..servers.len() {
+                // Rotate who goes first, so no plan always follows the same one.
+                let j = (i + k) % servers.len();
+                let a = servers[j].infer(x, &shape).await?;
+                latencies[j].push(a.latency.as_secs_f64() * 1e3);
+                answers[j].push(argmax(&a.output));
                 done += 1;
                 events(Event::Serving {
-                    plan: &plan.strategy,
+                    plan: &plans[j].strategy,
                     done,
                     total,
                 });
             }
+        }
+        let mut rows = Vec::with_capacity(servers.len());
+        for (j, (p, (bytes_before, counted))) in servers.into_iter().zip(before).enumerate() {
             let after = p.link_bytes().await?;
             let terms = p.counters().await?.since(&counted);
             p.stop().await?;
             let n = inputs.len() as f64;
             let bytes: BTreeMap<String, f64> = after
                 .iter()
-                .map(|(k, v)| (k.clone(), (v - before.get(k).unwrap_or(&0.0)) / n))
+                .map(|(k, v)| (k.clone(), (v - bytes_before.get(k).unwrap_or(&0.0)) / n))
                 .collect();
-            anyhow::Ok(PlanRow::new(
-                plan,
-                &latencies,
+            rows.push(PlanRow::new(
+                &plans[j],
+                &latencies[j],
                 terms,
                 bytes,
-                &predicted,
+                &answers[j],
                 &reference,
                 test.labels.as_deref(),
-            ))
-        })?;
-        rows.push(row);
-    }
+            ));
+        }
+        anyhow::Ok(rows)
+    })?;
     Ok(DemoReport::new(
         &name,
         opts,
@@ -275,6 +299,16 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
     ))
 }
 
+/// Values in the model's (single) input, as a client frames it.
+pub fn input_elements(model: &[u8]) -> Result<usize> {
+    let g = crate::onnx::Graph::from_bytes(model)?;
+    let name = g.inputs().first().context("the model has no input")?;
+    let info = g.require_info(name)?;
+    Ok(crate::onnx::profile::fixed_shape(&info.dims)
+        .iter()
+        .product())
+}
+
 /// The compression `plan` serves.
 fn plan_point(plan: &Plan) -> CompressionPoint {
     let cuts: Vec<usize> = plan.cuts.iter().map(|c| c.point).collect();
@@ -283,9 +317,11 @@ fn plan_point(plan: &Plan) -> CompressionPoint {
     CompressionPoint::new(&cuts, &kept, &channels, plan.wire_encoding)
 }
 
-/// `plan`'s top-1 agreement with the unmodified model on as many held-out inputs as the eval
-/// set has (from `first`, past the fit and eval inputs; fewer when a user's data runs out), through the plan's own pruned and
-/// split model with its wire encoding: the claim checked on data the search never saw.
+/// `plan`'s top-1 agreement with the unmodified model on `opts.held_out` held-out inputs
+/// (from `first`, past the fit and eval inputs; fewer when a user's data runs out), through
+/// what it serves: the input as it crosses (quantised when the first tier only relays it), the
+/// pruned and split model, its wire encoding at the cuts. The claim checked on data the search
+/// never saw; `None` when the plan changes nothing the model computes on.
 fn held_out_agreement(
     plan: &Plan,
     oracle: &mut LiveOracle,
@@ -295,25 +331,48 @@ fn held_out_agreement(
     opts: &DemoOptions,
 ) -> Result<Option<HeldOut>> {
     let point = plan_point(plan);
-    if point.cuts.is_empty() {
+    let relayed = plan.tiers.first().is_some_and(|t| t.segments.is_none());
+    let input_enc = plan.wire_encoding.for_input();
+    let quantised_input = relayed && input_enc != WireEncoding::F32;
+    if point.cuts.is_empty() && !quantised_input {
         return Ok(None);
     }
-    // As many as the eval set, or what a user's finite data has left (the served inputs at
-    // least, which the demo checked exist).
+    // What a user's finite data has left (the served inputs at least, which the demo checked
+    // exist).
     let left = cal
         .len()
         .map_or(usize::MAX, |len| len.saturating_sub(first as usize));
-    let n = opts.oracle.eval.min(left).max(opts.requests);
+    let n = opts.held_out.min(left).max(opts.requests);
     let batch = cal
         .batch(first, n)
         .with_context(|| format!("{n} held-out inputs beyond the fit and eval ones"))?;
+    let mut served = batch.clone();
+    if quantised_input {
+        let per: usize = batch.shape[1..].iter().product();
+        let mut one = batch.shape.clone();
+        one[0] = 1;
+        let axis = 1.min(one.len() - 1);
+        served.data = batch
+            .data
+            .chunks(per)
+            .map(|x| crate::onnx::quantise::roundtrip(x, &one, axis, input_enc))
+            .collect::<Result<Vec<_>, _>>()?
+            .concat();
+    }
     let cuts: Vec<usize> = point.cuts.iter().map(|c| c.cut).collect();
-    let names: Vec<Vec<String>> = cuts
-        .iter()
-        .map(|&c| oracle.cuts()[c].tensor_names())
-        .collect();
-    let shards = split(&oracle.pruned_model(&point)?, &names)?;
-    let got = run_chain(&shards, &batch, point.encoding, &cuts, None)?;
+    let (shards, enc) = if cuts.is_empty() {
+        (vec![model.to_vec()], WireEncoding::F32)
+    } else {
+        let names: Vec<Vec<String>> = cuts
+            .iter()
+            .map(|&c| oracle.cuts()[c].tensor_names())
+            .collect();
+        (
+            split(&oracle.pruned_model(&point)?, &names)?,
+            point.encoding,
+        )
+    };
+    let got = run_chain(&shards, &served, enc, &cuts, None)?;
     let want = run_chain(&[model.to_vec()], &batch, WireEncoding::F32, &[], None)?;
     let agreeing = got
         .iter()

@@ -16,8 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::onnx::frame::{Frame, FrameLimits};
+use crate::onnx::profile::{median, HttpCosts};
 use crate::planner::accuracy::WireEncoding;
-use crate::runtime::frame::{Frame, FrameLimits};
 use crate::runtime::link::{ComputeEmulation, LinkEmulation};
 use crate::runtime::metrics::{sample_value, samples};
 use crate::runtime::server::{self, Relay, ShardConfig, ShardModel, FRAME_CONTENT_TYPE};
@@ -61,16 +62,25 @@ pub struct Pipeline {
     servers: Vec<JoinHandle<Result<(), server::ServeError>>>,
 }
 
-/// Cumulative (seconds, requests) per tier's compute and per link's receive.
+/// Cumulative (seconds, requests) per tier's compute and codec and per link's receive.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
     pub compute: BTreeMap<String, (f64, f64)>,
+    pub codec: BTreeMap<String, (f64, f64)>,
     pub hops: BTreeMap<String, (f64, f64)>,
+}
+
+/// Mean ms per request of each measured term: per tier compute and codec, per link the hop.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Terms {
+    pub compute: BTreeMap<String, f64>,
+    pub codec: BTreeMap<String, f64>,
+    pub hops: BTreeMap<String, f64>,
 }
 
 impl Counters {
     /// Mean ms per request of each term between `before` and `self`.
-    pub fn since(&self, before: &Counters) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    pub fn since(&self, before: &Counters) -> Terms {
         let mean = |now: &BTreeMap<String, (f64, f64)>, then: &BTreeMap<String, (f64, f64)>| {
             now.iter()
                 .filter_map(|(k, &(s, n))| {
@@ -79,11 +89,61 @@ impl Counters {
                 })
                 .collect()
         };
-        (
-            mean(&self.compute, &before.compute),
-            mean(&self.hops, &before.hops),
-        )
+        Terms {
+            compute: mean(&self.compute, &before.compute),
+            codec: mean(&self.codec, &before.codec),
+            hops: mean(&self.hops, &before.hops),
+        }
     }
+}
+
+/// What a hop and the client's request into the first tier cost on this machine beyond their
+/// codec and link time, timed through real relays (which pass frames on as they come), `rounds`
+/// times each and interleaved so all see the machine in the same state; the medians. The entry
+/// carries an f32 input of `input_elements` (its bytes cross loopback and are read into the
+/// first tier); a hop is two relays against one, with a tiny frame (a hop's bytes are the
+/// link's, timed by the receiver). The planner adds them to every plan (`WireCosts`), so a
+/// prediction counts the HTTP round trips it will pay.
+pub async fn http_costs(rounds: usize, input_elements: usize) -> Result<HttpCosts> {
+    let relay = |name: &str| TierSpec::new(name, None);
+    let one = Pipeline::start(vec![relay("end")], "http", "http-one").await?;
+    let two = Pipeline::start(vec![relay("end"), relay("edge")], "http", "http-two").await?;
+    let frame =
+        Bytes::from(Frame::from_tensor(&[0.0; 4], &[1, 4], 1, WireEncoding::F32, None)?.encode());
+    let n = input_elements.max(1);
+    let input = Bytes::from(
+        Frame::from_tensor(&vec![0.5; n], &[1, n], 1, WireEncoding::F32, None)?.encode(),
+    );
+    let ms = |p: Posted| -> Result<f64> {
+        if p.status != StatusCode::OK {
+            bail!("a relay answered {} while timing HTTP", p.status);
+        }
+        Ok(p.latency.as_secs_f64() * 1e3)
+    };
+    let (mut a, mut b, mut e) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..rounds + 3 {
+        // Alternate the order, so neither side always runs first.
+        let (x, y) = if i % 2 == 0 {
+            let x = ms(one.post(frame.clone()).await?)?;
+            (x, ms(two.post(frame.clone()).await?)?)
+        } else {
+            let y = ms(two.post(frame.clone()).await?)?;
+            (ms(one.post(frame.clone()).await?)?, y)
+        };
+        let z = ms(one.post(input.clone()).await?)?;
+        // The first rounds open connections and warm the pools: not what a request pays.
+        if i >= 3 {
+            a.push(x);
+            b.push(y);
+            e.push(z);
+        }
+    }
+    one.stop().await?;
+    two.stop().await?;
+    Ok(HttpCosts {
+        entry_ms: median(&mut e),
+        hop_ms: (median(&mut b) - median(&mut a)).max(0.0),
+    })
 }
 
 /// What the entry tier answered to a posted frame.
@@ -282,6 +342,13 @@ impl Pipeline {
                 (
                     sum("cnnpc_shard_compute_seconds_sum", &me),
                     sum("cnnpc_shard_compute_seconds_count", &me),
+                ),
+            );
+            out.codec.insert(
+                tier.to_string(),
+                (
+                    sum("cnnpc_shard_codec_seconds_sum", &me),
+                    sum("cnnpc_shard_codec_seconds_count", &me),
                 ),
             );
             if i > 0 {

@@ -48,6 +48,10 @@ pub struct PlanRow {
     /// `cnnpc_shard_compute_seconds` mean, ms per request.
     pub predicted_compute_ms: BTreeMap<String, f64>,
     pub measured_compute_ms: BTreeMap<String, f64>,
+    /// Per tier that reads or frames a tensor: the model's codec time and the tier's own
+    /// `cnnpc_shard_codec_seconds` mean, ms per request.
+    pub predicted_codec_ms: BTreeMap<String, f64>,
+    pub measured_codec_ms: BTreeMap<String, f64>,
     /// Per link crossed: the model's transfer time and the receiver's `cnnpc_hop_seconds`
     /// mean (request head to last body byte, through the emulated link), ms per request.
     pub predicted_transfer_ms: BTreeMap<String, f64>,
@@ -98,7 +102,7 @@ impl PlanRow {
     pub fn new(
         plan: &Plan,
         latencies_ms: &[f64],
-        terms: (BTreeMap<String, f64>, BTreeMap<String, f64>),
+        terms: super::Terms,
         bytes: BTreeMap<String, f64>,
         predicted: &[usize],
         reference: &[usize],
@@ -116,7 +120,11 @@ impl PlanRow {
                 .map(|l| (l.to_string(), m.get(*l).copied().unwrap_or(0.0)))
                 .collect()
         };
-        let (measured_compute_ms, measured_hop_ms) = terms;
+        let super::Terms {
+            compute: measured_compute_ms,
+            codec: measured_codec_ms,
+            hops: measured_hop_ms,
+        } = terms;
         let mean_ms = sorted.iter().sum::<f64>() / sorted.len().max(1) as f64;
         let predicted_compute_ms: BTreeMap<String, f64> = plan
             .tiers
@@ -130,14 +138,29 @@ impl PlanRow {
             .filter(|(k, _)| measured_hop_ms.contains_key(*k))
             .map(|(k, v)| (k.clone(), *v))
             .collect();
-        let counted: f64 =
-            measured_compute_ms.values().sum::<f64>() + measured_hop_ms.values().sum::<f64>();
+        // Codec terms of the tiers that served this plan (a relay that only forwards counts 0).
+        let predicted_codec_ms: BTreeMap<String, f64> = plan
+            .codec_ms
+            .iter()
+            .filter(|(t, ms)| measured_codec_ms.contains_key(*t) && **ms > 0.0)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let measured_codec_ms: BTreeMap<String, f64> = measured_codec_ms
+            .into_iter()
+            .filter(|(t, ms)| predicted_codec_ms.contains_key(t) || *ms > 0.05)
+            .collect();
+        let counted: f64 = measured_compute_ms.values().sum::<f64>()
+            + measured_codec_ms.values().sum::<f64>()
+            + measured_hop_ms.values().sum::<f64>();
         let predicted_other_ms = plan.latency_ms
             - predicted_compute_ms.values().sum::<f64>()
+            - predicted_codec_ms.values().sum::<f64>()
             - predicted_transfer_ms.values().sum::<f64>();
         PlanRow {
             predicted_compute_ms,
             measured_compute_ms,
+            predicted_codec_ms,
+            measured_codec_ms,
             predicted_transfer_ms,
             measured_hop_ms,
             predicted_other_ms,
@@ -338,14 +361,25 @@ impl DemoReport {
         }
         let _ = writeln!(
             s,
-            "\npredicted / measured mean per term, ms per request (compute from each tier's \
-             cnnpc_shard_compute_seconds, links from the receiver's cnnpc_hop_seconds):"
+            "\npredicted / measured mean per term, ms per request (compute and codec from each \
+             tier's cnnpc_shard_compute_seconds and cnnpc_shard_codec_seconds, links from the \
+             receiver's cnnpc_hop_seconds):"
         );
         for p in &self.plans {
             let mut terms: Vec<String> = Vec::new();
             for (t, ms) in &p.predicted_compute_ms {
                 let m = p.measured_compute_ms.get(t).copied().unwrap_or(f64::NAN);
                 terms.push(format!("{t} {ms:.1}/{m:.1}"));
+            }
+            let codec_tiers: std::collections::BTreeSet<&String> = p
+                .predicted_codec_ms
+                .keys()
+                .chain(p.measured_codec_ms.keys())
+                .collect();
+            for t in codec_tiers {
+                let ms = p.predicted_codec_ms.get(t).copied().unwrap_or(0.0);
+                let m = p.measured_codec_ms.get(t).copied().unwrap_or(0.0);
+                terms.push(format!("{t} codec {ms:.1}/{m:.1}"));
             }
             for (l, ms) in &p.predicted_transfer_ms {
                 let m = p.measured_hop_ms.get(l).copied().unwrap_or(f64::NAN);

@@ -11,6 +11,8 @@
 //! - [`oracle`]: the live accuracy oracle (prune, split, encode, run, compare).
 //! - [`par`]: calibration inputs run one at a time, on every core.
 //! - [`quantise`]: the cut-tensor codecs (f32, f16, int8, int4 per channel).
+//! - [`frame`]: the wire format between tiers (a header, the codec's payload, optionally zstd):
+//!   here, beside the codec it wraps, so profiling can time exactly what the shards send.
 //! - [`pb_helpers`]: builders of protobuf pieces the surgery writes.
 //! - [`shape`]: the model's input shape, fixed where the export left it symbolic.
 //! - [`random`]: a deterministic generator for profiling and verification inputs.
@@ -18,6 +20,7 @@
 pub mod calibration;
 pub mod cuts;
 pub mod error;
+pub mod frame;
 pub mod graph;
 pub mod oracle;
 pub mod pages;

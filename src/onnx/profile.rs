@@ -1,24 +1,34 @@
 //! `cnnpc profile`: measure a real model on this machine and describe it as a planner profile.
 //!
 //! The model is split at every selected cut; each shard (one segment) is run with tract on the
-//! previous shard's real output, and the mean of the faster half of its `repeats` timed runs
-//! (taken in rounds over all segments, so load during profiling spreads instead of skewing one
-//! segment) is the segment's time on this machine (`host`). The tiers are expressed as documented slowdown factors of the
-//! host, since we cannot run on an MI8 phone here; cut sizes are exact (f32, batch 1).
+//! previous shard's real output, and the median of its `repeats` timed runs (taken in rounds
+//! over all segments, so a burst of load spreads over many segments' slow halves instead of
+//! skewing one) is the segment's time on this machine (`host`). The tiers are expressed as
+//! documented slowdown factors of the host, since we cannot run on an MI8 phone here; cut sizes
+//! are exact (f32, batch 1).
+//!
+//! Besides compute it measures what the latency model prices per hop ([`WireCosts`]): every
+//! crossing's tensor is framed in every wire encoding with the shards' own codec
+//! ([`Frame`]), which gives its bytes on the wire (zstd included) and the codec's ns per
+//! element; and each cut whose producer pruning slices is timed sliced to one channel, which
+//! gives the share of its segment that scales with the channels kept.
 
 use super::cuts::{list_cuts, Cut};
 use super::error::OnnxError;
+use super::frame::{Frame, FrameLimits, ZSTD_LEVEL};
 use super::graph::{Dim, Graph};
+use super::prune::{apply_pruning, CutPruning};
 use super::random::Lcg;
 use super::slice;
 use super::split::split_graph;
 use super::verify::Runner;
 use crate::planner::accuracy::WireEncoding;
-use crate::planner::profile::{CutPoint, Device, Profile, TensorInfo, TensorSize};
+use crate::planner::profile::{
+    CodecCost, CutPoint, Device, Profile, TensorInfo, TensorSize, WireCosts,
+};
 use prost::Message;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Instant;
-use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,12 +39,27 @@ pub struct ProfileOptions {
     /// How many multi-tensor cuts (inside residual and branchy stages) to add to the
     /// single-tensor ones when `cuts` is `None`.
     pub multi_tensor_cuts: MultiTensorCuts,
-    /// Timed runs per segment, in rounds over all segments; the mean of the faster half is
-    /// kept.
+    /// Timed runs per segment, in rounds over all segments; the median is kept.
     pub repeats: usize,
     /// `(device name, tier, slowdown vs this machine)`.
     pub devices: Vec<(String, String, f64)>,
+    /// A real input to run (the model's input, flattened): cut tensors compress as real data
+    /// does. `None`: a fixed pseudo-random input, which compresses worse than any real one.
+    pub sample: Option<Vec<f32>>,
+    /// The runtime's HTTP costs on this machine (the caller measures them with real shard
+    /// servers: the onnx part runs no network); `None` prices hops at no fixed cost.
+    pub http: Option<HttpCosts>,
 }
+
+/// What a hop and the client's first request cost beyond their bytes, ms.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct HttpCosts {
+    pub hop_ms: f64,
+    pub entry_ms: f64,
+}
+
+/// Codec timings are taken this many times over every crossing; the median is kept.
+const CODEC_ROUNDS: usize = 3;
 
 /// How many multi-tensor cuts a profile gets besides the single-tensor ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +123,8 @@ impl Default for ProfileOptions {
                 ("edge".into(), "edge".into(), 6.0),
                 ("cloud".into(), "cloud".into(), 1.0),
             ],
+            sample: None,
+            http: None,
         }
     }
 }
@@ -113,77 +140,167 @@ fn elements(dims: &[Dim]) -> u64 {
     fixed_shape(dims).iter().map(|&d| d as u64).product()
 }
 
-/// Multiply-adds of a Conv, Gemm or MatMul node with a weight initializer (0 for anything else
-/// or unknown shapes).
-fn macs(graph: &Graph, node: usize) -> f64 {
-    let n = &graph.nodes()[node];
-    let (Some(out), Some(w)) = (
-        n.output.first().and_then(|o| graph.tensor_info(o)),
-        n.input.get(1).and_then(|w| graph.initializer(w)),
-    ) else {
-        return 0.0;
-    };
-    let out: f64 = out
-        .dims
-        .iter()
-        .map(|d| d.fixed().unwrap_or(1).max(1) as f64)
-        .product();
-    let per = match n.op_type.as_str() {
-        // [C_out, C_in / group, kh, kw]: every output element reads the rest.
-        "Conv" => w.dims.iter().skip(1).product::<i64>() as f64,
-        "Gemm" | "MatMul" => w.dims.first().copied().unwrap_or(0) as f64,
-        _ => 0.0,
-    };
-    out * per
-}
-
-/// Per cut: the share of the segment ending there (by multiply-adds) that its sliced producer
-/// computes ([`slice::sliceable`]), 0 when it cannot be sliced or the cut has several tensors.
-fn sliced_shares(graph: &Graph, shards: &[ModelProto], chosen: &[Cut]) -> Vec<f64> {
-    let by_name: HashMap<&str, usize> = graph
-        .nodes()
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.name.as_str(), i))
-        .collect();
-    chosen
-        .iter()
-        .enumerate()
-        .map(|(k, c)| {
-            let [t] = c.tensors.as_slice() else {
-                return 0.0;
-            };
-            let Some((conv, _, _)) = slice::sliceable(graph, &t.name, c.channels as usize) else {
-                return 0.0;
-            };
-            let segment: f64 = shards
-                .get(k)
-                .and_then(|m| m.graph.as_ref())
-                .map_or(0.0, |g| {
-                    g.node
-                        .iter()
-                        .filter_map(|n| by_name.get(n.name.as_str()))
-                        .map(|&i| macs(graph, i))
-                        .sum()
-                });
-            if segment > 0.0 {
-                (macs(graph, conv) / segment).min(1.0)
-            } else {
-                0.0
-            }
-        })
-        .collect()
-}
-
-/// The mean of the faster half of `times` (the median of one): load only ever adds time, so
-/// the slow half is where it shows; averaging the fast half is steadier than their minimum.
-pub fn faster_half_mean(times: &mut [f64]) -> f64 {
+/// The median of `times` (the mean of the middle two for an even count): what a served
+/// request's run costs at the 50th percentile, which is what the demo and the operator compare
+/// a prediction with. A burst of load in fewer than half the runs does not move it.
+pub fn median(times: &mut [f64]) -> f64 {
     if times.is_empty() {
         return f64::NAN;
     }
     times.sort_by(f64::total_cmp);
-    let half = times.len().div_ceil(2);
-    times[..half].iter().sum::<f64>() / half as f64
+    let n = times.len();
+    if n % 2 == 1 {
+        times[n / 2]
+    } else {
+        (times[n / 2 - 1] + times[n / 2]) / 2.0
+    }
+}
+
+/// The share of a segment that scales with the channels kept, from its time whole (`full`, C
+/// channels) and sliced to one channel (`one`): the line through both, as
+/// `run_ms · (1 − share · (1 − k / C))` writes it.
+pub fn sliced_share(full: f64, one: f64, channels: usize) -> f64 {
+    if full.is_nan() || full <= 0.0 || channels < 2 {
+        return 0.0;
+    }
+    let c = channels as f64;
+    ((full - one) / full * c / (c - 1.0)).clamp(0.0, 1.0)
+}
+
+/// The frame channel axis the shards use for a tensor of this rank (NCHW's C).
+fn channel_axis(shape: &[usize]) -> usize {
+    1.min(shape.len().saturating_sub(1))
+}
+
+/// Frames `values` in `enc` as a shard sends it (zstd for every encoding but f32).
+fn frame(values: &[f32], shape: &[usize], enc: WireEncoding) -> Result<Vec<u8>, OnnxError> {
+    let zstd = (enc != WireEncoding::F32).then_some(ZSTD_LEVEL);
+    Frame::from_tensor(values, shape, channel_axis(shape), enc, zstd)
+        .map(|f| f.encode())
+        .map_err(|e| OnnxError::Invalid(format!("framing a {shape:?} tensor in {enc}: {e}")))
+}
+
+/// What one crossing's tensors take in every encoding: (frame bytes per encoding).
+fn frame_bytes(tensors: &[(&[f32], Vec<usize>)]) -> Result<BTreeMap<WireEncoding, f64>, OnnxError> {
+    let mut out = BTreeMap::new();
+    for enc in WireEncoding::ALL {
+        let mut bytes = 0.0;
+        for (values, shape) in tensors {
+            bytes += frame(values, shape, enc)?.len() as f64;
+        }
+        out.insert(enc, bytes);
+    }
+    Ok(out)
+}
+
+/// ns per element to frame and to read back every tensor of `crossings`, per encoding: the
+/// median over [`CODEC_ROUNDS`] rounds of the total time over the total elements.
+fn codec_costs(
+    crossings: &[Vec<(&[f32], Vec<usize>)>],
+) -> Result<BTreeMap<WireEncoding, CodecCost>, OnnxError> {
+    let limits = FrameLimits {
+        max_elements: u64::MAX,
+        max_payload_bytes: u64::MAX,
+        ..FrameLimits::default()
+    };
+    let elements: usize = crossings.iter().flatten().map(|(v, _)| v.len()).sum();
+    let mut out = BTreeMap::new();
+    for enc in WireEncoding::ALL {
+        let (mut encode, mut decode) = (Vec::new(), Vec::new());
+        for _ in 0..CODEC_ROUNDS {
+            let (mut e_ns, mut d_ns) = (0.0, 0.0);
+            for (values, shape) in crossings.iter().flatten() {
+                let t = Instant::now();
+                let bytes = frame(values, shape, enc)?;
+                e_ns += t.elapsed().as_nanos() as f64;
+                let t = Instant::now();
+                let back = Frame::decode(&bytes, &limits)
+                    .and_then(|f| f.to_f32())
+                    .map_err(|e| OnnxError::Invalid(format!("reading back a {enc} frame: {e}")))?;
+                d_ns += t.elapsed().as_nanos() as f64;
+                debug_assert_eq!(back.len(), values.len());
+            }
+            encode.push(e_ns / elements.max(1) as f64);
+            decode.push(d_ns / elements.max(1) as f64);
+        }
+        out.insert(
+            enc,
+            CodecCost {
+                encode_ns: median(&mut encode),
+                decode_ns: median(&mut decode),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The segment ending at cut `k` (from cut `k − 1`) with that cut's producer sliced to its
+/// first channel, as pruning to one channel leaves it: what the profile times beside the whole
+/// segment. `None` when pruning would not slice it (a multi-tensor cut, a producer that is not
+/// a plain Conv chain, a single channel).
+pub fn sliced_segment(
+    graph: &Graph,
+    chosen: &[Cut],
+    k: usize,
+) -> Result<Option<Vec<u8>>, OnnxError> {
+    let [t] = chosen[k].tensors.as_slice() else {
+        return Ok(None);
+    };
+    let c = chosen[k].channels as usize;
+    if c < 2 || slice::sliceable(graph, &t.name, c).is_none() {
+        return Ok(None);
+    }
+    let one = CutPruning {
+        tensors: vec![t.name.clone()],
+        channels: vec![c],
+        kept: vec![vec![0]],
+        weights: vec![0.0; c],
+        bias: vec![0.0; c],
+    };
+    let sliced = Graph::new(apply_pruning(graph, &one)?)?;
+    let mut sets: Vec<Vec<String>> = Vec::new();
+    if k > 0 {
+        sets.push(chosen[k - 1].tensor_names());
+    }
+    sets.push(chosen[k].tensor_names());
+    let shard = split_graph(&sliced, &sets)?
+        .into_iter()
+        .nth(usize::from(k > 0))
+        .ok_or_else(|| OnnxError::Invalid("split gave too few shards".into()))?;
+    Ok(Some(shard.encode_to_vec()))
+}
+
+/// The values a shard reads, from those computed so far.
+fn feed_for(
+    shard: &[u8],
+    values: &BTreeMap<String, TValue>,
+    k: usize,
+) -> Result<TVec<TValue>, OnnxError> {
+    Graph::from_bytes(shard)?
+        .inputs()
+        .iter()
+        .map(|n| {
+            values.get(n).cloned().ok_or_else(|| {
+                OnnxError::BadInput(format!(
+                    "shard {k} needs `{n}`, which nothing before it makes"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// A tensor's values and shape, as the shards frame it.
+type Values = (Vec<f32>, Vec<usize>);
+
+/// A tensor's values and shape, as framed.
+fn as_f32(v: &TValue) -> Result<Values, OnnxError> {
+    let t = v
+        .cast_to::<f32>()
+        .map_err(|e| OnnxError::Invalid(format!("a cut tensor is not numeric: {e}")))?;
+    let view = t
+        .to_plain_array_view::<f32>()
+        .map_err(|e| OnnxError::Invalid(e.to_string()))?;
+    Ok((view.iter().copied().collect(), view.shape().to_vec()))
 }
 
 /// Measures `model` (named `name`). `progress(done, total)` is told after each step (one
@@ -215,10 +332,11 @@ pub fn profile_model(
         ));
     }
     let sets: Vec<Vec<String>> = chosen.iter().map(Cut::tensor_names).collect();
-    // Split once: the encoded shards run, the decoded ones are counted (`sliced_shares`).
     let graph = Graph::from_bytes(model)?;
-    let protos = split_graph(&graph, &sets)?;
-    let shards: Vec<Vec<u8>> = protos.iter().map(Message::encode_to_vec).collect();
+    let shards: Vec<Vec<u8>> = split_graph(&graph, &sets)?
+        .iter()
+        .map(Message::encode_to_vec)
+        .collect();
 
     let mut rng = Lcg(11);
     let mut values: BTreeMap<String, TValue> = BTreeMap::new();
@@ -233,54 +351,114 @@ pub fn profile_model(
             name: name.clone(),
             shape: shape.iter().map(|&d| d as i64).collect(),
         });
-        let t = tract_ndarray::ArrayD::from_shape_vec(shape, rng.vec(n, 1.0))
+        let data = match &opts.sample {
+            Some(x) if graph.inputs().len() == 1 => {
+                if x.len() != n {
+                    return Err(OnnxError::BadInput(format!(
+                        "the profiling sample has {} values; input `{name}` {shape:?} takes {n}",
+                        x.len()
+                    )));
+                }
+                x.clone()
+            }
+            _ => rng.vec(n, 1.0),
+        };
+        let t = tract_ndarray::ArrayD::from_shape_vec(shape, data)
             .map_err(|e| OnnxError::BadInput(e.to_string()))?;
         values.insert(name.clone(), Tensor::from(t).into());
     }
 
-    let steps = shards.len() * (opts.repeats + 1);
+    // Every segment, then the sliced ones, run once (warm-up; the values the next reads; the
+    // sliced ones read the whole segments' values), then `repeats` timed rounds over all of
+    // them, then the wire.
+    let mut sliced_shards = Vec::new();
+    for k in 0..chosen.len() {
+        if let Some(shard) = sliced_segment(&graph, &chosen, k)? {
+            sliced_shards.push((k, shard));
+        }
+    }
+    let steps = (shards.len() + sliced_shards.len()) * (opts.repeats + 1) + 1;
     let mut done = 0;
     let mut runners = Vec::with_capacity(shards.len());
     for (k, shard) in shards.iter().enumerate() {
-        let names = Graph::from_bytes(shard)?.inputs().to_vec();
-        let feed: TVec<TValue> = names
-            .iter()
-            .map(|n| {
-                values.get(n).cloned().ok_or_else(|| {
-                    OnnxError::BadInput(format!(
-                        "shard {k} needs `{n}`, which nothing before it makes"
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let feed = feed_for(shard, &values, k)?;
         let refs: Vec<&Tensor> = feed.iter().map(|v| &**v).collect();
         let runner = Runner::new(shard, &refs)?;
-        let out = runner.run(feed.clone())?; // warm-up, and the values the next shard reads
+        let out = runner.run(feed.clone())?;
         values.extend(runner.outputs.iter().cloned().zip(out));
         runners.push((runner, feed));
         done += 1;
         progress(done, steps);
     }
-    // Timed rounds over every segment in turn, not every run of one segment then the next: a
-    // burst of load then slows one run of many segments, not many runs of one, and the
-    // statistic (the mean of the faster half) drops it.
+    let mut sliced = Vec::with_capacity(sliced_shards.len());
+    for (k, shard) in sliced_shards {
+        let feed = feed_for(&shard, &values, k)?;
+        let refs: Vec<&Tensor> = feed.iter().map(|v| &**v).collect();
+        let runner = Runner::new(&shard, &refs)?;
+        runner.run(feed.clone())?;
+        sliced.push((k, runner, feed));
+        done += 1;
+        progress(done, steps);
+    }
+    // Timed rounds over every segment in turn (the sliced ones beside the whole ones), not
+    // every run of one segment then the next: a burst of load then slows one run of many
+    // segments, not many runs of one, and the median drops it.
     let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(opts.repeats); runners.len()];
+    let mut sliced_times: Vec<Vec<f64>> = vec![Vec::with_capacity(opts.repeats); sliced.len()];
+    let timed = |runner: &Runner, feed: &TVec<TValue>| -> Result<f64, OnnxError> {
+        let start = Instant::now();
+        runner.run(feed.clone())?;
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    };
     for _ in 0..opts.repeats {
         for (k, (runner, feed)) in runners.iter().enumerate() {
-            let start = Instant::now();
-            runner.run(feed.clone())?;
-            times[k].push(start.elapsed().as_secs_f64() * 1e3);
+            times[k].push(timed(runner, feed)?);
+            done += 1;
+            progress(done, steps);
+        }
+        for (j, (_, runner, feed)) in sliced.iter().enumerate() {
+            sliced_times[j].push(timed(runner, feed)?);
             done += 1;
             progress(done, steps);
         }
     }
-    let host_ms: Vec<f64> = times.iter_mut().map(|t| faster_half_mean(t)).collect();
+    let host_ms: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+    let mut shares = vec![0.0; chosen.len()];
+    for ((k, _, _), t) in sliced.iter().zip(&mut sliced_times) {
+        shares[*k] = sliced_share(host_ms[*k], median(t), chosen[*k].channels as usize);
+    }
 
-    let shares = sliced_shares(&graph, &protos, &chosen);
+    // What each crossing weighs on the wire, and what framing costs per element.
+    let tensors = |names: &[String]| -> Result<Vec<Values>, OnnxError> {
+        names
+            .iter()
+            .map(|n| {
+                values
+                    .get(n)
+                    .ok_or_else(|| OnnxError::Invalid(format!("no value for `{n}`")))
+                    .and_then(as_f32)
+            })
+            .collect()
+    };
+    let owned: Vec<Vec<Values>> = std::iter::once(tensors(graph.inputs()))
+        .chain(sets.iter().map(|names| tensors(names)))
+        .collect::<Result<_, _>>()?;
+    let crossings: Vec<Vec<(&[f32], Vec<usize>)>> = owned
+        .iter()
+        .map(|ts| ts.iter().map(|(v, s)| (&v[..], s.clone())).collect())
+        .collect();
+    let sizes: Vec<BTreeMap<WireEncoding, f64>> = crossings
+        .iter()
+        .map(|c| frame_bytes(c))
+        .collect::<Result<_, _>>()?;
+    let codec = codec_costs(&crossings)?;
+    progress(steps, steps);
+
     let cuts = chosen
         .iter()
         .zip(shares)
-        .map(|(c, sliced_share)| {
+        .zip(&sizes[1..])
+        .map(|((c, sliced_share), frame_bytes)| {
             let n: u64 = c.tensors.iter().map(|t| elements(&t.shape)).sum();
             CutPoint {
                 sliced_share,
@@ -296,6 +474,7 @@ pub fn profile_model(
                         shape: fixed_shape(&t.shape).iter().map(|&d| d as i64).collect(),
                     })
                     .collect(),
+                frame_bytes: frame_bytes.clone(),
             }
         })
         .collect();
@@ -320,9 +499,10 @@ pub fn profile_model(
     let profile = Profile {
         model: name.to_string(),
         notes: format!(
-            "Measured by `cnnpc profile` with tract: mean of the faster half of {} runs per segment (in rounds over all segments) on this machine \
-             (device `host`), batch 1, f32 on the wire. Tiers are emulated as slowdowns of the host: {}.",
+            "Measured by `cnnpc profile` with tract: median of {} runs per segment (in rounds over all segments) on this machine \
+             (device `host`), batch 1, f32 on the wire; frame bytes and codec costs on {}. Tiers are emulated as slowdowns of the host: {}.",
             opts.repeats,
+            if opts.sample.is_some() { "a calibration input" } else { "a pseudo-random input" },
             factors.join(", ")
         ),
         wire_encoding: WireEncoding::F32,
@@ -330,9 +510,15 @@ pub fn profile_model(
             elements: input_elements,
             bytes: input_elements as f64 * 4.0,
             tensors: input_tensors,
+            frame_bytes: sizes[0].clone(),
         },
         cuts,
         devices,
+        wire: Some(WireCosts {
+            codec,
+            hop_ms: opts.http.map_or(0.0, |h| h.hop_ms),
+            entry_ms: opts.http.map_or(0.0, |h| h.entry_ms),
+        }),
     };
     profile
         .validate()
@@ -342,20 +528,34 @@ pub fn profile_model(
 
 #[cfg(test)]
 mod tests {
-    use super::faster_half_mean;
+    use super::{median, sliced_share};
 
     #[test]
-    fn a_burst_of_load_in_the_slow_half_does_not_move_the_statistic() {
+    fn a_burst_of_load_in_under_half_the_runs_does_not_move_the_median() {
         let mut quiet = vec![10.0, 10.2, 9.9, 10.1, 10.0, 10.3, 9.8, 10.1, 10.0];
         let mut loaded = quiet.clone();
         loaded[2] = 40.0;
         loaded[5] = 35.0;
         loaded[7] = 25.0;
-        let (q, l) = (faster_half_mean(&mut quiet), faster_half_mean(&mut loaded));
-        assert!((q - l).abs() < 0.1, "{q} vs {l}");
-        // Never below the fastest run, and defined for one run and none.
-        assert!((9.8..=10.1).contains(&l), "{l}");
-        assert!(faster_half_mean(&mut []).is_nan());
-        assert_eq!(faster_half_mean(&mut [3.0]), 3.0);
+        let (q, l) = (median(&mut quiet), median(&mut loaded));
+        assert!((q - l).abs() <= 0.1, "{q} vs {l}");
+        assert!((9.8..=10.3).contains(&l), "{l}");
+        assert!(median(&mut []).is_nan());
+        assert_eq!(median(&mut [3.0]), 3.0);
+        assert_eq!(median(&mut [4.0, 2.0]), 3.0);
+    }
+
+    #[test]
+    fn the_sliced_share_is_the_line_through_one_channel_and_all() {
+        // 10 ms whole, 4 ms sliced to 1 of 16 channels: the model must give 4 ms at k = 1.
+        let share = sliced_share(10.0, 4.0, 16);
+        let at = |k: f64| 10.0 * (1.0 - share * (1.0 - k / 16.0));
+        assert!((at(1.0) - 4.0).abs() < 1e-9, "{}", at(1.0));
+        assert!((at(16.0) - 10.0).abs() < 1e-9);
+        // Slower sliced than whole (noise): nothing scales. Faster than free: capped.
+        assert_eq!(sliced_share(10.0, 11.0, 16), 0.0);
+        assert_eq!(sliced_share(10.0, -5.0, 16), 1.0);
+        assert_eq!(sliced_share(0.0, 0.0, 16), 0.0);
+        assert_eq!(sliced_share(10.0, 4.0, 1), 0.0);
     }
 }

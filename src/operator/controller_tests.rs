@@ -29,6 +29,7 @@ fn profile() -> Profile {
         let elements: i64 = shape.iter().product();
         CutPoint {
             sliced_share: 0.0,
+            frame_bytes: Default::default(),
             name: name.into(),
             channels,
             elements: elements as u64,
@@ -51,6 +52,7 @@ fn profile() -> Profile {
             elements: 7500,
             bytes: 30000.0,
             tensors: vec![],
+            frame_bytes: Default::default(),
         },
         cuts: vec![
             cut("relu1", 8, &[1, 8, 16, 16]),
@@ -62,6 +64,7 @@ fn profile() -> Profile {
             ("edge".to_string(), device("edge", [5.0, 5.0, 5.0, 5.0])),
             ("cloud".to_string(), device("cloud", [0.5, 0.5, 0.5, 0.5])),
         ]),
+        wire: None,
     }
 }
 

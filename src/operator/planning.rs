@@ -244,6 +244,10 @@ pub fn profile_options(spec: &CollaborativeInferenceSpec, repeats: usize) -> Pro
                 (t.to_string(), t.to_string(), s)
             })
             .collect(),
+        // The session profiles on the first calibration input; the hops in a cluster are
+        // observed, not loopback's.
+        sample: None,
+        http: None,
     }
 }
 

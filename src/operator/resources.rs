@@ -393,6 +393,11 @@ pub fn shard_args(
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_else(|| "f32".into()),
         ]);
+        // As the demo and the planner's measured frame sizes assume: a compressed encoding's
+        // payload also goes through zstd (kept only where it shrinks it).
+        if plan.encoding != crate::planner::accuracy::WireEncoding::F32 {
+            args.extend(["--zstd".into(), crate::onnx::frame::ZSTD_LEVEL.to_string()]);
+        }
         if ci.spec.links.emulate {
             args.extend([
                 "--link-mbps".into(),
@@ -1047,7 +1052,7 @@ mod tests {
             "{args}"
         );
         assert!(
-            args.contains("--next http://demo-cloud-abc.ns.svc:8080 --encoding int8"),
+            args.contains("--next http://demo-cloud-abc.ns.svc:8080 --encoding int8 --zstd 3"),
             "{args}"
         );
         // The emulated end→cloud path: 1 / (1/20 + 1/5) = 4 Mbit/s.

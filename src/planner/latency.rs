@@ -123,7 +123,11 @@ pub fn all_deployments(tiers: usize, segments: usize) -> Vec<Deployment> {
 /// The full prediction for one deployment and compression.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Breakdown {
+    /// Per tier: running its segments.
     pub compute_ms: Vec<f64>,
+    /// Per tier: framing what it sends and reading what it receives (0 without wire costs).
+    pub codec_ms: Vec<f64>,
+    /// Per link: bytes over bandwidth plus the hop's fixed cost.
     pub transfer_ms: Vec<f64>,
     pub bytes: Vec<f64>,
     pub overhead_ms: f64,
@@ -131,8 +135,9 @@ pub struct Breakdown {
 }
 
 /// Latency as a function of the kept channels: `fixed_ms + Σ slope_ms[i] · kept[i]`, one slope
-/// per cut in `Layout::cuts` order. Transfer is linear in the channels kept, which is what lets
-/// the search bound whole regions of the ratio space at once.
+/// per cut in `Layout::cuts` order. Every term is linear in the channels kept (transfer, codec,
+/// a sliced producer), which is what lets the search bound whole regions of the ratio space at
+/// once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinearLatency {
     pub fixed_ms: f64,
@@ -140,6 +145,13 @@ pub struct LinearLatency {
 }
 
 impl LinearLatency {
+    fn zero(cuts: usize) -> Self {
+        LinearLatency {
+            fixed_ms: 0.0,
+            slope_ms: vec![0.0; cuts],
+        }
+    }
+
     pub fn at(&self, kept: &[u32]) -> f64 {
         self.fixed_ms
             + self
@@ -149,6 +161,39 @@ impl LinearLatency {
                 .map(|(s, &k)| s * f64::from(k))
                 .sum::<f64>()
     }
+
+    /// Adds `x` per unit of what crosses: a fixed amount for the input, per channel for cut `i`.
+    fn add(&mut self, at: Amount, x: f64) {
+        match at {
+            Amount::Fixed => self.fixed_ms += x,
+            Amount::PerChannel(i) => self.slope_ms[i] += x,
+        }
+    }
+
+    fn plus(mut self, other: &LinearLatency) -> Self {
+        self.fixed_ms += other.fixed_ms;
+        for (a, b) in self.slope_ms.iter_mut().zip(&other.slope_ms) {
+            *a += b;
+        }
+        self
+    }
+}
+
+/// Whether a quantity on a link is fixed (the input) or scales with cut `i`'s channels kept.
+#[derive(Debug, Clone, Copy)]
+enum Amount {
+    Fixed,
+    PerChannel(usize),
+}
+
+/// Every term of a layout's latency, each linear in the channels kept: what [`LatencyModel::
+/// linear`] sums and [`LatencyModel::breakdown`] evaluates, so the two cannot disagree.
+struct Terms {
+    compute: Vec<LinearLatency>,
+    codec: Vec<LinearLatency>,
+    transfer: Vec<LinearLatency>,
+    bytes: Vec<LinearLatency>,
+    overhead_ms: f64,
 }
 
 /// Binds a profile, a topology and a wire encoding.
@@ -173,10 +218,14 @@ impl<'a> LatencyModel<'a> {
         f64::from(self.encoding.bits()) / f64::from(self.profile.wire_encoding.bits())
     }
 
-    /// Bytes on the wire per channel kept at `cut`, in this model's encoding. Quantised encodings
-    /// from a float profile also ship a scale and zero point per channel.
+    /// Bytes on the wire per channel kept at `cut`, in this model's encoding: the measured
+    /// frame's share where the profile has it, else the raw bits (quantised encodings from a
+    /// float profile also ship a scale and zero point per channel).
     pub fn bytes_per_channel(&self, cut: usize) -> f64 {
         let c = &self.profile.cuts[cut];
+        if let Some(b) = c.frame_bytes.get(&self.encoding) {
+            return b / f64::from(c.channels);
+        }
         let params = if self.encoding.is_quantised() && !self.profile.wire_encoding.is_quantised() {
             8.0
         } else {
@@ -186,40 +235,142 @@ impl<'a> LatencyModel<'a> {
     }
 
     /// The input crosses a link in the cut tensors' encoding, but never below 8 bits
-    /// ([`WireEncoding::for_input`]); its few channels' parameters are negligible.
+    /// ([`WireEncoding::for_input`]); measured frame bytes where the profile has them.
     pub fn input_bytes(&self) -> f64 {
-        self.profile.input.bytes * f64::from(self.encoding.for_input().bits())
+        let enc = self.encoding.for_input();
+        if let Some(b) = self.profile.input.frame_bytes.get(&enc) {
+            return *b;
+        }
+        self.profile.input.bytes * f64::from(enc.bits())
             / f64::from(self.profile.wire_encoding.bits())
     }
 
     pub fn linear(&self, layout: &Layout) -> LinearLatency {
-        let topo = self.topology;
-        let mut fixed = self.compute_ms(layout).iter().sum::<f64>();
-        let mut slope = vec![0.0; layout.cuts.len()];
-        for (link, crossing) in topo.links.iter().zip(&layout.crossings) {
-            match crossing {
-                None => {}
-                Some(Crossing::Input) => {
-                    fixed += link.transfer_ms(self.input_bytes()) + link.hop_ms
-                }
-                Some(Crossing::Cut(c)) => {
-                    fixed += link.hop_ms;
-                    let i = layout.cuts.binary_search(c).expect("cut is listed");
-                    slope[i] += link.transfer_ms(self.bytes_per_channel(*c));
-                }
-            }
+        let t = self.terms(layout);
+        let zero = LinearLatency::zero(layout.cuts.len());
+        let mut sum = t
+            .compute
+            .iter()
+            .chain(&t.codec)
+            .chain(&t.transfer)
+            .fold(zero, LinearLatency::plus);
+        sum.fixed_ms += t.overhead_ms;
+        sum
+    }
+
+    /// `kept[i]` = channels kept at `layout.cuts[i]`.
+    pub fn breakdown(&self, layout: &Layout, kept: &[u32]) -> Breakdown {
+        let t = self.terms(layout);
+        // + 0.0: no "-0" for an idle tier
+        let at = |v: &[LinearLatency]| -> Vec<f64> { v.iter().map(|l| l.at(kept) + 0.0).collect() };
+        let (compute_ms, codec_ms, transfer_ms) = (at(&t.compute), at(&t.codec), at(&t.transfer));
+        let total_ms = compute_ms.iter().sum::<f64>()
+            + codec_ms.iter().sum::<f64>()
+            + transfer_ms.iter().sum::<f64>()
+            + t.overhead_ms;
+        Breakdown {
+            bytes: at(&t.bytes),
+            compute_ms,
+            codec_ms,
+            transfer_ms,
+            overhead_ms: t.overhead_ms,
+            total_ms,
+        }
+    }
+
+    /// ns per element to encode and decode in `enc`, where the profile measured them.
+    fn codec(&self, enc: WireEncoding) -> (f64, f64) {
+        self.profile
+            .wire
+            .as_ref()
+            .and_then(|w| w.codec.get(&enc))
+            .map_or((0.0, 0.0), |c| (c.encode_ns, c.decode_ns))
+    }
+
+    /// Whether tier `t` forwards what it receives as it came: a relay whose incoming frame is
+    /// already in the encoding it sends (every relay after the first tier; the first only when
+    /// the input goes on as the f32 the client sent).
+    fn passes_through(&self, layout: &Layout, t: usize) -> bool {
+        let (s, e) = layout.ranges[t];
+        let relays = s == e && layout.crossings.get(t).is_some_and(Option::is_some);
+        relays && (t > 0 || self.encoding.for_input() == WireEncoding::F32)
+    }
+
+    fn terms(&self, layout: &Layout) -> Terms {
+        let cuts = layout.cuts.len();
+        let tiers = &self.topology.tiers;
+        let zeros = |n: usize| vec![LinearLatency::zero(cuts); n];
+        let (mut compute, mut codec) = (zeros(tiers.len()), zeros(tiers.len()));
+        let (mut transfer, mut bytes) = (zeros(tiers.len() - 1), zeros(tiers.len() - 1));
+        for (t, (&(s, e), tier)) in layout.ranges.iter().zip(tiers).enumerate() {
+            compute[t].fixed_ms = tier.run_ms[s..e].iter().sum::<f64>();
         }
         // A pruned cut's producer is sliced: its share of the producing tier's last segment
         // runs for the kept channels only.
         for (i, &c) in layout.cuts.iter().enumerate() {
-            let (saved, per_channel) = self.sliced(layout, c);
-            fixed -= saved;
-            slope[i] += per_channel;
+            if let Some((ms, per, t)) = self.sliced_at(layout, c) {
+                compute[t].fixed_ms -= ms;
+                compute[t].slope_ms[i] += per;
+            }
         }
-        fixed += self.overhead_ms(layout);
-        LinearLatency {
-            fixed_ms: fixed,
-            slope_ms: slope,
+        let hop_extra = self.profile.wire.as_ref().map_or(0.0, |w| w.hop_ms);
+        for (l, (link, crossing)) in self
+            .topology
+            .links
+            .iter()
+            .zip(&layout.crossings)
+            .enumerate()
+        {
+            let (at, frame_bytes, elements, enc) = match crossing {
+                None => continue,
+                Some(Crossing::Input) => (
+                    Amount::Fixed,
+                    self.input_bytes(),
+                    self.profile.input.elements as f64,
+                    self.encoding.for_input(),
+                ),
+                Some(Crossing::Cut(c)) => {
+                    let i = layout.cuts.binary_search(c).expect("cut is listed");
+                    let cut = &self.profile.cuts[*c];
+                    (
+                        Amount::PerChannel(i),
+                        self.bytes_per_channel(*c),
+                        cut.elements as f64 / f64::from(cut.channels.max(1)),
+                        self.encoding,
+                    )
+                }
+            };
+            transfer[l].fixed_ms += link.hop_ms + hop_extra;
+            transfer[l].add(at, link.transfer_ms(frame_bytes));
+            bytes[l].add(at, frame_bytes);
+            let (enc_ns, dec_ns) = self.codec(enc);
+            if !self.passes_through(layout, l) {
+                codec[l].add(at, enc_ns * elements * tiers[l].codec_scale / 1e6);
+            }
+            if !self.passes_through(layout, l + 1) {
+                codec[l + 1].add(at, dec_ns * elements * tiers[l + 1].codec_scale / 1e6);
+            }
+        }
+        let overhead_ms = match &self.profile.wire {
+            // The client frames the f32 input (at host speed) and the first tier reads it,
+            // unless it forwards it as it came.
+            Some(w) => {
+                let n = self.profile.input.elements as f64;
+                let (enc_ns, dec_ns) = self.codec(WireEncoding::F32);
+                if !self.passes_through(layout, 0) {
+                    codec[0].fixed_ms += dec_ns * n * tiers[0].codec_scale / 1e6;
+                }
+                w.entry_ms + enc_ns * n / 1e6
+            }
+            None if layout.is_remote() => self.topology.overhead.remote_ms,
+            None => self.topology.overhead.local_ms,
+        };
+        Terms {
+            compute,
+            codec,
+            transfer,
+            bytes,
+            overhead_ms,
         }
     }
 
@@ -233,61 +384,5 @@ impl<'a> LatencyModel<'a> {
         let t = layout.ranges.iter().position(|&(s, e)| s <= c && c < e)?;
         let ms = self.topology.tiers[t].run_ms[c] * cut.sliced_share.min(1.0);
         Some((ms, ms / f64::from(cut.channels), t))
-    }
-
-    fn sliced(&self, layout: &Layout, c: usize) -> (f64, f64) {
-        self.sliced_at(layout, c)
-            .map_or((0.0, 0.0), |(ms, per, _)| (ms, per))
-    }
-
-    fn compute_ms(&self, layout: &Layout) -> Vec<f64> {
-        layout
-            .ranges
-            .iter()
-            .zip(&self.topology.tiers)
-            .map(|(&(s, e), tier)| tier.run_ms[s..e].iter().sum::<f64>() + 0.0) // + 0.0: no "-0" for an idle tier
-            .collect()
-    }
-
-    fn overhead_ms(&self, layout: &Layout) -> f64 {
-        if layout.is_remote() {
-            self.topology.overhead.remote_ms
-        } else {
-            self.topology.overhead.local_ms
-        }
-    }
-
-    /// `kept[i]` = channels kept at `layout.cuts[i]`.
-    pub fn breakdown(&self, layout: &Layout, kept: &[u32]) -> Breakdown {
-        let mut compute_ms = self.compute_ms(layout);
-        for (i, &c) in layout.cuts.iter().enumerate() {
-            if let Some((ms, per, t)) = self.sliced_at(layout, c) {
-                compute_ms[t] += per * f64::from(kept[i]) - ms;
-            }
-        }
-        let mut transfer_ms = Vec::with_capacity(layout.crossings.len());
-        let mut bytes = Vec::with_capacity(layout.crossings.len());
-        for (link, crossing) in self.topology.links.iter().zip(&layout.crossings) {
-            let b = match crossing {
-                None => None,
-                Some(Crossing::Input) => Some(self.input_bytes()),
-                Some(Crossing::Cut(c)) => {
-                    let i = layout.cuts.binary_search(c).expect("cut is listed");
-                    Some(self.bytes_per_channel(*c) * f64::from(kept[i]))
-                }
-            };
-            bytes.push(b.unwrap_or(0.0));
-            transfer_ms.push(b.map_or(0.0, |b| link.transfer_ms(b) + link.hop_ms));
-        }
-        let overhead_ms = self.overhead_ms(layout);
-        let total_ms =
-            compute_ms.iter().sum::<f64>() + transfer_ms.iter().sum::<f64>() + overhead_ms;
-        Breakdown {
-            compute_ms,
-            transfer_ms,
-            bytes,
-            overhead_ms,
-            total_ms,
-        }
     }
 }

@@ -32,6 +32,14 @@ pub struct PlanTier {
     pub device: String,
     pub segments: Option<[usize; 2]>,
     pub compute_ms: f64,
+    /// Framing what it sends and reading what it receives (priced from the profile's
+    /// measured wire costs; 0 without them).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub codec_ms: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +109,9 @@ pub struct Plan {
     pub cuts: Vec<PlanCut>,
     /// Per tier, ms.
     pub compute_ms: BTreeMap<String, f64>,
+    /// Per tier, ms of encoding and decoding frames (empty without measured wire costs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub codec_ms: BTreeMap<String, f64>,
     /// Per link (`end->edge`), ms.
     pub transfer_ms: BTreeMap<String, f64>,
     /// Per link, bytes per request.
@@ -213,6 +224,12 @@ impl Planner<'_> {
                 .zip(&b.compute_ms)
                 .map(|(n, ms)| (n.to_string(), *ms))
                 .collect(),
+            codec_ms: names
+                .iter()
+                .zip(&b.codec_ms)
+                .filter(|_| self.profile.wire.is_some())
+                .map(|(n, ms)| (n.to_string(), *ms))
+                .collect(),
             transfer_ms: links
                 .iter()
                 .map(|l| (link_name(&l.from, &l.to), l.transfer_ms))
@@ -225,12 +242,13 @@ impl Planner<'_> {
             tiers: tiers
                 .iter()
                 .zip(&layout.ranges)
-                .zip(&b.compute_ms)
-                .map(|((t, &(s, e)), &ms)| PlanTier {
+                .zip(b.compute_ms.iter().zip(&b.codec_ms))
+                .map(|((t, &(s, e)), (&ms, &codec_ms))| PlanTier {
                     tier: t.name.clone(),
                     device: t.device.clone(),
                     segments: (s < e).then(|| [s, e - 1]),
                     compute_ms: ms,
+                    codec_ms,
                 })
                 .collect(),
             links,

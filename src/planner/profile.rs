@@ -22,6 +22,36 @@ pub struct Profile {
     pub cuts: Vec<CutPoint>,
     /// Device name → which tier it can serve as and its per-segment run time (ms).
     pub devices: BTreeMap<String, Device>,
+    /// What crossing a link costs besides its bandwidth, measured where the profile was made
+    /// (absent: the reference model's fixed overheads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<WireCosts>,
+}
+
+/// The per-hop costs of the runtime, measured by `cnnpc profile` on the machine it runs on (the
+/// device `host`): encoding and decoding a tensor frame in each wire encoding (zstd included
+/// for every encoding but f32, as the shards send), and the HTTP cost of a hop. Codec costs are
+/// per element and scale with the tier that pays them (a device 18x slower than the host
+/// encodes 18x slower); HTTP costs do not.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireCosts {
+    /// Per encoding: ns per element to frame a tensor (quantise, compress) and to read it back.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub codec: BTreeMap<WireEncoding, CodecCost>,
+    /// ms of one hop between tiers beyond its bytes: the HTTP request and its relayed answer.
+    #[serde(default)]
+    pub hop_ms: f64,
+    /// ms of the client's request into the first tier beyond the input's codec.
+    #[serde(default)]
+    pub entry_ms: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodecCost {
+    pub encode_ns: f64,
+    pub decode_ns: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +63,10 @@ pub struct TensorSize {
     pub bytes: f64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tensors: Vec<TensorInfo>,
+    /// Measured frame bytes of the whole tensor per wire encoding (zstd for all but f32), on
+    /// the input the profile ran: what the wire carries, where the formula counts raw bits.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub frame_bytes: BTreeMap<WireEncoding, f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,11 +80,16 @@ pub struct CutPoint {
     pub bytes: f64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tensors: Vec<TensorInfo>,
-    /// The share of the segment ending at this cut that computes the cut's channels alone (its
-    /// producing Conv and the channel-wise ops after it), by multiply-adds. Pruning slices that
-    /// producer, so the share shrinks with the channels kept. 0: nothing is sliced.
+    /// How much of the segment ending at this cut scales with the channels kept, once pruning
+    /// slices the cut's producer (its Conv and the channel-wise ops after it): the segment
+    /// runs `run_ms · (1 − sliced_share · (1 − kept / channels))`. Measured by timing the
+    /// segment sliced to one channel against the whole one. 0: nothing is sliced.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub sliced_share: f64,
+    /// Measured frame bytes of the cut tensor with every channel, per wire encoding (see
+    /// [`TensorSize::frame_bytes`]); per channel kept, a share of them crosses.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub frame_bytes: BTreeMap<WireEncoding, f64>,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -120,6 +159,44 @@ impl Profile {
         }
         if self.devices.is_empty() {
             return Err(invalid("no devices".into()));
+        }
+        let sizes = std::iter::once(("input".to_string(), &self.input.frame_bytes)).chain(
+            self.cuts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("cuts[{i}]"), &c.frame_bytes)),
+        );
+        for (at, sizes) in sizes {
+            if let Some((e, b)) = sizes.iter().find(|(_, b)| !(b.is_finite() && **b > 0.0)) {
+                return Err(invalid(format!(
+                    "{at}.frame_bytes.{e} must be a finite number > 0, got {b}"
+                )));
+            }
+        }
+        if let Some(w) = &self.wire {
+            let costs = [("hop_ms", w.hop_ms), ("entry_ms", w.entry_ms)]
+                .into_iter()
+                .chain(w.codec.values().flat_map(|c| {
+                    [
+                        ("codec encode_ns", c.encode_ns),
+                        ("codec decode_ns", c.decode_ns),
+                    ]
+                }));
+            for (what, x) in costs {
+                if !finite_nonneg(x) {
+                    return Err(invalid(format!(
+                        "wire {what} must be a finite number >= 0, got {x}"
+                    )));
+                }
+            }
+        }
+        for (i, c) in self.cuts.iter().enumerate() {
+            if !(0.0..=1.0).contains(&c.sliced_share) {
+                return Err(invalid(format!(
+                    "cuts[{i}].sliced_share must be in [0, 1], got {}",
+                    c.sliced_share
+                )));
+            }
         }
         for (name, device) in &self.devices {
             if device.run_ms.len() != self.segments() {

@@ -28,6 +28,14 @@ pub struct Tier {
     pub device: String,
     /// Run time of each segment on this tier, ms (already scaled by any measured speed factor).
     pub run_ms: Vec<f64>,
+    /// How much slower than the profiling host this tier encodes and decodes frames: its
+    /// device's run times over the host's, times its slowdown (1 without a `host` device).
+    #[serde(default = "one")]
+    pub codec_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -54,6 +62,20 @@ pub struct Topology {
     /// input (as if the device reached the cloud directly at that bandwidth), while every other
     /// plan pays each link the data crosses. Off by default; on to reproduce its numbers.
     pub reference_cloud_only: bool,
+}
+
+/// A device's run times over the profiling host's (1 when the profile has no `host` device or
+/// either sums to nothing): how much slower it runs anything, the codec included.
+fn host_factor(profile: &Profile, run_ms: &[f64]) -> f64 {
+    let Some(host) = profile.devices.get("host") else {
+        return 1.0;
+    };
+    let (h, d): (f64, f64) = (host.run_ms.iter().sum(), run_ms.iter().sum());
+    if h > 0.0 && d > 0.0 {
+        d / h
+    } else {
+        1.0
+    }
 }
 
 /// How a user describes a topology: which device each tier is, link speeds, speed factors.
@@ -168,6 +190,7 @@ impl TopologySpec {
                 name: tier.clone(),
                 device: device.clone(),
                 run_ms: profiled.run_ms.iter().map(|ms| ms * slowdown).collect(),
+                codec_scale: host_factor(profile, &profiled.run_ms) * slowdown,
             });
         }
         Ok(Topology {

@@ -234,6 +234,23 @@ impl Body for PacedBody {
     }
 }
 
+/// Sleeps `d` to within a fraction of a millisecond. tokio's timer ticks in whole
+/// milliseconds, so a plain sleep overshoots by up to one, and every emulated tier would add
+/// that to the latency it reports but not to the compute it reports; the last two ms are
+/// slept on a blocking thread (≈ 0.1 ms late) instead.
+pub async fn sleep_precisely(d: Duration) {
+    const COARSE: Duration = Duration::from_millis(2);
+    let deadline = std::time::Instant::now() + d;
+    if d > COARSE {
+        tokio::time::sleep(d - COARSE).await;
+    }
+    let rest = deadline.saturating_duration_since(std::time::Instant::now());
+    if !rest.is_zero() {
+        // A join error only means the runtime is shutting down: nothing left to wait for.
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+    }
+}
+
 /// An emulated compute slowdown for this tier.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ComputeEmulation {
@@ -269,6 +286,20 @@ impl ComputeEmulation {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn a_precise_sleep_never_ends_early() {
+        for ms in [0.3, 2.0, 3.7] {
+            let d = Duration::from_secs_f64(ms / 1e3);
+            let start = std::time::Instant::now();
+            sleep_precisely(d).await;
+            assert!(
+                start.elapsed() >= d,
+                "{ms} ms: woke after {:?}",
+                start.elapsed()
+            );
+        }
+    }
 
     #[test]
     fn bucket_paces_exactly_with_no_burst() {

@@ -4,6 +4,7 @@
 //! | name | type | labels | observed |
 //! |---|---|---|---|
 //! | `cnnpc_shard_compute_seconds` | histogram | tier, model | per request, model run (+ emulated slowdown) |
+//! | `cnnpc_shard_codec_seconds` | histogram | tier, model | per request, reading the input frame and framing the output (+ emulated slowdown) |
 //! | `cnnpc_hop_seconds` | histogram | from, to | at the receiver: request head → last body byte |
 //! | `cnnpc_hop_bytes_total` | counter | from, to | at the receiver: body bytes of the cut tensor |
 //! | `cnnpc_request_seconds` | histogram | — | at the entry tier, successful requests, end to end |
@@ -64,6 +65,7 @@ pub const SECONDS_BUCKETS: [f64; 16] = [
 pub struct Metrics {
     registry: Registry,
     pub shard_compute_seconds: HistogramVec,
+    pub shard_codec_seconds: HistogramVec,
     pub hop_seconds: HistogramVec,
     pub hop_bytes_total: IntCounterVec,
     pub request_seconds: prometheus::Histogram,
@@ -94,6 +96,11 @@ impl Metrics {
             shard_compute_seconds: histogram(
                 "cnnpc_shard_compute_seconds",
                 "Time to run this tier's shard on one request, including emulated slowdown.",
+                &["tier", "model"],
+            ),
+            shard_codec_seconds: histogram(
+                "cnnpc_shard_codec_seconds",
+                "Time to read this tier's input frame and frame its output on one request, including emulated slowdown.",
                 &["tier", "model"],
             ),
             hop_seconds: histogram(
@@ -132,6 +139,7 @@ impl Metrics {
         };
         for c in [
             Box::new(m.shard_compute_seconds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.shard_codec_seconds.clone()),
             Box::new(m.hop_seconds.clone()),
             Box::new(m.hop_bytes_total.clone()),
             Box::new(m.request_seconds.clone()),

@@ -2,7 +2,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /v1/infer`, body a tensor frame ([`crate::runtime::frame`]) | last tier: 200 and an f32 frame of the output; otherwise the output is framed in the plan's wire encoding, sent to `{next}/v1/infer`, and that answer relayed |
+//! | `POST /v1/infer`, body a tensor frame ([`crate::onnx::frame`]) | last tier: 200 and an f32 frame of the output; otherwise the output is framed in the plan's wire encoding, sent to `{next}/v1/infer`, and that answer relayed |
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 when the model is loaded and the next tier's `/readyz` answers 200; else 503 |
 //! | `GET /metrics` | Prometheus text ([`crate::runtime::metrics`]) |
@@ -26,9 +26,9 @@
 //! threads: admitted requests beyond that wait in its queue with their body already read, so the
 //! cores never idle while a request is in transit and are never oversubscribed.
 
+use crate::onnx::frame::{self, Frame, FrameError, FrameLimits};
 use crate::planner::accuracy::WireEncoding;
 use crate::runtime::compute_pool::{ComputePool, PoolError};
-use crate::runtime::frame::{self, Frame, FrameError, FrameLimits};
 use crate::runtime::link::{ComputeEmulation, Link, LinkEmulation, PacedBody};
 use crate::runtime::metrics::{Metrics, Outcome};
 use axum::body::Body;
@@ -85,11 +85,16 @@ pub trait ShardModel: Send + Sync + 'static {
     fn input_shape(&self) -> Option<&[usize]> {
         None
     }
+
+    /// A relay computes nothing: a frame already in the encoding it sends goes on as it came.
+    fn is_relay(&self) -> bool {
+        false
+    }
 }
 
-/// A tier that computes nothing and forwards what it receives (re-encoded in its wire encoding):
-/// the edge of an end→cloud plan, or the end device of an edge-only or cloud-only one, whose
-/// data still crosses its links.
+/// A tier that computes nothing and forwards what it receives: as it came when the frame is
+/// already in its wire encoding (the edge of an end→cloud plan), re-encoded otherwise (the end
+/// device of a cloud-only plan, which frames the client's f32 input in the plan's encoding).
 pub struct Relay;
 
 impl ShardModel for Relay {
@@ -98,6 +103,9 @@ impl ShardModel for Relay {
     }
     fn name(&self) -> &str {
         "relay"
+    }
+    fn is_relay(&self) -> bool {
+        true
     }
 }
 
@@ -450,9 +458,9 @@ impl Shard {
         let metrics = Metrics::new(&cfg.tier, &cfg.plan_id, &cfg.cuts);
         // Every series this shard can observe exists from the start, at 0: Prometheus'
         // `increase` then counts the first request too (a series born at 1 loses it).
-        metrics
-            .shard_compute_seconds
-            .with_label_values(&[cfg.tier.as_str(), cfg.model_name.as_str()]);
+        for h in [&metrics.shard_compute_seconds, &metrics.shard_codec_seconds] {
+            h.with_label_values(&[cfg.tier.as_str(), cfg.model_name.as_str()]);
+        }
         // Request order: a tier receives only from the tiers before it.
         let tiers = ["end", "edge", "cloud"];
         for from in tiers.iter().take_while(|t| **t != cfg.tier) {
@@ -760,16 +768,26 @@ async fn compute_and_forward(
                 "the server is shutting down",
             ),
         })??;
-    let extra = shard.cfg.compute.extra(computed.compute);
-    if !extra.is_zero() {
-        tokio::time::sleep(extra).await;
+    // The emulated device is slower at everything it does: the model and the codec.
+    let (extra, extra_codec) = (
+        shard.cfg.compute.extra(computed.compute),
+        shard.cfg.compute.extra(computed.codec),
+    );
+    if !(extra + extra_codec).is_zero() {
+        crate::runtime::link::sleep_precisely(extra + extra_codec).await;
     }
     let compute_s = (computed.compute + extra).as_secs_f64();
+    let labels = [shard.cfg.tier.as_str(), shard.cfg.model_name.as_str()];
     shard
         .metrics
         .shard_compute_seconds
-        .with_label_values(&[shard.cfg.tier.as_str(), shard.cfg.model_name.as_str()])
+        .with_label_values(&labels)
         .observe(compute_s);
+    shard
+        .metrics
+        .shard_codec_seconds
+        .with_label_values(&labels)
+        .observe((computed.codec + extra_codec).as_secs_f64());
     let own = format!("{};dur={:.3}", shard.cfg.tier, compute_s * 1e3);
     match &shard.next_infer {
         None => Ok(Answer {
@@ -907,7 +925,10 @@ async fn read_frame(
 
 struct Computed {
     frame: Vec<u8>,
+    /// The model's run.
     compute: Duration,
+    /// Reading the input frame and framing the output.
+    codec: Duration,
 }
 
 /// Decode → run → encode, on a compute thread.
@@ -919,6 +940,22 @@ fn compute(
     zstd: Option<i32>,
     axis: usize,
 ) -> Result<Computed, Failure> {
+    let started = Instant::now();
+    if model.is_relay() {
+        if let Input::Frame(body) = &input {
+            let frame = Frame::decode(body, limits).map_err(Failure::frame)?;
+            if frame.encoding() == encoding && frame.channel_axis() == axis {
+                let Input::Frame(body) = input else {
+                    unreachable!("matched above")
+                };
+                return Ok(Computed {
+                    frame: body,
+                    compute: Duration::ZERO,
+                    codec: started.elapsed(),
+                });
+            }
+        }
+    }
     let tensor = match input {
         Input::Tensor(t) => t,
         Input::Frame(body) => {
@@ -939,6 +976,7 @@ fn compute(
         )));
     }
     let t0 = Instant::now();
+    let decoded = t0 - started;
     let out = model.run(tensor).map_err(|e| {
         Failure::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -957,7 +995,11 @@ fn compute(
             )
         })?
         .encode();
-    Ok(Computed { frame, compute })
+    Ok(Computed {
+        frame,
+        compute,
+        codec: decoded + (t0.elapsed() - compute),
+    })
 }
 
 /// Sends the cut tensor on and relays the answer. Every failure is bounded by the timeout.
@@ -1146,6 +1188,51 @@ async fn metrics(State(shard): State<Arc<Shard>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relay_forwards_a_frame_in_its_encoding_as_it_came_and_reencodes_any_other() {
+        let values: Vec<f32> = (0..2 * 3 * 8)
+            .map(|i| (i % 11) as f32 * 0.3 - 1.0)
+            .collect();
+        let shape = [1, 6, 2, 4];
+        let limits = FrameLimits::default();
+        let int8 = Frame::from_tensor(&values, &shape, 1, WireEncoding::Int8, Some(3))
+            .unwrap()
+            .encode();
+        let relayed = |frame: &[u8], enc| {
+            compute(
+                &Relay,
+                Input::Frame(frame.to_vec()),
+                &limits,
+                enc,
+                Some(3),
+                1,
+            )
+            .unwrap()
+        };
+        // Same encoding: the very bytes, nothing computed.
+        let same = relayed(&int8, WireEncoding::Int8);
+        assert_eq!(same.frame, int8);
+        assert_eq!(same.compute, Duration::ZERO);
+        // The first tier of a cloud-only plan: the client's f32 goes on in the plan's int8.
+        let f32_frame = Frame::from_tensor(&values, &shape, 1, WireEncoding::F32, None)
+            .unwrap()
+            .encode();
+        let framed = relayed(&f32_frame, WireEncoding::Int8);
+        let back = Frame::decode(&framed.frame, &limits).unwrap();
+        assert_eq!(back.encoding(), WireEncoding::Int8);
+        assert_eq!(back.shape(), &shape);
+        // A malformed frame is still refused, not forwarded.
+        assert!(compute(
+            &Relay,
+            Input::Frame(b"CNPCjunk".to_vec()),
+            &limits,
+            WireEncoding::Int8,
+            None,
+            1
+        )
+        .is_err());
+    }
 
     #[test]
     fn next_urls_join_paths() {

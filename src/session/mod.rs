@@ -291,6 +291,15 @@ pub fn measured_on(
     }
 }
 
+/// The first fitting input of `source` for `model`: what a profile runs to size the wire.
+pub fn first_input(model: &[u8], source: &Source, sizes: Sizes) -> Result<Vec<f32>, Error> {
+    let cal = open_calibration(model, source)?;
+    let (fit_first, _, _) = cal.firsts(sizes);
+    cal.batch(fit_first, 1)
+        .map(|b| b.data)
+        .map_err(|e| Error::Calibration(format!("the profiling input: {e:#}")))
+}
+
 /// The model file with its input shape applied, as every part plans and splits it.
 pub fn shaped(model: &[u8], shape: Option<&[usize]>) -> Result<Vec<u8>, Error> {
     crate::onnx::shape::apply(model, shape).map_err(|e| Error::Model(e.to_string()))
@@ -528,7 +537,12 @@ pub fn run_with_known(
         ProfileSource::Given(p) => p.clone(),
         ProfileSource::Measure(opts) => {
             let model = needs_model()?;
-            let p = profile_model(model, &req.name, opts, &mut |done, total| {
+            let mut opts = opts.clone();
+            // Frame sizes on the wire depend on the data (zstd): profile on a real input.
+            if let (None, Accuracy::Live { source, sizes, .. }) = (&opts.sample, &req.accuracy) {
+                opts.sample = Some(first_input(model, source, *sizes)?);
+            }
+            let p = profile_model(model, &req.name, &opts, &mut |done, total| {
                 progress(Progress::Profiling { done, total })
             })
             .map_err(|e| Error::Model(format!("profiling the model: {e}")))?;

@@ -77,16 +77,27 @@ impl PlanReport {
             p.wire_encoding,
             p.oracle_calls
         );
+        // A profile with measured wire costs prices the codec per tier too.
+        let codec = !p.codec_ms.is_empty();
         let _ = writeln!(
             s,
-            "\n{:<7} {:<8} {:>10} {:>11}",
-            "tier", "device", "segments", "compute ms"
+            "\n{:<7} {:<8} {:>10} {:>11}{}",
+            "tier",
+            "device",
+            "segments",
+            "compute ms",
+            if codec { "    codec ms" } else { "" }
         );
         for t in &p.tiers {
             let seg = t.segments.map_or("-".into(), |[a, b]| format!("{a}..{b}"));
+            let c = if codec {
+                format!(" {:>11.3}", t.codec_ms)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
-                "{:<7} {:<8} {:>10} {:>11.3}",
+                "{:<7} {:<8} {:>10} {:>11.3}{c}",
                 t.tier, t.device, seg, t.compute_ms
             );
         }

@@ -21,7 +21,7 @@ use super::{
     Shard, ShardModel, Tensor, REQUEST_ID, SERVER_TIMING, TIER,
 };
 use crate::dataset::files::{ImageInput, Preprocess};
-use crate::runtime::frame::Frame;
+use crate::onnx::frame::Frame;
 use crate::runtime::metrics::Outcome;
 use crate::runtime::oip::{self, MetadataTensor, OipError};
 use axum::extract::{Path, Request, State};

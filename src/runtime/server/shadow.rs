@@ -7,7 +7,7 @@
 //! finds them busy is skipped, never queued, so shadowing cannot slow serving.
 
 use super::{forward_plain, Shard};
-use crate::runtime::frame::{Frame, FrameLimits};
+use crate::onnx::frame::{Frame, FrameLimits};
 use axum::http::Uri;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
