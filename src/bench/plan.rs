@@ -74,7 +74,64 @@ pub struct PlanBenchSummary {
 pub struct PlanBench {
     pub summary: PlanBenchSummary,
     pub rows: Vec<PlanBenchRow>,
+    /// Several encodings at once, each search run without and with reuse across encodings.
+    pub reuse: ReuseBench,
 }
+
+/// One setting of the reuse grid: the same search with `SearchConfig::reuse` off (each
+/// encoding searched on its own: before) and on (after), against the exhaustive optimum over
+/// the same encodings, on the exact surface and through the sampled one.
+#[derive(Debug, Serialize)]
+pub struct ReuseRow {
+    pub model: String,
+    pub end_device: String,
+    pub edge_cloud_mbps: f64,
+    pub min_accuracy: f64,
+    pub exhaustive_ms: f64,
+    pub before_calls: usize,
+    pub after_calls: usize,
+    pub before_ms: f64,
+    pub after_ms: f64,
+    /// (plan − exhaustive) / exhaustive, percent.
+    pub before_gap_percent: f64,
+    pub after_gap_percent: f64,
+    /// The plan's true accuracy meets A0.
+    pub before_meets: bool,
+    pub after_meets: bool,
+    /// Through the sampled surface: points and samples, and whether the plan's true accuracy
+    /// meets A0 − tolerance.
+    pub sampled_before_calls: usize,
+    pub sampled_after_calls: usize,
+    pub sampled_before_samples: usize,
+    pub sampled_after_samples: usize,
+    pub sampled_before_meets: bool,
+    pub sampled_after_meets: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReuseBench {
+    pub encodings: Vec<WireEncoding>,
+    pub floors: Vec<f64>,
+    pub searches: usize,
+    pub before_calls: usize,
+    pub after_calls: usize,
+    pub before_meets: usize,
+    pub after_meets: usize,
+    pub before_max_gap_percent: f64,
+    pub after_max_gap_percent: f64,
+    pub sampled_before_calls: usize,
+    pub sampled_after_calls: usize,
+    pub sampled_before_samples: usize,
+    pub sampled_after_samples: usize,
+    pub sampled_before_meets: usize,
+    pub sampled_after_meets: usize,
+    pub rows: Vec<ReuseRow>,
+}
+
+/// The reuse grid: 2 models × 2 end devices × 3 edge→cloud bandwidths × these floors (36
+/// searches), with the demo's encodings.
+pub const REUSE_FLOORS: [f64; 3] = [0.99, 0.95, 0.9];
+pub const REUSE_ENCODINGS: [WireEncoding; 2] = [WireEncoding::Int8, WireEncoding::Int4];
 
 pub const FLOORS: [f64; 6] = [0.99, 0.97, 0.95, 0.9, 0.85, 0.8];
 
@@ -100,6 +157,126 @@ pub fn plan_bench(
     }
     Ok(PlanBench {
         summary: summarise(&rows),
+        rows,
+        reuse: reuse_bench(profiles, &REUSE_FLOORS, &REUSE_ENCODINGS)?,
+    })
+}
+
+/// A search's (latency, points, samples, true accuracy) on `oracle`, sampled or exact.
+#[allow(clippy::too_many_arguments)]
+fn one_search(
+    planner: &Planner,
+    surface: &SyntheticSurface,
+    sampled: bool,
+    strategy: Strategy,
+    encodings: &[WireEncoding],
+    reuse: bool,
+    a0: f64,
+) -> Result<(f64, usize, usize, f64, f64), String> {
+    let mut exact = surface.clone();
+    let mut through = SampledSurface {
+        surface: surface.clone(),
+        samples: SAMPLES,
+        seed: 11,
+    };
+    let oracle: &mut dyn crate::planner::accuracy::AccuracyOracle =
+        if sampled { &mut through } else { &mut exact };
+    let mut known = Measurements::default();
+    let mut m = MeasuringOracle::new(oracle, &mut known);
+    let mut config = SearchConfig::new(encodings.to_vec(), true);
+    config.reuse = reuse;
+    let c = planner
+        .search(
+            strategy,
+            Some(Objective::MinLatency { min_accuracy: a0 }),
+            &config,
+            Some(&mut m),
+        )
+        .map_err(|e| e.to_string())?;
+    let truth = surface.accuracy(&planner.point(c.layout, &c.kept, c.encoding));
+    let threshold = m.threshold_for(a0);
+    Ok((c.latency_ms, m.calls, m.samples, truth, threshold))
+}
+
+/// CNNPC with several encodings, reuse off against on, over the grid (see [`ReuseRow`]).
+pub fn reuse_bench(
+    profiles: &[Profile],
+    floors: &[f64],
+    encodings: &[WireEncoding],
+) -> Result<ReuseBench, String> {
+    let mut rows = Vec::new();
+    for p in profiles {
+        for device in p.devices_for("end") {
+            for ec in [10.0, 5.0, 1.0] {
+                let mut topology = Topology::end_edge_cloud(20.0, ec);
+                topology.tiers[0] = TierChoice {
+                    device: Some(device.to_string()),
+                    ..TierChoice::new("end")
+                };
+                let t = session::topology_spec(&topology, p)
+                    .map_err(|e| e.to_string())?
+                    .build(p)
+                    .map_err(|e| e.to_string())?;
+                let planner = Planner::new(p, &t).map_err(|e| e.to_string())?;
+                let surface = SyntheticSurface::new(p.cuts.len(), 1.0, 0.0, 7);
+                for &a0 in floors {
+                    let run = |sampled, strategy, reuse| {
+                        one_search(&planner, &surface, sampled, strategy, encodings, reuse, a0)
+                    };
+                    let ex = run(false, Strategy::Exhaustive, false)?;
+                    let (b, a) = (
+                        run(false, Strategy::Cnnpc, false)?,
+                        run(false, Strategy::Cnnpc, true)?,
+                    );
+                    let (sb, sa) = (
+                        run(true, Strategy::Cnnpc, false)?,
+                        run(true, Strategy::Cnnpc, true)?,
+                    );
+                    let gap = |ms: f64| (ms - ex.0) / ex.0 * 100.0;
+                    rows.push(ReuseRow {
+                        model: p.model.clone(),
+                        end_device: device.to_string(),
+                        edge_cloud_mbps: ec,
+                        min_accuracy: a0,
+                        exhaustive_ms: ex.0,
+                        before_calls: b.1,
+                        after_calls: a.1,
+                        before_ms: b.0,
+                        after_ms: a.0,
+                        before_gap_percent: gap(b.0),
+                        after_gap_percent: gap(a.0),
+                        before_meets: b.3 >= a0,
+                        after_meets: a.3 >= a0,
+                        sampled_before_calls: sb.1,
+                        sampled_after_calls: sa.1,
+                        sampled_before_samples: sb.2,
+                        sampled_after_samples: sa.2,
+                        sampled_before_meets: sb.3 >= sb.4,
+                        sampled_after_meets: sa.3 >= sa.4,
+                    });
+                }
+            }
+        }
+    }
+    let sum = |f: &dyn Fn(&ReuseRow) -> usize| rows.iter().map(f).sum::<usize>();
+    let count = |f: &dyn Fn(&ReuseRow) -> bool| rows.iter().filter(|r| f(r)).count();
+    let max = |f: &dyn Fn(&ReuseRow) -> f64| rows.iter().map(f).fold(0.0f64, f64::max);
+    Ok(ReuseBench {
+        encodings: encodings.to_vec(),
+        floors: floors.to_vec(),
+        searches: rows.len(),
+        before_calls: sum(&|r| r.before_calls),
+        after_calls: sum(&|r| r.after_calls),
+        before_meets: count(&|r| r.before_meets),
+        after_meets: count(&|r| r.after_meets),
+        before_max_gap_percent: max(&|r| r.before_gap_percent),
+        after_max_gap_percent: max(&|r| r.after_gap_percent),
+        sampled_before_calls: sum(&|r| r.sampled_before_calls),
+        sampled_after_calls: sum(&|r| r.sampled_after_calls),
+        sampled_before_samples: sum(&|r| r.sampled_before_samples),
+        sampled_after_samples: sum(&|r| r.sampled_after_samples),
+        sampled_before_meets: count(&|r| r.sampled_before_meets),
+        sampled_after_meets: count(&|r| r.sampled_after_meets),
         rows,
     })
 }
@@ -265,4 +442,58 @@ fn summarise(rows: &[PlanBenchRow]) -> PlanBenchSummary {
             / SAMPLES as f64,
         sampled_meets: rows.iter().filter(|r| r.sampled_meets).count(),
     }
+}
+
+/// The reuse grid as Markdown: run by run, points before and after, and the totals.
+pub fn reuse_markdown(r: &ReuseBench) -> String {
+    use std::fmt::Write as _;
+    let enc: Vec<&str> = r.encodings.iter().map(|e| e.name()).collect();
+    let mut s = format!(
+        "Encodings {}: {} searches, each without reuse (before) and with it (after).\n\n\
+         | model | end | edge→cloud | A0 | points before | after | gap before % | after % | sampled points before | after | samples before | after |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        enc.join(","),
+        r.searches
+    );
+    for x in &r.rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            x.model,
+            x.end_device,
+            x.edge_cloud_mbps,
+            x.min_accuracy,
+            x.before_calls,
+            x.after_calls,
+            x.before_gap_percent,
+            x.after_gap_percent,
+            x.sampled_before_calls,
+            x.sampled_after_calls,
+            x.sampled_before_samples,
+            x.sampled_after_samples
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nExact surface: {} points before, {} after; plans meeting A0 {}/{} before, {}/{}; \
+         max gap {:.2}% before, {:.2}% after.\nSampled (384, sequential): {} points and {} \
+         samples before, {} and {} after; plans meeting A0 − 0.01 {}/{} before, {}/{} after.",
+        r.before_calls,
+        r.after_calls,
+        r.before_meets,
+        r.searches,
+        r.after_meets,
+        r.searches,
+        r.before_max_gap_percent,
+        r.after_max_gap_percent,
+        r.sampled_before_calls,
+        r.sampled_before_samples,
+        r.sampled_after_calls,
+        r.sampled_after_samples,
+        r.sampled_before_meets,
+        r.searches,
+        r.sampled_after_meets,
+        r.searches
+    );
+    s
 }

@@ -156,6 +156,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
                 .map_err(anyhow::Error::msg)?;
             write_json(out, &report)?;
             output::println(&serde_json::to_string_pretty(&report.summary)?)?;
+            output::println(&crate::bench::plan::reuse_markdown(&report.reuse))?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }

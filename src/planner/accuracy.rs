@@ -247,10 +247,11 @@ impl CompressionPoint {
             .map_or(channels, |c| c.kept)
     }
 
-    /// True when `self` prunes no cut harder than `other` does (same encoding): under the usual
-    /// monotonicity, `self` is then at least as accurate as `other`.
+    /// True when `self` prunes no cut harder than `other` does and encodes the cut tensors at
+    /// least as finely (as many bits or more): under the usual monotonicity — fewer channels,
+    /// fewer bits never help — `self` is then at least as accurate as `other`.
     pub fn dominates(&self, other: &CompressionPoint) -> bool {
-        self.encoding == other.encoding
+        self.encoding.bits() >= other.encoding.bits()
             && self
                 .cuts
                 .iter()
@@ -422,13 +423,23 @@ impl<'a> MeasuringOracle<'a> {
     }
 
     /// Upper bound on the search value of `p` from monotonicity: no point is more accurate
-    /// than a measured point that prunes at least as little.
+    /// than a measured point that prunes at least as little and encodes at least as finely.
     pub fn upper_bound(&self, p: &CompressionPoint) -> Option<f64> {
         self.values()
             .into_iter()
             .filter(|(q, _)| q.dominates(p))
             .map(|(_, a)| a)
             .reduce(f64::min)
+    }
+
+    /// Lower bound on the search value of `p` from monotonicity: `p` is at least as accurate as
+    /// any measured point it dominates (one that prunes as much or more, as coarsely or more).
+    pub fn lower_bound(&self, p: &CompressionPoint) -> Option<f64> {
+        self.values()
+            .into_iter()
+            .filter(|(q, _)| p.dominates(q))
+            .map(|(_, a)| a)
+            .reduce(f64::max)
     }
 
     /// The search value of `p`, measuring only as many samples as the threshold needs.
@@ -457,6 +468,9 @@ impl<'a> MeasuringOracle<'a> {
         match (self.sequential(), self.known.entry(p)) {
             (Some(total), Some(Measured::Sampled(t))) if t.samples < total => {
                 self.sample(p, t, total, true)
+            }
+            (Some(total), None) if !self.oracle.exact(p) => {
+                self.sample(p, Tally::default(), total, true)
             }
             _ => self.accuracy(p),
         }

@@ -5,8 +5,9 @@ use crate::planner::latency::LinearLatency;
 use crate::planner::search::{Candidate, Planner, SearchConfig};
 
 const EPS: f64 = 1e-9;
-/// Linear interpolation under-estimates a flat-topped curve; joint points estimated this close
-/// below the floor are still worth a measurement.
+/// Linear interpolation under-estimates a flat-topped curve; before any joint point calibrates
+/// the composed estimate, joint points estimated this close below the floor are still worth a
+/// measurement.
 const JOINT_MARGIN: f64 = 0.002;
 /// A bracket probe stays at least 1/SAFEGUARD of the bracket away from either end, so even a
 /// badly wrong interpolation shrinks the bracket geometrically.
@@ -14,28 +15,67 @@ const SAFEGUARD: u32 = 4;
 /// T0 stops bisecting on accuracy once the bracket is this narrow.
 const ACCURACY_TOLERANCE: f64 = 0.001;
 
-/// What is known of one cut's single-cut accuracy curve: measured `(kept, accuracy)` points
-/// (the uncompressed model at `kept = channels`), ascending.
+/// What is known of one cut's single-cut accuracy curve in one encoding: measured `(kept,
+/// accuracy)` points (the uncompressed model at `kept = channels`), ascending, and what other
+/// encodings' measurements bound (with `reuse`): a coarser encoding's value is a floor under
+/// this one's at the same channels, a finer encoding's a ceiling.
 struct Curve {
     channels: u32,
+    /// Measured here, or a coarser encoding's value where nothing is measured here: what CAE
+    /// interpolates (conservatively) and where a bracket's `hi` may come from.
     points: Vec<(u32, f64)>,
+    /// Values that are ceilings (measured here, or a finer encoding's): where a bracket's `lo`
+    /// may come from and what bounds the curve from above.
+    caps: Vec<(u32, f64)>,
 }
 
 impl Curve {
-    fn of(m: &MeasuringOracle, cut: usize, channels: u32, enc: WireEncoding, base: f64) -> Self {
-        let mut points: Vec<(u32, f64)> = m
-            .values()
-            .into_iter()
-            .filter(|(p, _)| p.encoding == enc && p.cuts.len() == 1 && p.cuts[0].cut == cut)
-            .map(|(p, a)| (p.cuts[0].kept, a))
-            .collect();
+    fn of(
+        m: &MeasuringOracle,
+        cut: usize,
+        channels: u32,
+        enc: WireEncoding,
+        base: f64,
+        reuse: bool,
+    ) -> Self {
+        let (mut points, mut caps, mut floors) = (Vec::new(), Vec::new(), Vec::new());
+        for (p, a) in m.values() {
+            if p.cuts.len() != 1 || p.cuts[0].cut != cut {
+                continue;
+            }
+            let k = p.cuts[0].kept;
+            let (here, bits) = (p.encoding == enc, p.encoding.bits());
+            if here {
+                points.push((k, a));
+                caps.push((k, a));
+            } else if reuse && bits < enc.bits() {
+                floors.push((k, a));
+            } else if reuse && bits > enc.bits() {
+                caps.push((k, a));
+            }
+        }
+        // A coarser encoding's value stands in only where nothing is measured here (the best
+        // of them: each is a floor).
+        floors.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        floors.dedup_by_key(|p| p.0);
+        for f in floors {
+            if !points.iter().any(|p| p.0 == f.0) {
+                points.push(f);
+            }
+        }
         points.push((channels, base));
         points.sort_by_key(|p| p.0);
-        Curve { channels, points }
+        caps.push((channels, base));
+        caps.sort_by_key(|p| p.0);
+        Curve {
+            channels,
+            points,
+            caps,
+        }
     }
 
-    /// The bracket around the threshold for `a0`: `hi` = fewest channels measured to reach it,
-    /// `lo` = most channels below `hi` measured to miss it (0 when none).
+    /// The bracket around the threshold for `a0`: `hi` = fewest channels known to reach it,
+    /// `lo` = most channels below `hi` known to miss it (0 when none).
     fn bracket(&self, a0: f64) -> ((u32, f64), (u32, f64)) {
         let hi = self
             .points
@@ -44,7 +84,7 @@ impl Curve {
             .find(|p| p.1 >= a0)
             .unwrap_or((self.channels, 1.0));
         let lo = self
-            .points
+            .caps
             .iter()
             .copied()
             .rfind(|p| p.0 < hi.0 && p.1 < a0)
@@ -71,11 +111,11 @@ impl Curve {
         est
     }
 
-    /// Upper bounds from monotonicity: no point beats a measured point that keeps more.
+    /// Upper bounds from monotonicity: no point beats a known ceiling that keeps more.
     fn upper_bounds(&self) -> Vec<f64> {
         let mut ub = vec![1.0; self.channels as usize + 1];
         let mut running = 1.0f64;
-        let mut it = self.points.iter().rev().peekable();
+        let mut it = self.caps.iter().rev().peekable();
         for m in (0..=self.channels).rev() {
             while let Some(&&(k, a)) = it.peek() {
                 if k >= m {
@@ -129,11 +169,13 @@ impl Planner<'_> {
         base: f64,
         a0: f64,
         limit: u32,
+        reuse: bool,
         done: &dyn Fn(u32, u32) -> bool,
     ) -> Result<(u32, u32), OracleError> {
         let channels = self.profile.cuts[cut].channels;
         loop {
-            let ((lo, alo), (hi, ahi)) = Curve::of(m, cut, channels, enc, base).bracket(a0);
+            let curve = Curve::of(m, cut, channels, enc, base, reuse);
+            let ((lo, alo), (hi, ahi)) = curve.bracket(a0);
             if lo >= limit || hi <= lo + 1 || done(lo, hi) {
                 return Ok((lo, hi));
             }
@@ -156,15 +198,20 @@ impl Planner<'_> {
 
     /// A0: the lowest-latency plan whose search value is at least `a0` (a threshold, see
     /// [`MeasuringOracle::threshold_for`]); sequential measurements are decided against it.
+    ///
+    /// `start` is the best plan found so far (another encoding's, with `reuse`): the search
+    /// starts from it when it beats this encoding's best uncompressed split, so CRS rules out
+    /// every deployment that cannot beat it.
     pub(crate) fn min_latency(
         &self,
         enc: WireEncoding,
         a0: f64,
         config: &SearchConfig,
         m: &mut MeasuringOracle,
+        start: Option<&Candidate>,
     ) -> Result<Option<Candidate>, OracleError> {
         let before = m.set_threshold(Some(a0));
-        let found = self.min_latency_at(enc, a0, config, m);
+        let found = self.min_latency_at(enc, a0, config, m, start);
         m.set_threshold(before);
         found
     }
@@ -175,13 +222,17 @@ impl Planner<'_> {
         a0: f64,
         config: &SearchConfig,
         m: &mut MeasuringOracle,
+        start: Option<&Candidate>,
     ) -> Result<Option<Candidate>, OracleError> {
         let base = m.accuracy(&CompressionPoint::uncompressed(enc))?;
         if base < a0 {
-            return Ok(None);
+            return Ok(start.cloned());
         }
         let mut inc = self.neurosurgeon(enc);
         inc.accuracy = Some(base);
+        if let Some(s) = start.filter(|s| s.latency_ms < inc.latency_ms) {
+            inc = s.clone();
+        }
         if !config.prune {
             return Ok(Some(inc));
         }
@@ -228,24 +279,39 @@ impl Planner<'_> {
         }
         let tol = config.tolerance;
         let done = |lo: u32, hi: u32| s * f64::from(hi - lo - 1) <= tol * lin.at(&[hi]);
-        let (_, hi) = self.bracket(m, cut, enc, base, a0, limit, &done)?;
-        self.offer(i, vec![hi], lin, enc, m, inc)
+        let (_, hi) = self.bracket(m, cut, enc, base, a0, limit, config.reuse, &done)?;
+        self.offer(i, vec![hi], lin, enc, a0, config.reuse, m, inc)
     }
 
-    /// Makes `kept` the incumbent if it is faster and measured to meet the floor (it always is
-    /// when this is called with a bracket's `hi`).
+    /// Makes `kept` the incumbent if it is faster and meets the floor: measured, or (with
+    /// `reuse`) bounded from below by a point it dominates, which saves measuring incumbents
+    /// that a later one replaces (the plan returned is measured in full: `Planner::judged`).
+    #[allow(clippy::too_many_arguments)]
     fn offer(
         &self,
         i: usize,
         kept: Vec<u32>,
         lin: &LinearLatency,
         enc: WireEncoding,
+        a0: f64,
+        reuse: bool,
         m: &mut MeasuringOracle,
         inc: &mut Candidate,
     ) -> Result<(), OracleError> {
         let latency_ms = lin.at(&kept);
-        if latency_ms < inc.latency_ms - EPS {
-            let accuracy = m.accuracy(&self.point(i, &kept, enc))?;
+        if latency_ms >= inc.latency_ms - EPS {
+            return Ok(());
+        }
+        let p = self.point(i, &kept, enc);
+        let accuracy = match (
+            m.known_value(&p),
+            reuse.then(|| m.lower_bound(&p)).flatten(),
+        ) {
+            (Some(a), _) => a,
+            (None, Some(floor)) if floor >= a0 => floor,
+            _ => m.accuracy(&p)?,
+        };
+        if accuracy >= a0 {
             *inc = Candidate {
                 layout: i,
                 kept,
@@ -284,7 +350,7 @@ impl Planner<'_> {
             return Ok(());
         }
         let done1 = |lo: u32, hi: u32| s1 * f64::from(hi - lo - 1) <= tol * inc.latency_ms;
-        let (lo1, hi1) = self.bracket(m, cuts[0], enc, base, a0, limit1, &done1)?;
+        let (lo1, hi1) = self.bracket(m, cuts[0], enc, base, a0, limit1, config.reuse, &done1)?;
         if lo1 >= limit1 {
             return Ok(());
         }
@@ -298,33 +364,46 @@ impl Planner<'_> {
             return Ok(());
         }
         let done2 = |lo: u32, hi: u32| s2 * f64::from(hi - lo - 1) <= tol * inc.latency_ms;
-        let (lo2, hi2) = self.bracket(m, cuts[1], enc, base, a0, limit2, &done2)?;
+        let (lo2, hi2) = self.bracket(m, cuts[1], enc, base, a0, limit2, config.reuse, &done2)?;
         if lo2 >= limit2 {
             return Ok(());
         }
         // Pruning one cut alone is a plan of this deployment too, already measured.
-        self.offer(i, vec![hi1, ch[1]], lin, enc, m, inc)?;
-        self.offer(i, vec![ch[0], hi2], lin, enc, m, inc)?;
+        self.offer(i, vec![hi1, ch[1]], lin, enc, a0, config.reuse, m, inc)?;
+        self.offer(i, vec![ch[0], hi2], lin, enc, a0, config.reuse, m, inc)?;
         // Joint points: estimate by composing the single-cut curves (losses compound), scaled by
         // what the nearest measured joint point says of that composition; measure the fastest
         // point whose estimate reaches a0, and repeat.
         for _ in 0..config.max_joint_probes {
-            let c1 = Curve::of(m, cuts[0], ch[0], enc, base);
-            let c2 = Curve::of(m, cuts[1], ch[1], enc, base);
+            let c1 = Curve::of(m, cuts[0], ch[0], enc, base, config.reuse);
+            let c2 = Curve::of(m, cuts[1], ch[1], enc, base, config.reuse);
             let (e1, e2) = (c1.estimates(), c2.estimates());
             let (u1, u2) = (c1.upper_bounds(), c2.upper_bounds());
-            let joint: Vec<(u32, u32, f64)> = m
-                .values()
-                .into_iter()
-                .filter(|(p, _)| {
-                    p.encoding == enc
-                        && p.cuts.len() == 2
-                        && p.cuts[0].cut == cuts[0]
-                        && p.cuts[1].cut == cuts[1]
-                })
-                .map(|(p, a)| (p.cuts[0].kept, p.cuts[1].kept, a))
-                .collect();
+            // Joint points of this deployment's cuts: measured in this encoding (estimates and
+            // ceilings), in a finer one (ceilings) or a coarser one (floors), with `reuse`.
+            let (mut joint, mut caps, mut floors) = (Vec::new(), Vec::new(), Vec::new());
+            for (p, a) in m.values() {
+                let ours =
+                    p.cuts.len() == 2 && p.cuts[0].cut == cuts[0] && p.cuts[1].cut == cuts[1];
+                if !ours {
+                    continue;
+                }
+                let q = (p.cuts[0].kept, p.cuts[1].kept, a);
+                match p.encoding.bits().cmp(&enc.bits()) {
+                    std::cmp::Ordering::Equal => {
+                        joint.push(q);
+                        caps.push(q);
+                    }
+                    std::cmp::Ordering::Greater if config.reuse => caps.push(q),
+                    std::cmp::Ordering::Less if config.reuse => floors.push(q),
+                    _ => {}
+                }
+            }
             let compose = |k1: u32, k2: u32| e1[k1 as usize] * e2[k2 as usize] / base;
+            // The composition is a guess until a joint point calibrates it; after that, a point
+            // estimated below the floor is one a measurement would most likely reject, and
+            // probing it crawls along the frontier a channel at a time.
+            let margin = if joint.is_empty() { JOINT_MARGIN } else { 0.0 };
             let mut best: Option<(f64, u32, u32)> = None;
             for k1 in (lo1 + 1)..ch[0] {
                 let room = cap(
@@ -339,13 +418,15 @@ impl Planner<'_> {
                         continue;
                     }
                     let mut ub = u1[k1 as usize].min(u2[k2 as usize]);
+                    for &(j1, j2, a) in &caps {
+                        if j1 >= k1 && j2 >= k2 {
+                            ub = ub.min(a);
+                        }
+                    }
                     let mut scale = 1.0;
                     let mut nearest = f64::INFINITY;
                     let mut measured = false;
                     for &(j1, j2, a) in &joint {
-                        if j1 >= k1 && j2 >= k2 {
-                            ub = ub.min(a);
-                        }
                         measured |= j1 == k1 && j2 == k2;
                         let d = (f64::from(j1) - f64::from(k1)).abs() / f64::from(ch[0])
                             + (f64::from(j2) - f64::from(k2)).abs() / f64::from(ch[1]);
@@ -358,16 +439,23 @@ impl Planner<'_> {
                     if measured || ub < a0 {
                         continue;
                     }
-                    let est = (compose(k1, k2) * scale).min(ub);
-                    if est >= a0 - JOINT_MARGIN {
+                    let floor = floors
+                        .iter()
+                        .filter(|&&(j1, j2, _)| j1 <= k1 && j2 <= k2)
+                        .map(|q| q.2)
+                        .fold(0.0f64, f64::max);
+                    let est = (compose(k1, k2) * scale).min(ub).max(floor);
+                    if est >= a0 - margin {
                         best = Some((t, k1, k2));
                     }
                 }
             }
             let Some((_, k1, k2)) = best else { break };
-            let a = m.accuracy(&self.point(i, &[k1, k2], enc))?;
-            if a >= a0 {
-                self.offer(i, vec![k1, k2], lin, enc, m, inc)?;
+            let before = m.calls;
+            self.offer(i, vec![k1, k2], lin, enc, a0, config.reuse, m, inc)?;
+            if m.calls == before && !inc.kept.eq(&[k1, k2]) {
+                // Nothing measured and nothing taken: another probe would pick it again.
+                break;
             }
         }
         Ok(())
@@ -404,7 +492,7 @@ impl Planner<'_> {
                 break;
             }
             let mid = (lo + hi) / 2.0;
-            match self.min_latency(enc, mid, config, m)? {
+            match self.min_latency(enc, mid, config, m, None)? {
                 Some(c) if c.latency_ms <= t0 => {
                     lo = c.accuracy.unwrap_or(mid).max(mid);
                     best = Some(c);
@@ -462,7 +550,7 @@ impl Planner<'_> {
                     .cuts
                     .iter()
                     .map(|c| {
-                        let curve = Curve::of(m, c.cut, c.channels, enc, base);
+                        let curve = Curve::of(m, c.cut, c.channels, enc, base, false);
                         curve.estimates()[c.kept as usize] / base
                     })
                     .product::<f64>()

@@ -80,6 +80,11 @@ pub struct SearchConfig {
     /// Joint (two-cut) measurements allowed per deployment (12: with 6, a random search case
     /// stopped 2% above the optimum; on the benchmark grid 12 costs no extra measurement).
     pub max_joint_probes: usize,
+    /// Reuse what one encoding's search measured in the next's: search the coarsest encoding
+    /// first, start each from the best plan so far, and let monotonicity across encodings
+    /// decide points (a finer encoding of a point that meets meets; a coarser one of a point
+    /// that fails fails). Off: every encoding is searched on its own, as CNNPC does.
+    pub reuse: bool,
 }
 
 impl SearchConfig {
@@ -89,6 +94,7 @@ impl SearchConfig {
             prune,
             tolerance: 0.002,
             max_joint_probes: 12,
+            reuse: true,
         }
     }
 }
@@ -298,9 +304,10 @@ impl<'a> Planner<'a> {
         // A bound for safety only: every round but the last adds a failing point.
         for _ in 0..10_000 {
             let mut c = self.search_once(strategy, objective, config, Some(&mut *m))?;
-            if m.sequential().is_none() || c.accuracy.is_none() {
+            if c.accuracy.is_none() {
                 return Ok(c);
             }
+            // Measured in full, even where monotonicity let the search take it as meeting.
             let value = m.full(&self.point(c.layout, &c.kept, c.encoding))?;
             c.accuracy = Some(value);
             match objective {
@@ -348,11 +355,18 @@ impl<'a> Planner<'a> {
             _ => return Err(SearchError::NeedsOracle),
         };
         let mut best: Option<Candidate> = None;
-        for &enc in &config.encodings {
+        let mut encodings = config.encodings.clone();
+        if config.reuse {
+            // Coarsest first: its plans are the fastest when accuracy allows, so they bound
+            // the finer encodings' searches hardest.
+            encodings.sort_by_key(|e| e.bits());
+        }
+        for enc in encodings {
             let found = match (strategy, objective) {
                 (Strategy::Exhaustive, o) => self.exhaustive(enc, o, m)?,
                 (_, Objective::MinLatency { min_accuracy }) => {
-                    self.min_latency(enc, min_accuracy, config, m)?
+                    let start = best.as_ref().filter(|_| config.reuse);
+                    self.min_latency(enc, min_accuracy, config, m, start)?
                 }
                 (_, Objective::MaxAccuracy { max_latency_ms }) => {
                     self.max_accuracy(enc, max_latency_ms, config, m)?
