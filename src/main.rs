@@ -7,14 +7,15 @@ use cnnpc::output;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `mi_option_purge_delay` in mimalloc's `mi_option_e` (v3 `mimalloc.h`; the sys crate names
-/// no constant for it): ms before freed memory is returned to the OS (default 10).
+/// no constant for it): ms before freed memory is returned to the OS (1000 in the mimalloc
+/// this builds, as `mi_option_get` reports).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn main() {
-    // A shard idles between requests (an emulated slow device sleeps for most of each), and
-    // with mimalloc's 10 ms default every request then faulted its frame buffers back in
-    // (~0.5 ms per MB, measured in the demo's codec times). Keep freed memory for 10 s: a
-    // serving process keeps its working set, an idle one still returns it.
+    // A shard idles between requests (an emulated slow device sleeps for most of each, and the
+    // demo's plans take turns), and with a 1 s delay every request then faulted its frame
+    // buffers back in (~0.5 ms per MB, seen in the demo's codec times). Keep freed memory for
+    // 10 s: a serving process keeps its working set, an idle one still returns it.
     // SAFETY: sets a plain integer option before any thread is started.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) };
     let args = Cli::parse();

@@ -297,10 +297,11 @@ fn as_f32(v: &TValue) -> Result<Values, OnnxError> {
     let t = v
         .cast_to::<f32>()
         .map_err(|e| OnnxError::Invalid(format!("a cut tensor is not numeric: {e}")))?;
-    let view = t
-        .to_plain_array_view::<f32>()
+    let values = t
+        .try_as_plain_ram()
+        .and_then(|p| p.as_slice::<f32>())
         .map_err(|e| OnnxError::Invalid(e.to_string()))?;
-    Ok((view.iter().copied().collect(), view.shape().to_vec()))
+    Ok((values.to_vec(), t.shape().to_vec()))
 }
 
 /// Measures `model` (named `name`). `progress(done, total)` is told after each step (one

@@ -57,10 +57,12 @@ impl ShardModel for TractShard {
         let feed: TVec<TValue> = tvec_of(TractTensor::from(array).into());
         let out = self.runner.run(feed).map_err(|e| e.to_string())?;
         let t = out[0].cast_to::<f32>().map_err(|e| e.to_string())?;
-        let view = t.to_plain_array_view::<f32>().map_err(|e| e.to_string())?;
+        // A tract tensor is contiguous: one copy of its slice. (An ndarray iterator over the
+        // dynamic-rank view cost 3 ns per value: 0.6 ms of the demo's 1.5 ms stem.)
+        let data = t.try_as_plain_ram().and_then(|p| p.as_slice::<f32>()).map_err(|e| e.to_string())?.to_vec();
         Ok(Tensor {
-            shape: view.shape().to_vec(),
-            data: view.iter().copied().collect(),
+            shape: t.shape().to_vec(),
+            data,
         })
     }
 
