@@ -403,7 +403,10 @@ pub fn argmax(v: &[f32]) -> usize {
 fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>, OnnxError> {
     let t = t.cast_to::<f32>().map_err(tract_err)?;
     let b = t.shape().first().copied().unwrap_or(1);
-    let flat = t.try_as_plain_ram().and_then(|p| p.as_slice::<f32>()).map_err(tract_err)?;
+    let flat = t
+        .try_as_plain_ram()
+        .and_then(|p| p.as_slice::<f32>())
+        .map_err(tract_err)?;
     let per = flat.len() / b.max(1);
     Ok(flat.chunks(per.max(1)).map(<[f32]>::to_vec).collect())
 }
@@ -496,7 +499,10 @@ fn encode_per_image(
     let shape = t.shape().to_vec();
     let b = shape.first().copied().unwrap_or(1).max(1);
     // Contiguous: the slice itself (an ndarray iterator over the dynamic-rank view is slow).
-    let flat = t.try_as_plain_ram().and_then(|p| p.as_slice::<f32>()).map_err(tract_err)?;
+    let flat = t
+        .try_as_plain_ram()
+        .and_then(|p| p.as_slice::<f32>())
+        .map_err(tract_err)?;
     let per = flat.len() / b;
     let mut one = shape.clone();
     if !one.is_empty() {

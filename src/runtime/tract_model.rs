@@ -59,7 +59,11 @@ impl ShardModel for TractShard {
         let t = out[0].cast_to::<f32>().map_err(|e| e.to_string())?;
         // A tract tensor is contiguous: one copy of its slice. (An ndarray iterator over the
         // dynamic-rank view cost 3 ns per value: 0.6 ms of the demo's 1.5 ms stem.)
-        let data = t.try_as_plain_ram().and_then(|p| p.as_slice::<f32>()).map_err(|e| e.to_string())?.to_vec();
+        let data = t
+            .try_as_plain_ram()
+            .and_then(|p| p.as_slice::<f32>())
+            .map_err(|e| e.to_string())?
+            .to_vec();
         Ok(Tensor {
             shape: t.shape().to_vec(),
             data,
