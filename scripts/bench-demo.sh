@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 runs=${BENCH_DEMO_RUNS:-3}
 out_json=${1:-bench/demo.json}
 out_md=${2:-bench/demo.md}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# Each run's whole report (every plan, every term) stays beside the summary.
+tmp=${BENCH_DEMO_RUNS_DIR:-$(dirname "$out_json")/demo-runs}
+mkdir -p "$tmp"
+rm -f "$tmp"/run*.json "$tmp"/run*.time
 for i in $(seq 1 "$runs"); do
   echo "bench-demo: run $i of $runs" >&2
   start=$(date +%s.%N)
@@ -26,6 +28,16 @@ for i in range(1, runs + 1):
     start, end = map(float, open(f"{tmp}/run{i}.time").read().split())
     s, h = r.get("speedup") or {}, r.get("held_out") or {}
     c = r["plans"][0]
+    e = next(p for p in r["plans"] if p["strategy"] == "end-only")
+    # Where a miss comes from: the CNNPC plan's terms, predicted/measured, ms.
+    terms = []
+    for t, ms in c["predicted_compute_ms"].items():
+        terms.append(f'{t} {ms:.1f}/{c["measured_compute_ms"].get(t, float("nan")):.1f}')
+    for t in sorted(set(c["predicted_codec_ms"]) | set(c["measured_codec_ms"])):
+        terms.append(f'{t} codec {c["predicted_codec_ms"].get(t, 0):.1f}/{c["measured_codec_ms"].get(t, 0):.1f}')
+    for l, ms in c["predicted_transfer_ms"].items():
+        terms.append(f'{l} {ms:.1f}/{c["measured_hop_ms"].get(l, float("nan")):.1f}')
+    terms.append(f'other {c["predicted_other_ms"]:.1f}/{c["measured_other_ms"]:.1f}')
     rows.append({
         "run": i,
         "wall_s": round(end - start, 1),
@@ -35,6 +47,13 @@ for i in range(1, runs + 1):
         "speedup_vs_end_only": s.get("vs_end_only"),
         "speedup_vs_neurosurgeon": s.get("vs_neurosurgeon"),
         "measured_over_predicted": s.get("measured_over_predicted"),
+        "cnnpc_predicted_ms": c["predicted_ms"],
+        "cnnpc_p50_ms": c["measured_p50_ms"],
+        "end_only_predicted_ms": e["predicted_ms"],
+        "end_only_p50_ms": e["measured_p50_ms"],
+        "host_ms": r["host_ms"],
+        "pace_drift": r["serving_pace_ms"] / r["planning_pace_ms"],
+        "cnnpc_terms": ", ".join(terms),
         "neurosurgeon": next(p["deployment"] + " " + " ".join(str(x["point"]) for x in p["cuts"]) for p in r["plans"] if p["strategy"] == "neurosurgeon"),
         "held_out_samples": h.get("samples"),
         "held_out_agreement": h.get("agreement"),
@@ -64,6 +83,10 @@ with open(out_md, "w") as f:
     for x in rows:
         ho = "-" if x["held_out_samples"] is None else f'{x["held_out_agreement"]:.4f} on {x["held_out_samples"]} [{x["held_out_lower"]:.4f}, {x["held_out_upper"]:.4f}]'
         f.write(f'| {x["run"]} | {x["wall_s"]} | {x["oracle_calls"]} | {x["oracle_samples"]} | {x["plan"]} | {x["speedup_vs_end_only"]:.2f}x | {x["speedup_vs_neurosurgeon"]:.2f}x | {x["measured_over_predicted"]:.2f} | {x["neurosurgeon"]} | {ho} |\n')
+    f.write("\nThe CNNPC plan per term, predicted/measured ms (compute and codec per tier, links, the rest), and end-only:\n\n")
+    f.write("| run | host ms per image (profile) | machine pace serving / planning | cnnpc predicted / p50 | terms | end-only predicted / p50 |\n|---|---:|---:|---|---|---|\n")
+    for x in rows:
+        f.write(f'| {x["run"]} | {x["host_ms"]:.2f} | {x["pace_drift"]:.2f} | {x["cnnpc_predicted_ms"]:.1f} / {x["cnnpc_p50_ms"]:.1f} | {x["cnnpc_terms"]} | {x["end_only_predicted_ms"]:.1f} / {x["end_only_p50_ms"]:.1f} |\n')
     f.write("\n| target | met |\n|---|---|\n")
     for k, v in targets.items():
         f.write(f"| {k} | {'yes' if v else 'no'} |\n")

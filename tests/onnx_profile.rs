@@ -2,7 +2,7 @@
 //! the documented tier slowdowns; then planned.
 
 use cnnpc::onnx::list_cuts;
-use cnnpc::onnx::profile::{profile_model, ProfileOptions};
+use cnnpc::onnx::profile::{profile_model, ProfileOptions, MAX_ROUNDS};
 use cnnpc::planner::profile::Profile;
 use cnnpc::planner::search::{Planner, SearchConfig, Strategy};
 use cnnpc::planner::topology::TopologySpec;
@@ -146,4 +146,48 @@ fn the_profile_measures_what_crosses_the_wire_and_what_framing_costs() {
     };
     let err = profile_model(&model, "chain", &wrong, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("3 values"), "{err}");
+}
+
+#[test]
+fn a_window_takes_rounds_until_it_has_passed() {
+    let model = testmodels::chain_model_bytes();
+    let mut seen = Vec::new();
+    let opts = ProfileOptions {
+        repeats: 2,
+        window_seconds: 0.3,
+        ..ProfileOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let p = profile_model(&model, "chain", &opts, &mut |done, total| {
+        seen.push((done, total))
+    })
+    .unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    let (done, total) = *seen.last().unwrap();
+    assert_eq!(done, total, "progress reaches its (revised) total");
+    assert!(seen.windows(2).all(|w| w[1].0 == w[0].0 + 1));
+    assert!(p.notes.contains("median of"), "{}", p.notes);
+    let rounds: usize = p
+        .notes
+        .split("median of ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A round of this model takes well under a millisecond: far more than 2 fit, up to the
+    // cap; short of the cap, the rounds spanned about the window.
+    assert!(rounds > 2 && rounds <= MAX_ROUNDS, "{rounds} rounds");
+    assert!(
+        rounds == MAX_ROUNDS || elapsed >= 0.25,
+        "{rounds} rounds in {elapsed} s"
+    );
+    let bad = ProfileOptions {
+        window_seconds: f64::NAN,
+        ..ProfileOptions::default()
+    };
+    let err = profile_model(&model, "chain", &bad, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("window"), "{err}");
 }

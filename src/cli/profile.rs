@@ -39,6 +39,10 @@ pub struct ProfileArgs {
     /// Runs per segment (the median is kept).
     #[arg(long, default_value_t = 15)]
     pub repeats: usize,
+    /// Keep timing rounds (beyond --repeats) until they span this many seconds, so the median
+    /// meets this machine in more than one of its states.
+    #[arg(long, default_value_t = 3.0)]
+    pub window_seconds: f64,
     /// Slowdown of the end device relative to this machine.
     #[arg(long, default_value_t = 18.0)]
     pub end_slowdown: f64,
@@ -88,6 +92,7 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
         cuts: (!a.cuts.is_empty()).then(|| a.cuts.clone()),
         multi_tensor_cuts: a.multi_tensor_cuts,
         repeats: a.repeats,
+        window_seconds: a.window_seconds,
         devices: ["end", "edge", "cloud"]
             .iter()
             .zip(slowdowns)

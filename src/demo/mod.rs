@@ -98,6 +98,10 @@ pub enum Event<'a> {
 
 const TIERS: [&str; 3] = ["end", "edge", "cloud"];
 
+/// The profile's timed rounds span this long: its median then meets this machine in more than
+/// one of the states its speed wanders through (±20% over seconds here), as serving will.
+const PROFILE_WINDOW_SECONDS: f64 = 4.0;
+
 /// Requests through one relay and through two, each, to time a hop before planning.
 const HTTP_ROUNDS: usize = 21;
 
@@ -132,9 +136,15 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
     // costs timed through real relays), plan with the live oracle; baselines uncompressed, f32
     // on the wire, as the earlier methods send.
     let http = runtime.block_on(http_costs(HTTP_ROUNDS, input_elements(&model)?))?;
+    // This machine's pace when planning, to set beside its pace when serving: where a
+    // prediction misses because the machine itself changed speed, the report says so.
+    let full = TractShard::load(&name, &model).map_err(anyhow::Error::msg)?;
+    let pace_input = cal.batch(cal.firsts(opts.oracle).0, 1)?;
+    let planning_pace = model_pace(&full, &pace_input.data)?;
     let profile_opts = ProfileOptions {
         http: Some(http),
         repeats: opts.repeats,
+        window_seconds: PROFILE_WINDOW_SECONDS,
         devices: TIERS
             .iter()
             .zip(opts.slowdowns)
@@ -206,7 +216,6 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
         )
     })?;
     let held_out = held_out_agreement(&plans[0], &mut oracle, &model, &cal, test_first, opts)?;
-    let full = TractShard::load(&name, &model).map_err(anyhow::Error::msg)?;
     let per: usize = test.shape[1..].iter().product();
     let mut shape = test.shape.clone();
     shape[0] = 1;
@@ -230,6 +239,7 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
         done,
         total,
     });
+    let serving_pace = model_pace(&full, &pace_input.data)?;
     let mut servers = Vec::with_capacity(plans.len());
     for plan in &plans {
         let tiers = pipeline_tiers(plan, &mut oracle, &model, opts)?;
@@ -296,7 +306,28 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
         held_out,
         rows,
         started.elapsed().as_secs_f64(),
-    ))
+    )
+    .with_pace(planning_pace, serving_pace))
+}
+
+/// Runs of the whole model timed for [`model_pace`].
+const PACE_RUNS: usize = 9;
+
+/// The median ms of the whole model on `input` on this machine, now.
+fn model_pace(full: &TractShard, input: &[f32]) -> Result<f64> {
+    let shape = full.input_shape().to_vec();
+    let mut ms = Vec::with_capacity(PACE_RUNS);
+    for _ in 0..=PACE_RUNS {
+        let t = Instant::now();
+        full.run(crate::runtime::server::Tensor {
+            shape: shape.clone(),
+            data: input.to_vec(),
+        })
+        .map_err(anyhow::Error::msg)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    // The first run warms tract's scratch space.
+    Ok(crate::onnx::profile::median(&mut ms[1..]))
 }
 
 /// Values in the model's (single) input, as a client frames it.

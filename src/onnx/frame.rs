@@ -50,6 +50,35 @@ pub const FLAG_ZSTD: u8 = 0x01;
 /// only where it shrinks the payload).
 pub const ZSTD_LEVEL: i32 = 3;
 
+thread_local! {
+    /// One zstd context per thread and level, kept: a fresh context allocates and clears its
+    /// tables (hundreds of KB at level 3) on every frame, which cost more than compressing a
+    /// pruned cut tensor.
+    static COMPRESSORS: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+    static DECOMPRESSOR: std::cell::RefCell<zstd::bulk::Decompressor<'static>> =
+        std::cell::RefCell::new(
+            zstd::bulk::Decompressor::new().expect("a zstd decompression context"),
+        );
+}
+
+/// `data` as one zstd frame at `level` (declaring its content size), with this thread's
+/// context for that level.
+fn compress(data: &[u8], level: i32) -> Result<Vec<u8>, FrameError> {
+    let zerr = |e: std::io::Error| FrameError::Zstd(e.to_string());
+    COMPRESSORS.with(|c| {
+        let mut c = c.borrow_mut();
+        let i = match c.iter().position(|(l, _)| *l == level) {
+            Some(i) => i,
+            None => {
+                c.push((level, zstd::bulk::Compressor::new(level).map_err(zerr)?));
+                c.len() - 1
+            }
+        };
+        c[i].1.compress(data).map_err(zerr)
+    })
+}
+
 /// Header length (everything before the payload) for a given rank and parameter count.
 pub const fn header_len(rank: usize, param_count: usize) -> usize {
     PREAMBLE_LEN + 4 * rank + 8 * param_count
@@ -367,8 +396,7 @@ impl Frame {
             payload,
         };
         if let Some(level) = zstd_level {
-            let packed = zstd::bulk::compress(&frame.payload, level)
-                .map_err(|e| FrameError::Zstd(e.to_string()))?;
+            let packed = compress(&frame.payload, level)?;
             if packed.len() < frame.payload.len() {
                 frame.payload = packed;
                 frame.compressed = true;
@@ -546,9 +574,11 @@ impl Frame {
             .ok_or_else(|| QuantError::ShapeOverflow(self.shape.clone()))?;
         let mut raw = Vec::with_capacity(expected);
         let zerr = |e: std::io::Error| FrameError::Zstd(e.to_string());
-        let written = zstd::bulk::Decompressor::new()
-            .map_err(zerr)?
-            .decompress_to_buffer(&self.payload[..], &mut raw)
+        let written = DECOMPRESSOR
+            .with(|d| {
+                d.borrow_mut()
+                    .decompress_to_buffer(&self.payload[..], &mut raw)
+            })
             .map_err(zerr)?;
         if written != expected {
             return Err(FrameError::Mismatch {

@@ -41,6 +41,10 @@ pub struct ProfileOptions {
     pub multi_tensor_cuts: MultiTensorCuts,
     /// Timed runs per segment, in rounds over all segments; the median is kept.
     pub repeats: usize,
+    /// Keep taking rounds (more than `repeats`, at most [`MAX_ROUNDS`]) until the timed rounds
+    /// have spanned this many seconds: this machine's speed wanders by ±20% over seconds, and
+    /// a profile taken in one burst meets only one of its states. 0: exactly `repeats`.
+    pub window_seconds: f64,
     /// `(device name, tier, slowdown vs this machine)`.
     pub devices: Vec<(String, String, f64)>,
     /// A real input to run (the model's input, flattened): cut tensors compress as real data
@@ -57,6 +61,9 @@ pub struct HttpCosts {
     pub hop_ms: f64,
     pub entry_ms: f64,
 }
+
+/// The most timed rounds a profile takes, however long its window.
+pub const MAX_ROUNDS: usize = 201;
 
 /// Codec timings are taken this many times over every crossing; the median is kept.
 const CODEC_ROUNDS: usize = 3;
@@ -118,6 +125,7 @@ impl Default for ProfileOptions {
             cuts: None,
             multi_tensor_cuts: MultiTensorCuts::Auto,
             repeats: 15,
+            window_seconds: 0.0,
             devices: vec![
                 ("end".into(), "end".into(), 18.0),
                 ("edge".into(), "edge".into(), 6.0),
@@ -315,6 +323,12 @@ pub fn profile_model(
     if opts.repeats == 0 {
         return Err(OnnxError::BadInput("repeats must be at least 1".into()));
     }
+    if !(opts.window_seconds.is_finite() && opts.window_seconds >= 0.0) {
+        return Err(OnnxError::BadInput(format!(
+            "the profiling window must be a number of seconds >= 0, got {}",
+            opts.window_seconds
+        )));
+    }
     let all = list_cuts(model)?;
     let chosen: Vec<Cut> = match &opts.cuts {
         None => choose_cuts(&all, opts.multi_tensor_cuts),
@@ -411,7 +425,10 @@ pub fn profile_model(
         runner.run(feed.clone())?;
         Ok(start.elapsed().as_secs_f64() * 1e3)
     };
-    for _ in 0..opts.repeats {
+    let (mut rounds, mut steps) = (opts.repeats, steps);
+    let started = Instant::now();
+    let mut round = 0;
+    while round < rounds {
         for (k, (runner, feed)) in runners.iter().enumerate() {
             times[k].push(timed(runner, feed)?);
             done += 1;
@@ -421,6 +438,16 @@ pub fn profile_model(
             sliced_times[j].push(timed(runner, feed)?);
             done += 1;
             progress(done, steps);
+        }
+        round += 1;
+        if round == 1 && opts.window_seconds > 0.0 {
+            // As many rounds as the window holds at the first round's pace: the progress
+            // total is then known for the rest.
+            let per = started.elapsed().as_secs_f64().max(1e-6);
+            let fit = (opts.window_seconds / per).ceil() as usize;
+            let more = fit.clamp(rounds, MAX_ROUNDS.max(rounds));
+            steps += (more - rounds) * (runners.len() + sliced.len());
+            rounds = more;
         }
     }
     let host_ms: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
@@ -502,7 +529,7 @@ pub fn profile_model(
         notes: format!(
             "Measured by `cnnpc profile` with tract: median of {} runs per segment (in rounds over all segments) on this machine \
              (device `host`), batch 1, f32 on the wire; frame bytes and codec costs on {}. Tiers are emulated as slowdowns of the host: {}.",
-            opts.repeats,
+            rounds,
             if opts.sample.is_some() { "a calibration input" } else { "a pseudo-random input" },
             factors.join(", ")
         ),

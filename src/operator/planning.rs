@@ -233,6 +233,8 @@ pub fn profile_options(spec: &CollaborativeInferenceSpec, repeats: usize) -> Pro
         cuts: None,
         multi_tensor_cuts: crate::onnx::profile::MultiTensorCuts::Auto,
         repeats,
+        // The controller's profile is corrected by what the shards observe; no window.
+        window_seconds: 0.0,
         devices: TIERS
             .iter()
             .map(|t| {
