@@ -43,9 +43,11 @@ bench-demo: models
 	$(CARGO) build --quiet --all-targets
 	bash scripts/bench-demo.sh bench/demo.json bench/demo.md
 
-# CNNPC vs exhaustive on every reference setting; JSON in bench/plan.json.
+# CNNPC vs exhaustive on every reference setting, and the two-encoding grid with reuse across
+# encodings off and on, side by side; JSON in bench/plan.json, the summary and the reuse grid run
+# by run in bench/plan.md.
 bench-plan:
-	$(CARGO) run --release --quiet -- bench plan --out bench/plan.json
+	$(CARGO) run --release --quiet -- bench plan --out bench/plan.json > bench/plan.md
 
 # The shard runtime on loopback (per-hop overhead, server vs direct tract, 64-client load test);
 # JSON in bench/runtime.json, Markdown in bench/runtime.md. The dev profile here optimises every
