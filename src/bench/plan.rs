@@ -162,6 +162,23 @@ pub fn plan_bench(
     })
 }
 
+/// The reference topology with end device `device` and `ec` Mbit/s edge→cloud, built.
+fn reference_topology(
+    profile: &Profile,
+    device: &str,
+    ec: f64,
+) -> Result<crate::planner::topology::Topology, String> {
+    let mut topology = Topology::end_edge_cloud(20.0, ec);
+    topology.tiers[0] = TierChoice {
+        device: Some(device.to_string()),
+        ..TierChoice::new("end")
+    };
+    session::topology_spec(&topology, profile)
+        .map_err(|e| e.to_string())?
+        .build(profile)
+        .map_err(|e| e.to_string())
+}
+
 /// A search's (latency, points, samples, true accuracy) on `oracle`, sampled or exact.
 #[allow(clippy::too_many_arguments)]
 fn one_search(
@@ -208,15 +225,7 @@ pub fn reuse_bench(
     for p in profiles {
         for device in p.devices_for("end") {
             for ec in [10.0, 5.0, 1.0] {
-                let mut topology = Topology::end_edge_cloud(20.0, ec);
-                topology.tiers[0] = TierChoice {
-                    device: Some(device.to_string()),
-                    ..TierChoice::new("end")
-                };
-                let t = session::topology_spec(&topology, p)
-                    .map_err(|e| e.to_string())?
-                    .build(p)
-                    .map_err(|e| e.to_string())?;
+                let t = reference_topology(p, device, ec)?;
                 let planner = Planner::new(p, &t).map_err(|e| e.to_string())?;
                 let surface = SyntheticSurface::new(p.cuts.len(), 1.0, 0.0, 7);
                 for &a0 in floors {
@@ -386,15 +395,7 @@ fn sampled_search(
     surface: &SyntheticSurface,
     a0: f64,
 ) -> Result<(f64, usize, usize, bool), String> {
-    let mut topology = Topology::end_edge_cloud(20.0, ec);
-    topology.tiers[0] = TierChoice {
-        device: Some(device.to_string()),
-        ..TierChoice::new("end")
-    };
-    let t = session::topology_spec(&topology, profile)
-        .map_err(|e| e.to_string())?
-        .build(profile)
-        .map_err(|e| e.to_string())?;
+    let t = reference_topology(profile, device, ec)?;
     let planner = Planner::new(profile, &t).map_err(|e| e.to_string())?;
     let mut oracle = SampledSurface {
         surface: surface.clone(),
