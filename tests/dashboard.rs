@@ -139,6 +139,10 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
         .with_label_values(&["edge", "m"])
         .observe(0.0);
     shard
+        .shard_codec_seconds
+        .with_label_values(&["edge", "m"])
+        .observe(0.0);
+    shard
         .hop_seconds
         .with_label_values(&["end", "edge"])
         .observe(0.0);
@@ -147,8 +151,8 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     let families = shard.registry().gather();
     assert_eq!(
         families.len(),
-        7,
-        "the shard exports seven families (DESIGN.md, and cnnpc_shadow_total)"
+        8,
+        "the shard exports eight families (DESIGN.md, cnnpc_shadow_total and cnnpc_shard_codec_seconds)"
     );
     let target: BTreeSet<String> = TARGET_LABELS.iter().map(|l| l.to_string()).collect();
     let shard_target = podmonitor_labels();
