@@ -181,3 +181,50 @@ fn without_wire_costs_the_reference_overheads_apply() {
     // Measured frame sizes still count where the profile has them.
     close(split.bytes[0], 400.0, "bytes");
 }
+
+/// The operator corrects compute and codec apart: a tier's slowdown (its compute factor)
+/// scales its codec too, and a codec factor scales only the codec, on top of it.
+#[test]
+fn a_codec_factor_scales_the_codec_on_top_of_the_compute_factor_and_nothing_else() {
+    let profile = Profile::parse(PROFILE).unwrap();
+    let mut spec = TopologySpec::end_edge_cloud("end", 20.0, 10.0);
+    spec.tiers[0].2 = 1.5;
+    let base = spec.build(&profile).unwrap();
+    spec.codec_scale.insert("end".into(), 2.0);
+    let corrected = spec.build(&profile).unwrap();
+    close(
+        base.tiers[0].codec_scale,
+        18.0 * 1.5,
+        "the compute factor slows the codec",
+    );
+    close(
+        corrected.tiers[0].codec_scale,
+        18.0 * 1.5 * 2.0,
+        "and the codec factor on top",
+    );
+    assert_eq!(
+        corrected.tiers[0].run_ms, base.tiers[0].run_ms,
+        "compute untouched"
+    );
+    assert_eq!(
+        corrected.tiers[1..],
+        base.tiers[1..],
+        "other tiers untouched"
+    );
+    let planner = Planner::new(&profile, &base).unwrap();
+    let l = layout(&planner, &base, "end-cloud", &[0]);
+    let at = |topology: &Topology| {
+        LatencyModel {
+            profile: &profile,
+            topology,
+            encoding: WireEncoding::Int8,
+        }
+        .breakdown(l, &[4])
+    };
+    let (b, c) = (at(&base), at(&corrected));
+    close(c.codec_ms[0], 2.0 * b.codec_ms[0], "end codec doubles");
+    close(c.compute_ms[0], b.compute_ms[0], "end compute stays");
+    close(c.codec_ms[2], b.codec_ms[2], "cloud codec stays");
+    spec.codec_scale.insert("end".into(), 0.0);
+    assert!(spec.build(&profile).is_err(), "a codec factor must be > 0");
+}

@@ -366,6 +366,14 @@ async fn one_request_does_not_replan_and_a_slower_link_does_within_two_windows()
         (mbps - BEFORE_MBPS).abs() / BEFORE_MBPS < 0.3,
         "observed {mbps} Mbit/s"
     );
+    // The codec arrives through Prometheus as a term of its own (the feedback corrects it
+    // apart from compute).
+    let codec = j.obs.codec_s.get("end").copied().unwrap_or(0.0);
+    assert!(
+        codec > 0.0 && j.status.tiers["end"].codec_ms.is_some(),
+        "the end's codec observed through Prometheus: {:?}",
+        j.status.tiers
+    );
     assert!(
         !matches!(r, Replan::RollOut { .. }),
         "no replan while nothing changed: {r:?}"
@@ -493,6 +501,12 @@ async fn scraping_real_shards_gives_the_link_and_compute_between_two_scrapes() {
         obs.compute_s
     );
     assert!(obs.request_s.unwrap() > secs, "end to end includes the hop");
+    // Framing an 8 KiB frame takes microseconds, timed apart from the 3 ms of compute.
+    assert!(
+        obs.codec_s["end"] > 0.0 && obs.codec_s["end"] < 0.002,
+        "{:?}",
+        obs.codec_s
+    );
     // Unreachable shards are an error, not a panic.
     assert!(observe::scrape(&["http://127.0.0.1:1/metrics".into()])
         .await

@@ -421,6 +421,7 @@ mod tests {
                     tier: t.to_string(),
                     segments: tiers.contains(t).then(|| vec![0, 0]),
                     compute_ms: 1.0,
+                    codec_ms: None,
                 })
                 .collect(),
             latency_ms: 12.5,

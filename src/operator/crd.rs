@@ -598,6 +598,10 @@ pub struct LiveAgreement {
 #[serde(rename_all = "camelCase")]
 pub struct TierObservation {
     pub compute_ms: Estimate,
+    /// Reading the input frame and framing the output, per request (shards that export
+    /// `cnnpc_shard_codec_seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec_ms: Option<Estimate>,
     pub requests: u64,
 }
 
@@ -742,6 +746,9 @@ pub struct PlanTierStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segments: Option<Vec<u32>>,
     pub compute_ms: f64,
+    /// The predicted time this tier spends reading and writing frames, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -753,6 +760,10 @@ pub struct Assumptions {
     /// Per tier, the factor applied to the profiled compute times (1 = as profiled).
     #[serde(default)]
     pub compute_scale: BTreeMap<String, f64>,
+    /// Per tier, the factor applied to the profiled codec costs on top of the compute factor
+    /// (1 = the codec slows down as the tier's compute does).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub codec_scale: BTreeMap<String, f64>,
 }
 
 /// The CRD as YAML (what `cnnpc crd` prints and `crds/` holds).

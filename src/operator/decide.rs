@@ -2,12 +2,16 @@
 //! reads it) and what the current plan assumed ([`Assumptions`]):
 //! - per tier, compute scale = old scale × observed mean compute time / the time the plan
 //!   predicted for that tier;
+//! - per tier, likewise the codec (reading and writing frames) on its own: the codec factor is
+//!   set so that the new compute factor times it gives the observed codec time, since the
+//!   codec also slows with the compute factor;
 //! - per hop, throughput = mean bytes × 8 / mean hop time; a hop that spans both physical
 //!   links (edge idle) scales both by the same factor;
 //! - a search is worth running when an assumption moved by more than 5%, and its plan is
 //!   rolled out when it beats the current one, re-costed, by more than the hysteresis.
 
 use super::crd::{Assumptions, PlanStatus};
+use super::evidence::codec_key;
 use std::collections::BTreeMap;
 
 /// Means over the observation window.
@@ -15,6 +19,8 @@ use std::collections::BTreeMap;
 pub struct Observation {
     /// Per tier: mean compute seconds per request.
     pub compute_s: BTreeMap<String, f64>,
+    /// Per tier: mean codec seconds per request (interval key [`codec_key`]).
+    pub codec_s: BTreeMap<String, f64>,
     /// Per hop `from->to`: (mean seconds, mean bytes) per request.
     pub hops: BTreeMap<String, (f64, f64)>,
     /// Mean end-to-end seconds at the entry tier.
@@ -26,7 +32,10 @@ pub struct Observation {
 
 impl Observation {
     pub fn is_empty(&self) -> bool {
-        self.compute_s.is_empty() && self.hops.is_empty() && self.request_s.is_none()
+        self.compute_s.is_empty()
+            && self.codec_s.is_empty()
+            && self.hops.is_empty()
+            && self.request_s.is_none()
     }
 }
 
@@ -55,6 +64,19 @@ pub fn cautious(current: &PlanStatus, assumed: &Assumptions, obs: &Observation) 
             continue;
         };
         *m = toward(*m, t.compute_ms / 1e3, *iv);
+    }
+    for (tier, m) in out.codec_s.iter_mut() {
+        let (Some(iv), Some(predicted)) = (
+            obs.interval.get(&codec_key(tier)),
+            current
+                .tiers
+                .iter()
+                .find(|t| &t.tier == tier)
+                .and_then(|t| t.codec_ms),
+        ) else {
+            continue;
+        };
+        *m = toward(*m, predicted / 1e3, *iv);
     }
     for (hop, (secs, bytes)) in out.hops.iter_mut() {
         let Some(iv) = obs.interval.get(hop) else {
@@ -104,6 +126,23 @@ pub fn adjust(current: &PlanStatus, assumed: &Assumptions, obs: &Observation) ->
         out.compute_scale
             .insert(t.tier.clone(), old * observed / predicted_s);
     }
+    for t in &current.tiers {
+        // A relay that passes frames through is predicted to spend nothing: no ratio to take.
+        let (Some(observed), Some(predicted_ms)) = (obs.codec_s.get(&t.tier), t.codec_ms) else {
+            continue;
+        };
+        let predicted_s = predicted_ms / 1e3;
+        if !(observed.is_finite() && *observed > 0.0 && predicted_s > 1e-6) {
+            continue;
+        }
+        let scale = |m: &BTreeMap<String, f64>| m.get(&t.tier).copied().unwrap_or(1.0);
+        let (compute_old, compute_new) = (scale(&assumed.compute_scale), scale(&out.compute_scale));
+        let old = scale(&assumed.codec_scale);
+        out.codec_scale.insert(
+            t.tier.clone(),
+            old * observed / predicted_s * compute_old / compute_new,
+        );
+    }
     for (hop, &(secs, bytes)) in &obs.hops {
         let Some((from, to)) = hop.split_once("->") else {
             continue;
@@ -145,7 +184,14 @@ pub fn changed(old: &Assumptions, new: &Assumptions, tolerance: f64) -> bool {
             _ => true,
         })
     };
-    moved(&old.link_mbps, &new.link_mbps) || moved(&old.compute_scale, &new.compute_scale)
+    // An absent codec factor is 1 (the codec slows as compute does), not unknown.
+    let codec_moved = new.codec_scale.iter().any(|(k, v)| {
+        let o = old.codec_scale.get(k).copied().unwrap_or(1.0);
+        ((v - o) / o).abs() > tolerance
+    });
+    moved(&old.link_mbps, &new.link_mbps)
+        || moved(&old.compute_scale, &new.compute_scale)
+        || codec_moved
 }
 
 /// Roll a new plan out only when it differs and is predicted faster than the current plan
@@ -183,6 +229,12 @@ pub fn reason(old: &Assumptions, new: &Assumptions) -> String {
             parts.push(format!("{k} compute x{v:.2} (assumed x{o:.2})"));
         }
     }
+    for (k, v) in &new.codec_scale {
+        let o = old.codec_scale.get(k).copied().unwrap_or(1.0);
+        if (v - o).abs() > 1e-9 * o.abs().max(1.0) {
+            parts.push(format!("{k} codec x{v:.2} (assumed x{o:.2})"));
+        }
+    }
     format!("observed {}", parts.join(", "))
 }
 
@@ -205,6 +257,7 @@ mod tests {
                     tier: t.to_string(),
                     segments: s.map(|s| s.to_vec()),
                     compute_ms: *ms,
+                    codec_ms: None,
                 })
                 .collect(),
             latency_ms: 0.0,
@@ -218,6 +271,7 @@ mod tests {
         Assumptions {
             link_mbps: BTreeMap::from([("end->edge".into(), 20.0), ("edge->cloud".into(), 10.0)]),
             compute_scale: BTreeMap::from([("end".into(), 2.0)]),
+            codec_scale: BTreeMap::new(),
         }
     }
 
@@ -241,6 +295,54 @@ mod tests {
         assert!((a.compute_scale["edge"] - 1.0).abs() < 1e-9);
         assert!(!a.compute_scale.contains_key("cloud"));
         assert_eq!(a.link_mbps, assumed().link_mbps);
+    }
+
+    #[test]
+    fn the_codec_is_corrected_apart_from_compute() {
+        let mut p = plan(&[
+            ("end", Some([0, 1]), 10.0),
+            ("edge", None, 0.0),
+            ("cloud", Some([2, 3]), 4.0),
+        ]);
+        p.tiers[0].codec_ms = Some(2.0); // end: 2 ms predicted codec
+        p.tiers[1].codec_ms = None; // edge relays frames through: nothing predicted
+        p.tiers[2].codec_ms = Some(0.5);
+        let obs = Observation {
+            compute_s: BTreeMap::from([
+                ("end".into(), 0.015),   // compute 1.5x its prediction
+                ("cloud".into(), 0.004), // as predicted
+            ]),
+            codec_s: BTreeMap::from([
+                ("end".into(), 0.006),    // codec 3x its prediction
+                ("edge".into(), 0.0001),  // a relay's header read: no ratio to take
+                ("cloud".into(), 0.0005), // as predicted
+            ]),
+            ..Observation::default()
+        };
+        let a = adjust(&p, &assumed(), &obs);
+        // Compute alone: 2 x 1.5. The codec slows with compute (x1.5), so its own factor is
+        // what is left of its 3x: 2.
+        assert!((a.compute_scale["end"] - 3.0).abs() < 1e-9, "{a:?}");
+        assert!((a.codec_scale["end"] - 2.0).abs() < 1e-9, "{a:?}");
+        // The planner's codec scale for the end is then compute x codec = 6 over the old 2:
+        // the observed 3x.
+        assert!((a.compute_scale["end"] * a.codec_scale["end"] / 2.0 - 3.0).abs() < 1e-9);
+        assert!((a.codec_scale["cloud"] - 1.0).abs() < 1e-9, "{a:?}");
+        assert!(!a.codec_scale.contains_key("edge"), "{a:?}");
+        assert!(changed(&assumed(), &a, 0.05));
+        assert!(reason(&assumed(), &a).contains("end codec x2.00 (assumed x1.00)"));
+        // A codec factor at 1 where none was assumed is no change.
+        let same = Assumptions {
+            codec_scale: BTreeMap::from([("cloud".into(), 1.0)]),
+            ..assumed()
+        };
+        assert!(!changed(&assumed(), &same, 0.05));
+        // Caution: an interval that holds the prediction keeps the codec as predicted.
+        let mut careful = obs.clone();
+        careful.interval.insert(codec_key("end"), (0.001, 0.01));
+        careful.codec_s.remove("edge");
+        let c = cautious(&p, &assumed(), &careful);
+        assert_eq!(c.codec_s["end"], 0.002);
     }
 
     #[test]

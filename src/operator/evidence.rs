@@ -76,6 +76,8 @@ pub struct Window {
     pub seconds: f64,
     /// Per tier: compute time per request.
     pub tiers: BTreeMap<String, Totals>,
+    /// Per tier: reading and writing frames, per request.
+    pub codecs: BTreeMap<String, Totals>,
     /// Per hop `from->to`: receive time and bytes per request.
     pub hops: BTreeMap<String, Totals>,
     /// End to end at the entry.
@@ -150,16 +152,27 @@ pub fn judge(w: &Window, policy: &Evidence, plan: &str, at: &str) -> Judged {
             continue;
         }
         let iv = t.interval(z);
+        // The codec is timed on the same requests as compute, so it needs no count of its own.
+        let codec = w
+            .codecs
+            .get(tier)
+            .filter(|c| c.count > 0.0)
+            .map(|c| (c.mean(), c.interval(z), c.count));
         st.tiers.insert(
             tier.clone(),
             TierObservation {
                 compute_ms: estimate(t.mean(), iv, 1e3),
+                codec_ms: codec.map(|(m, civ, _)| estimate(m, civ, 1e3)),
                 requests: t.count.round() as u64,
             },
         );
         if t.count >= min_n {
             obs.compute_s.insert(tier.clone(), t.mean());
             obs.interval.insert(tier.clone(), iv);
+            if let Some((m, civ, _)) = codec.filter(|c| c.2 >= min_n) {
+                obs.codec_s.insert(tier.clone(), m);
+                obs.interval.insert(codec_key(tier), civ);
+            }
         } else {
             st.insufficient
                 .push(thin(&format!("{tier} compute"), t, false));
@@ -226,6 +239,11 @@ pub fn judge(w: &Window, policy: &Evidence, plan: &str, at: &str) -> Judged {
 /// The key of the end-to-end interval in [`Observation::interval`].
 pub const REQUEST: &str = "request";
 
+/// The key of a tier's codec interval in [`Observation::interval`].
+pub fn codec_key(tier: &str) -> String {
+    format!("{tier} codec")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +289,7 @@ mod tests {
         let w = |n| Window {
             seconds: 300.0,
             tiers: BTreeMap::from([("end".into(), Totals::steady(n, 0.012, 0.0))]),
+            codecs: BTreeMap::from([("end".into(), Totals::steady(n, 0.003, 0.0))]),
             hops: BTreeMap::from([("end->edge".into(), link(n))]),
             request: Totals::steady(n, 0.5, 0.0),
             shadow: (0.0, 0.0),
@@ -286,6 +305,15 @@ mod tests {
         let l = &big.status.links["end->edge"].mbps;
         assert!(l.low < 2.0 && 2.0 < l.high && (l.value - 2.0).abs() < 1e-9);
         assert_eq!(big.status.tiers["end"].compute_ms.value, 12.0);
+        // The codec is its own term, shown and used with its own interval.
+        assert_eq!(
+            big.status.tiers["end"].codec_ms.as_ref().unwrap().value,
+            3.0
+        );
+        assert_eq!(big.obs.codec_s["end"], 0.003);
+        let (clo, chi) = big.obs.interval[&codec_key("end")];
+        assert!(clo < 0.003 && 0.003 < chi, "{clo} {chi}");
+        assert!(!big.obs.interval.contains_key("end") || big.obs.interval["end"] != (clo, chi));
         // Under the byte floor: too thin, however many requests.
         let tiny = Window {
             hops: BTreeMap::from([("end->edge".into(), Totals::steady(500, 0.001, 100.0))]),

@@ -3,7 +3,7 @@
 //! Prometheus, from the shards' own `/metrics` (the difference of two scrapes). Whether the
 //! window holds enough to act on is [`evidence`](super::evidence)'s to judge.
 //! The shards export (`runtime::metrics`) `cnnpc_shard_compute_seconds{tier}`,
-//! `cnnpc_hop_seconds{from,to}` and `cnnpc_hop_bytes_total{from,to}` and, at the entry tier,
+//! `cnnpc_shard_codec_seconds{tier}`, `cnnpc_hop_seconds{from,to}` and `cnnpc_hop_bytes_total{from,to}` and, at the entry tier,
 //! `cnnpc_request_seconds`. All of the controller's metric I/O is here; the parsing is pure and
 //! tested on its own.
 
@@ -41,6 +41,7 @@ pub fn queries(sel: &str, range: &str) -> Vec<(Query, String)> {
     let mut out = Vec::new();
     for (series, metric, by) in [
         (Series::Tier, "cnnpc_shard_compute_seconds", "tier"),
+        (Series::Codec, "cnnpc_shard_codec_seconds", "tier"),
         (Series::Hop, "cnnpc_hop_seconds", "from, to"),
         (Series::Request, "cnnpc_request_seconds", "namespace"),
     ] {
@@ -72,6 +73,8 @@ pub struct Query(pub Series, pub Part);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Series {
     Tier,
+    /// `cnnpc_shard_codec_seconds` by tier.
+    Codec,
     Hop,
     Request,
     /// `cnnpc_shadow_total` by result.
@@ -126,7 +129,7 @@ pub fn parse_vector(body: &[u8]) -> Result<Vec<Sample>, String> {
 /// The series key of a sample: the tier, `from->to`, or `""` end to end.
 fn key_of(series: Series, l: &BTreeMap<String, String>) -> Option<String> {
     match series {
-        Series::Tier => l.get("tier").cloned(),
+        Series::Tier | Series::Codec => l.get("tier").cloned(),
         Series::Hop => Some(format!("{}->{}", l.get("from")?, l.get("to")?)),
         Series::Request | Series::Shadow => Some(String::new()),
     }
@@ -144,6 +147,7 @@ fn add_shadow(w: &mut Window, result: Option<&str>, v: f64) {
 fn totals(w: &mut Window, series: Series, key: String) -> &mut Totals {
     match series {
         Series::Tier => w.tiers.entry(key).or_default(),
+        Series::Codec => w.codecs.entry(key).or_default(),
         Series::Hop => w.hops.entry(key).or_default(),
         Series::Request | Series::Shadow => &mut w.request,
     }
@@ -178,6 +182,7 @@ fn sort_buckets(w: &mut Window) {
     let all = w
         .tiers
         .values_mut()
+        .chain(w.codecs.values_mut())
         .chain(w.hops.values_mut())
         .chain(std::iter::once(&mut w.request));
     for t in all {
@@ -196,6 +201,7 @@ pub fn window_from(seconds: f64, answers: &[(Query, Vec<Sample>)]) -> Window {
     }
     // A hop or tier seen only through a zero count is no observation.
     w.tiers.retain(|_, t| t.count > 0.0);
+    w.codecs.retain(|_, t| t.count > 0.0);
     w.hops.retain(|_, t| t.count > 0.0);
     sort_buckets(&mut w);
     w
@@ -213,6 +219,7 @@ pub fn parse_exposition(text: &str, acc: &mut Counters) {
     for s in samples(text) {
         let (series, base) = match s.name {
             n if n.starts_with("cnnpc_shard_compute_seconds_") => (Series::Tier, n),
+            n if n.starts_with("cnnpc_shard_codec_seconds_") => (Series::Codec, n),
             n if n.starts_with("cnnpc_hop_seconds_") || n == "cnnpc_hop_bytes_total" => {
                 (Series::Hop, n)
             }
@@ -224,7 +231,7 @@ pub fn parse_exposition(text: &str, acc: &mut Counters) {
             _ => continue,
         };
         let key = match series {
-            Series::Tier => s.label("tier").map(str::to_string),
+            Series::Tier | Series::Codec => s.label("tier").map(str::to_string),
             Series::Hop => (|| Some(format!("{}->{}", s.label("from")?, s.label("to")?)))(),
             Series::Request | Series::Shadow => Some(String::new()),
         };
@@ -286,6 +293,11 @@ pub fn window_between(before: &Counters, after: &Counters, seconds: f64) -> Wind
     for (k, t) in &a.tiers {
         if let Some(d) = minus(t, b.tiers.get(k)) {
             w.tiers.insert(k.clone(), d);
+        }
+    }
+    for (k, t) in &a.codecs {
+        if let Some(d) = minus(t, b.codecs.get(k)) {
+            w.codecs.insert(k.clone(), d);
         }
     }
     for (k, t) in &a.hops {
@@ -400,6 +412,8 @@ mod tests {
         assert!(q.iter().any(
             |(k, t)| *k == Query(Series::Hop, Part::Buckets) && t.contains("by (from, to, le)")
         ));
+        assert!(q.iter().any(|(k, t)| *k == Query(Series::Codec, Part::Sum)
+            && t.starts_with("sum by (tier) (increase(cnnpc_shard_codec_seconds_sum{")));
     }
 
     #[test]
@@ -410,11 +424,13 @@ mod tests {
                  cnnpc_shard_compute_seconds_bucket{{model=\"m\",tier=\"edge\",le=\"+Inf\"}} {n}\n\
                  cnnpc_shard_compute_seconds_sum{{model=\"m\",tier=\"edge\"}} {}\n\
                  cnnpc_shard_compute_seconds_count{{model=\"m\",tier=\"edge\"}} {}\n\
+                 cnnpc_shard_codec_seconds_sum{{model=\"m\",tier=\"edge\"}} {}\n\
+                 cnnpc_shard_codec_seconds_count{{model=\"m\",tier=\"edge\"}} {}\n\
                  cnnpc_hop_seconds_sum{{from=\"end\",to=\"edge\"}} {}\n\
                  cnnpc_hop_seconds_count{{from=\"end\",to=\"edge\"}} {}\n\
                  cnnpc_hop_bytes_total{{from=\"end\",to=\"edge\"}} {}\n\
                  cnnpc_request_seconds_sum {}\ncnnpc_request_seconds_count {}\n",
-                0.01 * n, n, 0.1 * n, n, 5000.0 * n, 0.2 * n, n
+                0.01 * n, n, 0.002 * n, n, 0.1 * n, n, 5000.0 * n, 0.2 * n, n
             )
         };
         let (mut a, mut b) = (Counters::default(), Counters::default());
@@ -425,6 +441,10 @@ mod tests {
         assert_eq!(edge.count, 20.0);
         assert!((edge.sum_s - 0.2).abs() < 1e-12);
         assert_eq!(edge.buckets, [(0.025, 20.0)]);
+        // The codec is its own series, not added into compute.
+        let codec = &w.codecs["edge"];
+        assert_eq!(codec.count, 20.0);
+        assert!((codec.sum_s - 0.04).abs() < 1e-12);
         let hop = &w.hops["end->edge"];
         assert!((hop.sum_s - 2.0).abs() < 1e-12 && (hop.bytes - 100_000.0).abs() < 1e-9);
         assert_eq!(w.request.count, 20.0);

@@ -147,6 +147,7 @@ pub fn topology(
                 tier: t.to_string(),
                 device: spec.tiers.get(t).and_then(|s| s.device.clone()),
                 compute_scale: assumed.compute_scale.get(*t).copied().unwrap_or(1.0),
+                codec_scale: assumed.codec_scale.get(*t).copied().unwrap_or(1.0),
             })
             .collect(),
         link_mbps: tiers
@@ -217,6 +218,7 @@ pub fn plan_status(plan: &Plan, profile: &Profile) -> Result<PlanStatus, PlanErr
                 tier: t.tier.clone(),
                 segments: t.segments.map(|[a, b]| vec![a as u32, b as u32]),
                 compute_ms: t.compute_ms,
+                codec_ms: (t.codec_ms > 0.0).then_some(t.codec_ms),
             })
             .collect(),
         latency_ms: plan.latency_ms,
@@ -440,6 +442,10 @@ pub fn make_plan(req: PlanRequest) -> Result<PlanOutcome, PlanError> {
                     req.assumed.compute_scale.get(*t).copied().unwrap_or(1.0),
                 )
             })
+            .collect(),
+        codec_scale: tiers
+            .iter()
+            .filter_map(|t| Some((t.to_string(), *req.assumed.codec_scale.get(*t)?)))
             .collect(),
     };
     Ok(PlanOutcome {

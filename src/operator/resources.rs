@@ -61,6 +61,7 @@ pub fn shadow_plan() -> PlanStatus {
             tier: SHADOW_TIER.into(),
             segments: Some(vec![0, 0]),
             compute_ms: 0.0,
+            codec_ms: None,
         }],
         latency_ms: 0.0,
         accuracy: None,
@@ -910,6 +911,7 @@ mod tests {
             tier: t.into(),
             segments: seg.map(|s| s.to_vec()),
             compute_ms: 1.0,
+            codec_ms: None,
         };
         PlanStatus {
             id: "abc".into(),

@@ -154,6 +154,7 @@ mod tests {
                 tier: "end".into(),
                 segments: Some(vec![0, 0]),
                 compute_ms: 1.0,
+                codec_ms: None,
             }],
             latency_ms: 1.0,
             accuracy: None,

@@ -2,6 +2,7 @@
 
 use crate::planner::profile::Profile;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Fixed costs of a request that do not depend on where the model is cut.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -84,6 +85,9 @@ pub struct TopologySpec {
     /// `(tier name, device name, slowdown factor)` in request order; slowdown multiplies run times
     /// (1.0 = as profiled; replanning feeds observed/predicted ratios here).
     pub tiers: Vec<(String, String, f64)>,
+    /// Per tier name, a factor on its codec costs on top of its slowdown (absent = 1; the
+    /// operator's feedback corrects the codec term apart from compute).
+    pub codec_scale: BTreeMap<String, f64>,
     /// Bandwidth of each link in Mbit/s, `tiers.len() - 1` entries.
     pub link_mbps: Vec<f64>,
     pub hop_ms: f64,
@@ -119,6 +123,7 @@ impl TopologySpec {
                 ("edge".into(), "edge".into(), 1.0),
                 ("cloud".into(), "cloud".into(), 1.0),
             ],
+            codec_scale: BTreeMap::new(),
             link_mbps: vec![end_edge_mbps, edge_cloud_mbps],
             hop_ms: 0.0,
             overhead: Overhead::REFERENCE,
@@ -165,6 +170,12 @@ impl TopologySpec {
                     "slowdown of tier {tier} must be > 0, got {slowdown}"
                 )));
             }
+            let codec = self.codec_scale.get(tier).copied().unwrap_or(1.0);
+            if !(codec.is_finite() && codec > 0.0) {
+                return Err(TopologyError::Invalid(format!(
+                    "codec factor of tier {tier} must be > 0, got {codec}"
+                )));
+            }
             let profiled =
                 profile
                     .devices
@@ -190,7 +201,7 @@ impl TopologySpec {
                 name: tier.clone(),
                 device: device.clone(),
                 run_ms: profiled.run_ms.iter().map(|ms| ms * slowdown).collect(),
-                codec_scale: host_factor(profile, &profiled.run_ms) * slowdown,
+                codec_scale: host_factor(profile, &profiled.run_ms) * slowdown * codec,
             });
         }
         Ok(Topology {

@@ -64,6 +64,8 @@ pub struct TierChoice {
     pub tier: String,
     pub device: Option<String>,
     pub compute_scale: f64,
+    /// A factor on the tier's codec costs on top of `compute_scale`.
+    pub codec_scale: f64,
 }
 
 impl TierChoice {
@@ -72,6 +74,7 @@ impl TierChoice {
             tier: tier.into(),
             device: None,
             compute_scale: 1.0,
+            codec_scale: 1.0,
         }
     }
 }
@@ -430,6 +433,12 @@ pub fn topology_spec(t: &Topology, profile: &Profile) -> Result<TopologySpec, Er
     }
     Ok(TopologySpec {
         tiers,
+        codec_scale: t
+            .tiers
+            .iter()
+            .filter(|c| c.codec_scale != 1.0)
+            .map(|c| (c.tier.clone(), c.codec_scale))
+            .collect(),
         link_mbps: t.link_mbps.clone(),
         hop_ms: t.hop_ms,
         overhead: Overhead::REFERENCE,

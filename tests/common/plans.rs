@@ -52,6 +52,7 @@ pub fn plan(deployment: &str, kept: u32, encoding: Encoding) -> PlanStatus {
                 .position(|c| c == t)
                 .map(|i| bounds[i].to_vec()),
             compute_ms: 1.0,
+            codec_ms: None,
         })
         .collect();
     let cuts = computing
