@@ -11,7 +11,6 @@
 //!   rolled out when it beats the current one, re-costed, by more than the hysteresis.
 
 use super::crd::{Assumptions, PlanStatus};
-use super::evidence::codec_key;
 use std::collections::BTreeMap;
 
 /// Means over the observation window.
@@ -28,6 +27,12 @@ pub struct Observation {
     /// The confidence interval of each mean seconds above, by tier, hop or
     /// [`evidence::REQUEST`](super::evidence::REQUEST); a mean without one is taken as exact.
     pub interval: BTreeMap<String, (f64, f64)>,
+}
+
+/// The key of a tier's codec interval in [`Observation::interval`] (a tier's compute interval
+/// is keyed by the tier's name).
+pub fn codec_key(tier: &str) -> String {
+    format!("{tier} codec")
 }
 
 impl Observation {

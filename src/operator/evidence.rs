@@ -8,7 +8,7 @@
 use super::crd::{
     Estimate, Evidence, LinkObservation, LiveAgreement, ObservationStatus, TierObservation,
 };
-use super::decide::Observation;
+use super::decide::{codec_key, Observation};
 pub use crate::planner::interval::{wilson, z_for};
 use std::collections::BTreeMap;
 
@@ -238,11 +238,6 @@ pub fn judge(w: &Window, policy: &Evidence, plan: &str, at: &str) -> Judged {
 
 /// The key of the end-to-end interval in [`Observation::interval`].
 pub const REQUEST: &str = "request";
-
-/// The key of a tier's codec interval in [`Observation::interval`].
-pub fn codec_key(tier: &str) -> String {
-    format!("{tier} codec")
-}
 
 #[cfg(test)]
 mod tests {
