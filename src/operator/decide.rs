@@ -228,16 +228,15 @@ pub fn reason(old: &Assumptions, new: &Assumptions) -> String {
             parts.push(format!("{k} {v:.2} Mbit/s (assumed {o:.2})"));
         }
     }
-    for (k, v) in &new.compute_scale {
-        let o = old.compute_scale.get(k).copied().unwrap_or(1.0);
-        if (v - o).abs() > 1e-9 * o.abs().max(1.0) {
-            parts.push(format!("{k} compute x{v:.2} (assumed x{o:.2})"));
-        }
-    }
-    for (k, v) in &new.codec_scale {
-        let o = old.codec_scale.get(k).copied().unwrap_or(1.0);
-        if (v - o).abs() > 1e-9 * o.abs().max(1.0) {
-            parts.push(format!("{k} codec x{v:.2} (assumed x{o:.2})"));
+    for (what, old, new) in [
+        ("compute", &old.compute_scale, &new.compute_scale),
+        ("codec", &old.codec_scale, &new.codec_scale),
+    ] {
+        for (k, v) in new {
+            let o = old.get(k).copied().unwrap_or(1.0);
+            if (v - o).abs() > 1e-9 * o.abs().max(1.0) {
+                parts.push(format!("{k} {what} x{v:.2} (assumed x{o:.2})"));
+            }
         }
     }
     format!("observed {}", parts.join(", "))

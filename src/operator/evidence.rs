@@ -152,25 +152,24 @@ pub fn judge(w: &Window, policy: &Evidence, plan: &str, at: &str) -> Judged {
             continue;
         }
         let iv = t.interval(z);
-        // The codec is timed on the same requests as compute, so it needs no count of its own.
-        let codec = w
-            .codecs
-            .get(tier)
-            .filter(|c| c.count > 0.0)
-            .map(|c| (c.mean(), c.interval(z), c.count));
+        // The codec is timed on the same requests as compute: no "too thin" line of its own.
+        let codec = w.codecs.get(tier).filter(|c| c.count > 0.0);
+        let codec_iv = codec.map(|c| c.interval(z));
         st.tiers.insert(
             tier.clone(),
             TierObservation {
                 compute_ms: estimate(t.mean(), iv, 1e3),
-                codec_ms: codec.map(|(m, civ, _)| estimate(m, civ, 1e3)),
+                codec_ms: codec
+                    .zip(codec_iv)
+                    .map(|(c, civ)| estimate(c.mean(), civ, 1e3)),
                 requests: t.count.round() as u64,
             },
         );
         if t.count >= min_n {
             obs.compute_s.insert(tier.clone(), t.mean());
             obs.interval.insert(tier.clone(), iv);
-            if let Some((m, civ, _)) = codec.filter(|c| c.2 >= min_n) {
-                obs.codec_s.insert(tier.clone(), m);
+            if let (Some(c), Some(civ)) = (codec.filter(|c| c.count >= min_n), codec_iv) {
+                obs.codec_s.insert(tier.clone(), c.mean());
                 obs.interval.insert(codec_key(tier), civ);
             }
         } else {
@@ -308,7 +307,9 @@ mod tests {
         assert_eq!(big.obs.codec_s["end"], 0.003);
         let (clo, chi) = big.obs.interval[&codec_key("end")];
         assert!(clo < 0.003 && 0.003 < chi, "{clo} {chi}");
-        assert!(!big.obs.interval.contains_key("end") || big.obs.interval["end"] != (clo, chi));
+        // and the tier's compute interval is still its own (12 ms), not the codec's.
+        let (lo_c, hi_c) = big.obs.interval["end"];
+        assert!(lo_c < 0.012 && 0.012 < hi_c && chi < lo_c, "{lo_c} {hi_c}");
         // Under the byte floor: too thin, however many requests.
         let tiny = Window {
             hops: BTreeMap::from([("end->edge".into(), Totals::steady(500, 0.001, 100.0))]),

@@ -3,8 +3,8 @@
 //! Prometheus, from the shards' own `/metrics` (the difference of two scrapes). Whether the
 //! window holds enough to act on is [`evidence`](super::evidence)'s to judge.
 //! The shards export (`runtime::metrics`) `cnnpc_shard_compute_seconds{tier}`,
-//! `cnnpc_shard_codec_seconds{tier}`, `cnnpc_hop_seconds{from,to}` and `cnnpc_hop_bytes_total{from,to}` and, at the entry tier,
-//! `cnnpc_request_seconds`. All of the controller's metric I/O is here; the parsing is pure and
+//! `cnnpc_shard_codec_seconds{tier}`, `cnnpc_hop_seconds{from,to}` and
+//! `cnnpc_hop_bytes_total{from,to}` and, at the entry tier, `cnnpc_request_seconds`. All of the controller's metric I/O is here; the parsing is pure and
 //! tested on its own.
 
 use super::evidence::{Totals, Window};
@@ -126,11 +126,12 @@ pub fn parse_vector(body: &[u8]) -> Result<Vec<Sample>, String> {
     Ok(out)
 }
 
-/// The series key of a sample: the tier, `from->to`, or `""` end to end.
-fn key_of(series: Series, l: &BTreeMap<String, String>) -> Option<String> {
+/// The series key of a sample whose labels `label` reads: the tier, `from->to`, or `""` end
+/// to end.
+fn key_of<'a>(series: Series, label: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
     match series {
-        Series::Tier | Series::Codec => l.get("tier").cloned(),
-        Series::Hop => Some(format!("{}->{}", l.get("from")?, l.get("to")?)),
+        Series::Tier | Series::Codec => label("tier").map(str::to_string),
+        Series::Hop => Some(format!("{}->{}", label("from")?, label("to")?)),
         Series::Request | Series::Shadow => Some(String::new()),
     }
 }
@@ -160,7 +161,9 @@ fn add(w: &mut Window, Query(series, part): Query, samples: &[Sample]) {
             add_shadow(w, l.get("result").map(String::as_str), *v);
             continue;
         }
-        let Some(k) = key_of(series, l) else { continue };
+        let Some(k) = key_of(series, |name| l.get(name).map(String::as_str)) else {
+            continue;
+        };
         let t = totals(w, series, k);
         match part {
             Part::Count => t.count += v,
@@ -230,12 +233,9 @@ pub fn parse_exposition(text: &str, acc: &mut Counters) {
             }
             _ => continue,
         };
-        let key = match series {
-            Series::Tier | Series::Codec => s.label("tier").map(str::to_string),
-            Series::Hop => (|| Some(format!("{}->{}", s.label("from")?, s.label("to")?)))(),
-            Series::Request | Series::Shadow => Some(String::new()),
+        let Some(key) = key_of(series, |name| s.label(name)) else {
+            continue;
         };
-        let Some(key) = key else { continue };
         let t = totals(w, series, key);
         if base.ends_with("_count") {
             t.count += s.value;
@@ -290,21 +290,14 @@ pub fn window_between(before: &Counters, after: &Counters, seconds: f64) -> Wind
         seconds,
         ..Window::default()
     };
-    for (k, t) in &a.tiers {
-        if let Some(d) = minus(t, b.tiers.get(k)) {
-            w.tiers.insert(k.clone(), d);
-        }
-    }
-    for (k, t) in &a.codecs {
-        if let Some(d) = minus(t, b.codecs.get(k)) {
-            w.codecs.insert(k.clone(), d);
-        }
-    }
-    for (k, t) in &a.hops {
-        if let Some(d) = minus(t, b.hops.get(k)) {
-            w.hops.insert(k.clone(), d);
-        }
-    }
+    let between = |a: &BTreeMap<String, Totals>, b: &BTreeMap<String, Totals>| {
+        a.iter()
+            .filter_map(|(k, t)| Some((k.clone(), minus(t, b.get(k))?)))
+            .collect()
+    };
+    w.tiers = between(&a.tiers, &b.tiers);
+    w.codecs = between(&a.codecs, &b.codecs);
+    w.hops = between(&a.hops, &b.hops);
     if let Some(d) = minus(&a.request, Some(&b.request)) {
         w.request = d;
     }

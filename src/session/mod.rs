@@ -436,7 +436,6 @@ pub fn topology_spec(t: &Topology, profile: &Profile) -> Result<TopologySpec, Er
         codec_scale: t
             .tiers
             .iter()
-            .filter(|c| c.codec_scale != 1.0)
             .map(|c| (c.tier.clone(), c.codec_scale))
             .collect(),
         link_mbps: t.link_mbps.clone(),
