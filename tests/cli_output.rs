@@ -121,14 +121,24 @@ fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal_and_json_is_one_objec
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut stderr = child.stderr.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (loaded_tx, loaded) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut s = String::new();
-            std::io::Read::read_to_string(&mut stderr, &mut s).ok();
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                if line.contains("shard loaded") {
+                    let _ = loaded_tx.send(());
+                }
+                s.push_str(&line);
+                s.push('\n');
+            }
             s
         });
+        // SIGTERM only once the shard has said it loaded (its handler is installed then): a
+        // fixed sleep lost the race on a loaded machine, and the default action left no log.
+        let _ = loaded.recv_timeout(std::time::Duration::from_secs(20));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        std::thread::sleep(std::time::Duration::from_millis(1500));
         while std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

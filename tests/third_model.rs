@@ -183,7 +183,8 @@ fn the_demo_on_a_labelled_image_folder_meets_the_floor_on_held_out_images() {
         !cnnpc["cuts"].as_array().unwrap().is_empty() || cnnpc["wire_encoding"] != "f32",
         "a split plan or an encoded input: {cnnpc}"
     );
-    let mean = |r: &serde_json::Value| r["measured_mean_ms"].as_f64().unwrap();
+    // Medians: the end's compute is stretched 18x, so one host pause would move a mean.
+    let mean = |r: &serde_json::Value| r["measured_p50_ms"].as_f64().unwrap();
     assert!(
         mean(cnnpc) * 2.0 < mean(row("end-only")),
         "cnnpc {} ms vs end-only {} ms",
