@@ -228,3 +228,83 @@ fn a_codec_factor_scales_the_codec_on_top_of_the_compute_factor_and_nothing_else
     spec.codec_scale.insert("end".into(), 0.0);
     assert!(spec.build(&profile).is_err(), "a codec factor must be > 0");
 }
+
+#[test]
+fn a_tier_pays_its_wake_once_per_request_at_its_own_speed_and_a_passing_relay_pays_none() {
+    let woken = format!("{PROFILE}\x20 wake: {{compute_ms: 0.2, codec_ms: 0.1}}\n");
+    let profile = Profile::parse(&woken).unwrap();
+    let (plain, topology) = setup();
+    let planner = Planner::new(&profile, &topology).unwrap();
+    let at = |p: &Profile, name: &str, cuts: &[usize], kept: &[u32], encoding| {
+        let l = layout(&planner, &topology, name, cuts);
+        LatencyModel {
+            profile: p,
+            topology: &topology,
+            encoding,
+        }
+        .breakdown(l, kept)
+    };
+    // end → (edge relays) → cloud: the end and the cloud start after idling, the edge forwards
+    // the frame as it came and pays nothing.
+    let (w, p) = (
+        at(&profile, "end-cloud", &[0], &[4], WireEncoding::Int8),
+        at(&plain, "end-cloud", &[0], &[4], WireEncoding::Int8),
+    );
+    close(
+        w.compute_ms[0] - p.compute_ms[0],
+        0.2 * 18.0,
+        "end compute wake",
+    );
+    close(w.codec_ms[0] - p.codec_ms[0], 0.1 * 18.0, "end codec wake");
+    close(
+        w.compute_ms[1] - p.compute_ms[1],
+        0.0,
+        "the relay computes nothing",
+    );
+    close(
+        w.codec_ms[1] - p.codec_ms[1],
+        0.0,
+        "the relay frames nothing",
+    );
+    close(w.compute_ms[2] - p.compute_ms[2], 0.2, "cloud compute wake");
+    close(w.codec_ms[2] - p.codec_ms[2], 0.1, "cloud codec wake");
+    close(
+        w.total_ms - p.total_ms,
+        0.3 * 19.0,
+        "two starts in the total",
+    );
+    // A first-tier relay that frames the input in int8 wakes for its codec, not its compute.
+    let (w, p) = (
+        at(&profile, "cloud-only", &[], &[], WireEncoding::Int8),
+        at(&plain, "cloud-only", &[], &[], WireEncoding::Int8),
+    );
+    close(
+        w.codec_ms[0] - p.codec_ms[0],
+        0.1 * 18.0,
+        "end frames the input",
+    );
+    close(
+        w.compute_ms[0] - p.compute_ms[0],
+        0.0,
+        "end computes nothing",
+    );
+    // The search's linear form carries the wake too.
+    let l = layout(&planner, &topology, "end-cloud", &[0]);
+    let model = LatencyModel {
+        profile: &profile,
+        topology: &topology,
+        encoding: WireEncoding::Int8,
+    };
+    close(
+        model.linear(l).at(&[4]),
+        model.breakdown(l, &[4]).total_ms,
+        "linear = breakdown",
+    );
+}
+
+#[test]
+fn a_negative_wake_is_refused() {
+    let bad = format!("{PROFILE}\x20 wake: {{compute_ms: -1, codec_ms: 0}}\n");
+    let e = Profile::parse(&bad).unwrap_err().to_string();
+    assert!(e.contains("wake compute_ms"), "{e}");
+}

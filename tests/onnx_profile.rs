@@ -191,3 +191,31 @@ fn a_window_takes_rounds_until_it_has_passed() {
     let err = profile_model(&model, "chain", &bad, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("window"), "{err}");
 }
+
+#[test]
+fn the_wake_is_timed_after_real_idle_pauses_and_can_be_left_out() {
+    use std::time::Instant;
+    let model = testmodels::chain_model_bytes();
+    let opts = |wake| ProfileOptions {
+        repeats: 1,
+        wake,
+        ..ProfileOptions::default()
+    };
+    let t = Instant::now();
+    let woken = profile_model(&model, "chain", &opts(true), &mut |_, _| {}).unwrap();
+    let with = t.elapsed();
+    let w = woken.wire.as_ref().unwrap().wake;
+    assert!(
+        w.compute_ms.is_finite()
+            && w.compute_ms >= 0.0
+            && w.codec_ms.is_finite()
+            && w.codec_ms >= 0.0,
+        "{w:?}"
+    );
+    // Twelve rounds, each after a 20 ms pause: a sleep is never shorter than asked.
+    assert!(with.as_secs_f64() >= 12.0 * 0.020, "{with:?}");
+    let plain = profile_model(&model, "chain", &opts(false), &mut |_, _| {}).unwrap();
+    assert!(plain.wire.as_ref().unwrap().wake.is_zero());
+    // And a profile without it says nothing about it.
+    assert!(!serde_yaml::to_string(&plain).unwrap().contains("wake"));
+}

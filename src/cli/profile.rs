@@ -22,6 +22,10 @@ pub struct ProfileArgs {
     /// Do not time HTTP hops on loopback (the profile's wire costs then price none).
     #[arg(long)]
     pub no_http: bool,
+    /// Do not time what a tier pays for starting after an idle pause (the profile then prices
+    /// none).
+    #[arg(long)]
+    pub no_wake: bool,
     /// Where to write the profile (YAML).
     #[arg(long)]
     pub out: PathBuf,
@@ -89,6 +93,7 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
     let opts = ProfileOptions {
         sample,
         http,
+        wake: !a.no_wake,
         cuts: (!a.cuts.is_empty()).then(|| a.cuts.clone()),
         multi_tensor_cuts: a.multi_tensor_cuts,
         repeats: a.repeats,

@@ -24,7 +24,7 @@ use super::split::split_graph;
 use super::verify::Runner;
 use crate::planner::accuracy::WireEncoding;
 use crate::planner::profile::{
-    CodecCost, CutPoint, Device, Profile, TensorInfo, TensorSize, WireCosts,
+    CodecCost, CutPoint, Device, Profile, TensorInfo, TensorSize, WakeCost, WireCosts,
 };
 use prost::Message;
 use std::collections::BTreeMap;
@@ -53,6 +53,9 @@ pub struct ProfileOptions {
     /// The runtime's HTTP costs on this machine (the caller measures them with real shard
     /// servers: the onnx part runs no network); `None` prices hops at no fixed cost.
     pub http: Option<HttpCosts>,
+    /// Time what a tier pays for starting after an idle pause ([`WakeCost`]; ~0.3 s on a
+    /// small model). `false` prices no wake.
+    pub wake: bool,
 }
 
 /// What a hop and the client's first request cost beyond their bytes, ms.
@@ -67,6 +70,13 @@ pub const MAX_ROUNDS: usize = 201;
 
 /// Codec timings are taken this many times over every crossing; the median is kept.
 const CODEC_ROUNDS: usize = 3;
+
+/// Wake timings: this many rounds of a back-to-back run beside one after [`WAKE_IDLE`].
+const WAKE_ROUNDS: usize = 12;
+
+/// The pause before a wake timing: long enough for the core to go idle (the cost was the same
+/// after 20 ms and after 300 ms on the 2-core machine this was measured on).
+const WAKE_IDLE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// How many multi-tensor cuts a profile gets besides the single-tensor ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +143,7 @@ impl Default for ProfileOptions {
             ],
             sample: None,
             http: None,
+            wake: true,
         }
     }
 }
@@ -240,6 +251,61 @@ fn codec_costs(
         );
     }
     Ok(out)
+}
+
+/// What a tier pays for starting after an idle pause: the first segment with its input read
+/// from an f32 frame and its output framed in int8, run after [`WAKE_IDLE`] against the same
+/// run back to back; the medians' differences over [`WAKE_ROUNDS`], per phase, at least 0.
+/// The first segment because it is what the slowest tier (the end) runs in most plans.
+fn wake_cost(
+    first: &Runner,
+    feed: &TVec<TValue>,
+    input: &[(&[f32], Vec<usize>)],
+    output: &[(&[f32], Vec<usize>)],
+) -> Result<WakeCost, OnnxError> {
+    let limits = FrameLimits {
+        max_elements: u64::MAX,
+        max_payload_bytes: u64::MAX,
+        ..FrameLimits::default()
+    };
+    let frames: Vec<Vec<u8>> = input
+        .iter()
+        .map(|(v, shape)| frame(v, shape, WireEncoding::F32))
+        .collect::<Result<_, _>>()?;
+    // (codec ms, compute ms) of one start: read the input, run, frame the output.
+    let start = || -> Result<(f64, f64), OnnxError> {
+        let t = Instant::now();
+        for f in &frames {
+            let read = Frame::decode(f, &limits).and_then(|f| f.to_f32());
+            std::hint::black_box(read.map_err(|e| OnnxError::Invalid(e.to_string()))?);
+        }
+        let read = t.elapsed();
+        let t = Instant::now();
+        first.run(feed.clone())?;
+        let compute = t.elapsed();
+        let t = Instant::now();
+        for (v, shape) in output {
+            std::hint::black_box(frame(v, shape, WireEncoding::Int8)?);
+        }
+        let codec = read + t.elapsed();
+        Ok((codec.as_secs_f64() * 1e3, compute.as_secs_f64() * 1e3))
+    };
+    let (mut warm, mut cold) = (Vec::new(), Vec::new());
+    for _ in 0..WAKE_ROUNDS {
+        start()?;
+        warm.push(start()?);
+        std::thread::sleep(WAKE_IDLE);
+        cold.push(start()?);
+    }
+    let gap = |pick: fn(&(f64, f64)) -> f64| -> f64 {
+        let mut w: Vec<f64> = warm.iter().map(pick).collect();
+        let mut c: Vec<f64> = cold.iter().map(pick).collect();
+        (median(&mut c) - median(&mut w)).max(0.0)
+    };
+    Ok(WakeCost {
+        codec_ms: gap(|p| p.0),
+        compute_ms: gap(|p| p.1),
+    })
 }
 
 /// The segment ending at cut `k` (from cut `k − 1`) with that cut's producer sliced to its
@@ -480,6 +546,12 @@ pub fn profile_model(
         .map(|c| frame_bytes(c))
         .collect::<Result<_, _>>()?;
     let codec = codec_costs(&crossings)?;
+    let wake = match (runners.first(), crossings.get(1)) {
+        (Some((first, feed)), Some(output)) if opts.wake => {
+            wake_cost(first, feed, &crossings[0], output)?
+        }
+        _ => WakeCost::default(),
+    };
     progress(steps, steps);
 
     let cuts = chosen
@@ -546,6 +618,7 @@ pub fn profile_model(
             codec,
             hop_ms: opts.http.map_or(0.0, |h| h.hop_ms),
             entry_ms: opts.http.map_or(0.0, |h| h.entry_ms),
+            wake,
         }),
     };
     profile

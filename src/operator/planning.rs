@@ -252,6 +252,8 @@ pub fn profile_options(spec: &CollaborativeInferenceSpec, repeats: usize) -> Pro
         // observed, not loopback's.
         sample: None,
         http: None,
+        // Shards start each request after idling, in a cluster as here.
+        wake: true,
     }
 }
 

@@ -351,6 +351,24 @@ impl<'a> LatencyModel<'a> {
                 codec[l + 1].add(at, dec_ns * elements * tiers[l + 1].codec_scale / 1e6);
             }
         }
+        // Every tier that computes, or reads or frames a tensor, starts after idling: once
+        // per request, at its own speed.
+        let wake = self
+            .profile
+            .wire
+            .as_ref()
+            .map(|w| w.wake)
+            .unwrap_or_default();
+        for (t, tier) in tiers.iter().enumerate() {
+            let (s, e) = layout.ranges[t];
+            if s < e {
+                compute[t].fixed_ms += wake.compute_ms * tier.compute_scale;
+            }
+            let frames = s < e || layout.crossings.get(t).is_some_and(Option::is_some);
+            if frames && !self.passes_through(layout, t) {
+                codec[t].fixed_ms += wake.codec_ms * tier.codec_scale;
+            }
+        }
         let overhead_ms = match &self.profile.wire {
             // The client frames the f32 input (at host speed) and the first tier reads it,
             // unless it forwards it as it came.

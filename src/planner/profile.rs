@@ -45,6 +45,29 @@ pub struct WireCosts {
     /// ms of the client's request into the first tier beyond the input's codec.
     #[serde(default)]
     pub entry_ms: f64,
+    /// What a tier pays once per request for starting after idling (absent: nothing).
+    #[serde(default, skip_serializing_if = "WakeCost::is_zero")]
+    pub wake: WakeCost,
+}
+
+/// Host ms a tier pays once per request because its work starts after an idle pause (a shard
+/// waits for its input; an emulated slow device sleeps): caches and a core that have gone
+/// cold. Measured by the profile as the first segment and its frames run after an idle pause
+/// against the same run back to back. A per-start cost, not a per-element one: a short segment
+/// pays it in full, a long one barely notices it. Scaled by the tier like compute and codec.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WakeCost {
+    /// Extra ms of the tier's model run.
+    pub compute_ms: f64,
+    /// Extra ms of reading its input frame and framing its output.
+    pub codec_ms: f64,
+}
+
+impl WakeCost {
+    pub fn is_zero(&self) -> bool {
+        self.compute_ms == 0.0 && self.codec_ms == 0.0
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -174,14 +197,19 @@ impl Profile {
             }
         }
         if let Some(w) = &self.wire {
-            let costs = [("hop_ms", w.hop_ms), ("entry_ms", w.entry_ms)]
-                .into_iter()
-                .chain(w.codec.values().flat_map(|c| {
-                    [
-                        ("codec encode_ns", c.encode_ns),
-                        ("codec decode_ns", c.decode_ns),
-                    ]
-                }));
+            let costs = [
+                ("hop_ms", w.hop_ms),
+                ("entry_ms", w.entry_ms),
+                ("wake compute_ms", w.wake.compute_ms),
+                ("wake codec_ms", w.wake.codec_ms),
+            ]
+            .into_iter()
+            .chain(w.codec.values().flat_map(|c| {
+                [
+                    ("codec encode_ns", c.encode_ns),
+                    ("codec decode_ns", c.decode_ns),
+                ]
+            }));
             for (what, x) in costs {
                 if !finite_nonneg(x) {
                     return Err(invalid(format!(

@@ -33,6 +33,10 @@ pub struct Tier {
     /// device's run times over the host's, times its slowdown (1 without a `host` device).
     #[serde(default = "one")]
     pub codec_scale: f64,
+    /// How much slower than the profiling host this tier computes: its device's run times over
+    /// the host's, times its slowdown. What scales the profile's host-measured wake cost.
+    #[serde(default = "one")]
+    pub compute_scale: f64,
 }
 
 fn one() -> f64 {
@@ -202,6 +206,7 @@ impl TopologySpec {
                 device: device.clone(),
                 run_ms: profiled.run_ms.iter().map(|ms| ms * slowdown).collect(),
                 codec_scale: host_factor(profile, &profiled.run_ms) * slowdown * codec,
+                compute_scale: host_factor(profile, &profiled.run_ms) * slowdown,
             });
         }
         Ok(Topology {
