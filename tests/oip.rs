@@ -6,91 +6,20 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-const SHAPE: &str = "1,3,48,192";
+mod common;
+use common::shard::{self, ShardProcess};
+
 const ELEMENTS: usize = 3 * 48 * 192;
-const CUT: &str = "relu_0.tmp_0";
-const MODEL_NAME: &str = "cls";
+const CUT: &str = shard::PPOCR_CUT;
+const MODEL_NAME: &str = shard::PPOCR_MODEL_NAME;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cnnpc")
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn model() -> Option<PathBuf> {
-    let p = root().join("models/ppocr_cls.onnx");
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("CNNPC_REQUIRE_MODELS").is_err(),
-        "models/ppocr_cls.onnx is missing: bash scripts/fetch-models.sh"
-    );
-    eprintln!("SKIP: models/ppocr_cls.onnx is missing (bash scripts/fetch-models.sh)");
-    None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `cnnpc shard` process, killed on drop.
-struct Shard {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Shard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn shard(model: &Path, extra: &[&str]) -> Shard {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "shard",
-        "--model",
-        model.to_str().unwrap(),
-        "--input-shape",
-        SHAPE,
-        "--model-name",
-        MODEL_NAME,
-        "--listen",
-        &listen,
-        "--drain-seconds",
-        "0",
-        "--plan-id",
-        "p1",
-        // PP-OCR's preprocessing, for image uploads.
-        "--scale",
-        "0.0039215686",
-        "--mean",
-        "0.5",
-        "--std",
-        "0.5",
-    ];
-    args.extend_from_slice(extra);
-    let child = Command::new(bin())
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Shard { child, port }
 }
 
 /// Raw HTTP/1.1, one request per connection: exactly the bytes a curl user sends.
@@ -145,33 +74,20 @@ fn json_of(body: &[u8]) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
-fn wait_ready(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http(port, "GET", "/v2/health/ready", &[], b"").0 == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "port {port} never became ready");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// The end → cloud chain and the unsplit model as a reference, all ready.
 struct Chain {
-    entry: Shard,
-    _cloud: Shard,
-    whole: Shard,
+    entry: ShardProcess,
+    _cloud: ShardProcess,
+    whole: ShardProcess,
 }
 
 fn chain(model: &Path) -> Chain {
-    let cloud = shard(
+    let mut cloud = shard::ppocr(
         model,
         &["--split-at", CUT, "--part", "1", "--tier", "cloud"],
     );
-    let next = format!("http://127.0.0.1:{}", cloud.port);
-    let entry = shard(
+    let next = cloud.url();
+    let mut entry = shard::ppocr(
         model,
         &[
             "--split-at",
@@ -184,9 +100,9 @@ fn chain(model: &Path) -> Chain {
             &next,
         ],
     );
-    let whole = shard(model, &["--tier", "cloud"]);
-    for p in [cloud.port, entry.port, whole.port] {
-        wait_ready(p);
+    let mut whole = shard::ppocr(model, &["--tier", "cloud"]);
+    for s in [&mut cloud, &mut entry, &mut whole] {
+        s.wait_ready();
     }
     Chain {
         entry,
@@ -229,7 +145,9 @@ fn outputs(v: &Value) -> Vec<f64> {
 
 #[test]
 fn the_entry_speaks_the_protocol_and_answers_as_the_unsplit_model() {
-    let Some(model) = model() else { return };
+    let Some(model) = shard::ppocr_model() else {
+        return;
+    };
     let c = chain(&model);
     let port = c.entry.port;
 
@@ -348,7 +266,9 @@ fn header_value<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
 
 #[test]
 fn bad_requests_get_protocol_errors_and_the_server_stays_healthy() {
-    let Some(model) = model() else { return };
+    let Some(model) = shard::ppocr_model() else {
+        return;
+    };
     let c = chain(&model);
     let port = c.entry.port;
     let infer = format!("/v2/models/{MODEL_NAME}/infer");
@@ -528,7 +448,9 @@ fn cnnpc_infer(args: &[&str]) -> Value {
 
 #[test]
 fn images_in_classes_out_and_cnnpc_infer_agrees_with_the_model() {
-    let Some(model) = model() else { return };
+    let Some(model) = shard::ppocr_model() else {
+        return;
+    };
     let c = chain(&model);
     let url = format!("http://127.0.0.1:{}", c.entry.port);
     let dir = tempfile::tempdir().unwrap();
@@ -610,8 +532,10 @@ fn images_in_classes_out_and_cnnpc_infer_agrees_with_the_model() {
 /// `cnnpc infer --npy` on the same tensor.
 #[test]
 fn tritonclient_calls_the_entry() {
-    let Some(model) = model() else { return };
-    let python = root().join("tools/venv/bin/python");
+    let Some(model) = shard::ppocr_model() else {
+        return;
+    };
+    let python = common::root().join("tools/venv/bin/python");
     if !python.exists() {
         assert!(
             std::env::var("CNNPC_REQUIRE_OIP_CLIENT").is_err(),

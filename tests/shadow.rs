@@ -7,105 +7,19 @@
 
 use cnnpc::operator::crd::Evidence;
 use cnnpc::operator::{evidence, observe};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const SHAPE: &str = "1,3,48,192";
-const CUT: &str = "relu_0.tmp_0";
+mod common;
+use common::shard;
+
+const CUT: &str = shard::PPOCR_CUT;
 const IMAGES: usize = 60;
 const FLOOR: f64 = 0.9;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cnnpc")
-}
-
-fn model() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/ppocr_cls.onnx");
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("CNNPC_REQUIRE_MODELS").is_err(),
-        "models/ppocr_cls.onnx is missing: bash scripts/fetch-models.sh"
-    );
-    eprintln!(
-        "\n#### SKIPPED: models/ppocr_cls.onnx is missing (bash scripts/fetch-models.sh) ####\n"
-    );
-    None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Shard {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Shard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn shard(model: &Path, extra: &[&str]) -> Shard {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "shard",
-        "--model",
-        model.to_str().unwrap(),
-        "--input-shape",
-        SHAPE,
-        "--model-name",
-        "cls",
-        "--listen",
-        &listen,
-        "--drain-seconds",
-        "0",
-        "--plan-id",
-        "p1",
-        "--scale",
-        "0.0039215686",
-        "--mean",
-        "0.5",
-        "--std",
-        "0.5",
-    ];
-    args.extend_from_slice(extra);
-    let child = Command::new(bin())
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Shard { child, port }
-}
-
-fn wait_ready(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !ureq_ready(port) {
-        assert!(Instant::now() < deadline, "port {port} never became ready");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn ureq_ready(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200")
 }
 
 /// Text-line images as `cnnpc dataset export` writes them.
@@ -158,16 +72,13 @@ fn live_agreement(model: &Path, keep: Option<&str>, files: &[String]) -> (u64, f
             "16",
         ];
     }
-    let whole = shard(model, &["--tier", "cloud"]);
+    let mut whole = shard::ppocr(model, &["--tier", "cloud"]);
     let cloud_args: Vec<&str> = ["--split-at", CUT, "--part", "1", "--tier", "cloud"]
         .into_iter()
         .chain(prune.iter().copied())
         .collect();
-    let cloud = shard(model, &cloud_args);
-    let (next, shadow) = (
-        format!("http://127.0.0.1:{}", cloud.port),
-        format!("http://127.0.0.1:{}", whole.port),
-    );
+    let mut cloud = shard::ppocr(model, &cloud_args);
+    let (next, shadow) = (cloud.url(), whole.url());
     let entry_args: Vec<&str> = [
         "--split-at",
         CUT,
@@ -185,11 +96,11 @@ fn live_agreement(model: &Path, keep: Option<&str>, files: &[String]) -> (u64, f
     .into_iter()
     .chain(prune.iter().copied())
     .collect();
-    let entry = shard(model, &entry_args);
-    for p in [whole.port, cloud.port, entry.port] {
-        wait_ready(p);
+    let mut entry = shard::ppocr(model, &entry_args);
+    for s in [&mut whole, &mut cloud, &mut entry] {
+        s.wait_ready();
     }
-    let url = format!("http://127.0.0.1:{}", entry.port);
+    let url = entry.url();
     let metrics = vec![format!("{url}/metrics")];
     let rt = tokio::runtime::Runtime::new().unwrap();
     let rows = |rt: &tokio::runtime::Runtime| {
@@ -239,7 +150,9 @@ fn live_agreement(model: &Path, keep: Option<&str>, files: &[String]) -> (u64, f
 
 #[test]
 fn too_strong_compression_shows_as_live_agreement_below_the_floor() {
-    let Some(model) = model() else { return };
+    let Some(model) = shard::ppocr_model() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let files = images(dir.path());
     assert_eq!(files.len(), IMAGES);

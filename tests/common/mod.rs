@@ -8,6 +8,7 @@ pub mod onnx;
 pub mod planner;
 pub mod plans;
 pub mod prom;
+pub mod shard;
 
 use std::path::PathBuf;
 
