@@ -205,9 +205,11 @@ pub fn encode_into(
     out.params.channels.clear();
     match enc {
         WireEncoding::F32 => {
-            payload.reserve(values.len() * 4);
-            for v in values {
-                payload.extend_from_slice(&v.to_le_bytes());
+            // Sized once, then written in place: a copy the compiler vectorises (extending by
+            // four bytes per value cost 1.5–1.9 ns per value).
+            payload.resize(values.len() * 4, 0);
+            for (dst, v) in payload.chunks_exact_mut(4).zip(values) {
+                dst.copy_from_slice(&v.to_le_bytes());
             }
         }
         WireEncoding::F16 => {
@@ -236,9 +238,9 @@ pub fn encode_into(
                     payload[run].fill(0);
                     return;
                 }
-                let (offset, inv) = (f64::from(q.offset), 1.0 / f64::from(q.scale));
+                let top = f32::from(top);
                 for (dst, &x) in payload[run.clone()].iter_mut().zip(&values[run]) {
-                    *dst = quantise(x, offset, inv, f64::from(top));
+                    *dst = quantise(x, q.offset, q.scale, top);
                 }
             });
             if enc == WireEncoding::Int4 {
@@ -292,16 +294,23 @@ fn channel_params(values: &[f32], layout: Layout, top: u8, out: &mut Vec<Channel
     }));
 }
 
-/// The code of `x` in a channel with `offset` and `inv_scale = 1 / scale` (scale > 0).
+/// The code of `x` in a channel with a finite `offset` and a finite `scale > 0`.
+///
+/// In f32, eight values per AVX2 instruction (f64 halved that, and the loop ran 2.8 ns per
+/// value on int8); a division rather than a multiplication by `1 / scale`, which overflows to
+/// inf for the smallest scales and would make `0 · inf` a NaN. A code can differ from exact
+/// arithmetic only where `x` sits within f32 rounding of a half-step, still within half a
+/// step of `x`.
 #[inline]
-fn quantise(x: f32, offset: f64, inv_scale: f64, top: f64) -> u8 {
-    let x = if x.is_nan() { 0.0 } else { f64::from(x) };
-    // Clamp first: ±inf land on the bounds, and the clamp also absorbs the rounding of `scale`
-    // to f32. Then t ≥ 0, so `+ 0.5` and truncation round to nearest without a libm call.
-    let t = ((x - offset) * inv_scale).clamp(0.0, top);
-    // SAFETY: `t + 0.5` is finite and in [0.5, top + 0.5] ⊂ [0, 256) (NaN became 0 and the
-    // clamp bounds it; `top` ≤ 255), so it truncates to a `u8`. The saturating `as` cast costs
-    // a compare and select per value that this range makes dead.
+fn quantise(x: f32, offset: f32, scale: f32, top: f32) -> u8 {
+    let x = if x.is_nan() { 0.0 } else { x };
+    // `x − offset` is never NaN (offset is finite, x is not NaN) but may overflow to ±inf
+    // for ranges near ±f32::MAX; the clamp puts those on the bounds, and absorbs the rounding
+    // of `scale` to f32. Then t ≥ 0, so `+ 0.5` and truncation round to nearest.
+    let t = ((x - offset) / scale).clamp(0.0, top);
+    // SAFETY: `t + 0.5` is finite and in [0.5, top + 0.5] ⊂ [0, 256) (the clamp bounds a
+    // non-NaN t; `top` ≤ 255), so it truncates to a `u8`. The saturating `as` cast costs a
+    // compare and select per value that this range makes dead.
     unsafe { (t + 0.5).to_int_unchecked::<u8>() }
 }
 
@@ -395,11 +404,12 @@ pub fn decode_into(
     }
     out.clear();
     match enc {
-        WireEncoding::F32 => out.extend(
-            payload
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        ),
+        WireEncoding::F32 => {
+            out.resize(n, 0.0);
+            for (dst, b) in out.iter_mut().zip(payload.chunks_exact(4)) {
+                *dst = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
         WireEncoding::F16 => out.extend(
             payload
                 .chunks_exact(2)
