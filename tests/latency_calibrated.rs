@@ -308,3 +308,61 @@ fn a_negative_wake_is_refused() {
     let e = Profile::parse(&bad).unwrap_err().to_string();
     assert!(e.contains("wake compute_ms"), "{e}");
 }
+
+#[test]
+fn a_crossings_own_codec_cost_is_priced_where_it_crosses_and_the_average_elsewhere() {
+    use cnnpc::planner::profile::CodecCost;
+    let (mut profile, topology) = setup();
+    let cost = |encode_ns, decode_ns| CodecCost {
+        encode_ns,
+        decode_ns,
+    };
+    // Cut 0 frames at 3 ns and reads at 1 ns per value in int8 (the average says 10 and 4);
+    // the input reads at 0.5 ns in f32 (the average says 2) and the client frames it at 0.25.
+    profile.cuts[0]
+        .codec
+        .insert(WireEncoding::Int8, cost(3.0, 1.0));
+    profile
+        .input
+        .codec
+        .insert(WireEncoding::F32, cost(0.25, 0.5));
+    let planner = Planner::new(&profile, &topology).unwrap();
+    let model = LatencyModel {
+        profile: &profile,
+        topology: &topology,
+        encoding: WireEncoding::Int8,
+    };
+    let k = 4u32;
+    let elements = 2000.0 / 10.0 * f64::from(k);
+    let l = layout(&planner, &topology, "end-cloud", &[0]);
+    let b = model.breakdown(l, &[k]);
+    close(
+        b.codec_ms[0],
+        (0.5 * 1000.0 + 3.0 * elements) * 18.0 / 1e6,
+        "end: the input's own read, the cut's own framing",
+    );
+    close(
+        b.codec_ms[2],
+        1.0 * elements / 1e6,
+        "cloud: the cut's own read",
+    );
+    close(
+        b.overhead_ms,
+        1.5 + 0.25 * 1000.0 / 1e6,
+        "the client frames the input",
+    );
+    // Cut 1 has no cost of its own: the average over every crossing prices it.
+    let l = layout(&planner, &topology, "end-cloud", &[1]);
+    let b = model.breakdown(l, &[5]);
+    let elements = 400.0 / 20.0 * 5.0;
+    close(
+        b.codec_ms[2],
+        4.0 * elements / 1e6,
+        "cloud: the average read",
+    );
+    close(
+        model.linear(l).at(&[5]),
+        b.total_ms,
+        "the search's linear form agrees",
+    );
+}

@@ -113,6 +113,21 @@ fn the_profile_measures_what_crosses_the_wire_and_what_framing_costs() {
         let c = wire.codec[&enc];
         assert!(c.encode_ns > 0.0 && c.decode_ns > 0.0, "{enc}: {c:?}");
     }
+    // And every crossing's own, in every encoding.
+    let own = std::iter::once(&p.input.codec).chain(p.cuts.iter().map(|c| &c.codec));
+    for (k, codec) in own.enumerate() {
+        assert_eq!(
+            codec.len(),
+            WireEncoding::ALL.len(),
+            "crossing {k}: {codec:?}"
+        );
+        for (enc, c) in codec {
+            assert!(
+                c.encode_ns > 0.0 && c.decode_ns > 0.0,
+                "crossing {k} {enc}: {c:?}"
+            );
+        }
+    }
     // f32 is never compressed: the frame is the header (21 bytes + 4 per dim) and 4 bytes per
     // value. The others ship a scale and offset per channel (quantised) and go through zstd.
     // Where a channel holds more than a few values, that is fewer bytes than f32.

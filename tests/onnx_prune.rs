@@ -171,6 +171,7 @@ fn live_oracle_on_a_generated_model() {
             bytes: 3072.0,
             tensors: vec![],
             frame_bytes: Default::default(),
+            codec: Default::default(),
         },
         cuts: oracle
             .cuts()
@@ -178,6 +179,7 @@ fn live_oracle_on_a_generated_model() {
             .map(|c| cnnpc::planner::profile::CutPoint {
                 sliced_share: 0.0,
                 frame_bytes: Default::default(),
+                codec: Default::default(),
                 name: c.after_node.clone(),
                 channels: c.channels as u32,
                 elements: 0,

@@ -65,6 +65,7 @@ fn profile() -> Profile {
         CutPoint {
             sliced_share: 0.0,
             frame_bytes: Default::default(),
+            codec: Default::default(),
             name: name.into(),
             channels,
             elements: elements as u64,
@@ -84,6 +85,7 @@ fn profile() -> Profile {
             bytes: 30000.0,
             tensors: vec![],
             frame_bytes: Default::default(),
+            codec: Default::default(),
         },
         cuts: vec![
             cut("relu1", 8, &[1, 8, 16, 16]),

@@ -129,6 +129,12 @@ fn live_agreement(model: &Path, keep: Option<&str>, files: &[String]) -> (u64, f
                 last = Some(c);
                 break;
             }
+            // A failed shadow call counts as an error, not a row: say so now, not in 30 s.
+            let log = entry.log();
+            assert!(
+                !log.contains("shadow comparison failed"),
+                "request {i}'s shadow call failed: {log}"
+            );
             assert!(
                 Instant::now() < deadline,
                 "request {i}'s shadow row never arrived ({n} rows counted)"

@@ -212,45 +212,66 @@ fn frame_bytes(tensors: &[(&[f32], Vec<usize>)]) -> Result<BTreeMap<WireEncoding
     Ok(out)
 }
 
+/// A codec cost per encoding.
+type CodecCosts = BTreeMap<WireEncoding, CodecCost>;
+
 /// ns per element to frame and to read back every tensor of `crossings`, per encoding: the
-/// median over [`CODEC_ROUNDS`] rounds of the total time over the total elements.
+/// median over [`CODEC_ROUNDS`] rounds of the total time over the total elements; and the same
+/// for each crossing on its own (its time over its elements), in the same rounds.
 fn codec_costs(
     crossings: &[Vec<(&[f32], Vec<usize>)>],
-) -> Result<BTreeMap<WireEncoding, CodecCost>, OnnxError> {
+) -> Result<(CodecCosts, Vec<CodecCosts>), OnnxError> {
     let limits = FrameLimits {
         max_elements: u64::MAX,
         max_payload_bytes: u64::MAX,
         ..FrameLimits::default()
     };
     let elements: usize = crossings.iter().flatten().map(|(v, _)| v.len()).sum();
+    let per_elements: Vec<usize> = crossings
+        .iter()
+        .map(|c| c.iter().map(|(v, _)| v.len()).sum())
+        .collect();
+    let cost = |encode: &mut Vec<f64>, decode: &mut Vec<f64>| CodecCost {
+        encode_ns: median(encode),
+        decode_ns: median(decode),
+    };
     let mut out = BTreeMap::new();
+    let mut each: Vec<CodecCosts> = vec![BTreeMap::new(); crossings.len()];
     for enc in WireEncoding::ALL {
         let (mut encode, mut decode) = (Vec::new(), Vec::new());
+        let mut one = vec![(Vec::new(), Vec::new()); crossings.len()];
         for _ in 0..CODEC_ROUNDS {
             let (mut e_ns, mut d_ns) = (0.0, 0.0);
-            for (values, shape) in crossings.iter().flatten() {
-                let t = Instant::now();
-                let bytes = frame(values, shape, enc)?;
-                e_ns += t.elapsed().as_nanos() as f64;
-                let t = Instant::now();
-                let back = Frame::decode(&bytes, &limits)
-                    .and_then(|f| f.to_f32())
-                    .map_err(|e| OnnxError::Invalid(format!("reading back a {enc} frame: {e}")))?;
-                d_ns += t.elapsed().as_nanos() as f64;
-                debug_assert_eq!(back.len(), values.len());
+            for (k, crossing) in crossings.iter().enumerate() {
+                let (mut ce, mut cd) = (0.0, 0.0);
+                for (values, shape) in crossing {
+                    let t = Instant::now();
+                    let bytes = frame(values, shape, enc)?;
+                    ce += t.elapsed().as_nanos() as f64;
+                    let t = Instant::now();
+                    let back = Frame::decode(&bytes, &limits)
+                        .and_then(|f| f.to_f32())
+                        .map_err(|e| {
+                            OnnxError::Invalid(format!("reading back a {enc} frame: {e}"))
+                        })?;
+                    cd += t.elapsed().as_nanos() as f64;
+                    debug_assert_eq!(back.len(), values.len());
+                }
+                let n = per_elements[k].max(1) as f64;
+                one[k].0.push(ce / n);
+                one[k].1.push(cd / n);
+                e_ns += ce;
+                d_ns += cd;
             }
             encode.push(e_ns / elements.max(1) as f64);
             decode.push(d_ns / elements.max(1) as f64);
         }
-        out.insert(
-            enc,
-            CodecCost {
-                encode_ns: median(&mut encode),
-                decode_ns: median(&mut decode),
-            },
-        );
+        out.insert(enc, cost(&mut encode, &mut decode));
+        for (k, (e, d)) in one.iter_mut().enumerate() {
+            each[k].insert(enc, cost(e, d));
+        }
     }
-    Ok(out)
+    Ok((out, each))
 }
 
 /// What a tier pays for starting after an idle pause: the first segment with its input read
@@ -545,7 +566,7 @@ pub fn profile_model(
         .iter()
         .map(|c| frame_bytes(c))
         .collect::<Result<_, _>>()?;
-    let codec = codec_costs(&crossings)?;
+    let (codec, crossing_codecs) = codec_costs(&crossings)?;
     let wake = match (runners.first(), crossings.get(1)) {
         (Some((first, feed)), Some(output)) if opts.wake => {
             wake_cost(first, feed, &crossings[0], output)?
@@ -558,7 +579,8 @@ pub fn profile_model(
         .iter()
         .zip(shares)
         .zip(&sizes[1..])
-        .map(|((c, sliced_share), frame_bytes)| {
+        .zip(&crossing_codecs[1..])
+        .map(|(((c, sliced_share), frame_bytes), codec)| {
             let n: u64 = c.tensors.iter().map(|t| elements(&t.shape)).sum();
             CutPoint {
                 sliced_share,
@@ -575,6 +597,7 @@ pub fn profile_model(
                     })
                     .collect(),
                 frame_bytes: frame_bytes.clone(),
+                codec: codec.clone(),
             }
         })
         .collect();
@@ -611,6 +634,7 @@ pub fn profile_model(
             bytes: input_elements as f64 * 4.0,
             tensors: input_tensors,
             frame_bytes: sizes[0].clone(),
+            codec: crossing_codecs[0].clone(),
         },
         cuts,
         devices,

@@ -279,11 +279,15 @@ impl<'a> LatencyModel<'a> {
     }
 
     /// ns per element to encode and decode in `enc`, where the profile measured them.
-    fn codec(&self, enc: WireEncoding) -> (f64, f64) {
-        self.profile
-            .wire
-            .as_ref()
-            .and_then(|w| w.codec.get(&enc))
+    /// (encode, decode) ns per element of what crosses at `crossing` in `enc`: the tensor's
+    /// own measured cost, else the profile's over every crossing, else nothing.
+    fn codec(&self, crossing: Crossing, enc: WireEncoding) -> (f64, f64) {
+        let own = match crossing {
+            Crossing::Input => &self.profile.input.codec,
+            Crossing::Cut(c) => &self.profile.cuts[c].codec,
+        };
+        own.get(&enc)
+            .or_else(|| self.profile.wire.as_ref().and_then(|w| w.codec.get(&enc)))
             .map_or((0.0, 0.0), |c| (c.encode_ns, c.decode_ns))
     }
 
@@ -321,20 +325,20 @@ impl<'a> LatencyModel<'a> {
             .zip(&layout.crossings)
             .enumerate()
         {
+            let Some(crossing) = *crossing else { continue };
             let (at, frame_bytes, elements, enc) = match crossing {
-                None => continue,
-                Some(Crossing::Input) => (
+                Crossing::Input => (
                     Amount::Fixed,
                     self.input_bytes(),
                     self.profile.input.elements as f64,
                     self.encoding.for_input(),
                 ),
-                Some(Crossing::Cut(c)) => {
-                    let i = layout.cuts.binary_search(c).expect("cut is listed");
-                    let cut = &self.profile.cuts[*c];
+                Crossing::Cut(c) => {
+                    let i = layout.cuts.binary_search(&c).expect("cut is listed");
+                    let cut = &self.profile.cuts[c];
                     (
                         Amount::PerChannel(i),
-                        self.bytes_per_channel(*c),
+                        self.bytes_per_channel(c),
                         cut.elements as f64 / f64::from(cut.channels.max(1)),
                         self.encoding,
                     )
@@ -343,7 +347,7 @@ impl<'a> LatencyModel<'a> {
             transfer[l].fixed_ms += link.hop_ms + hop_extra;
             transfer[l].add(at, link.transfer_ms(frame_bytes));
             bytes[l].add(at, frame_bytes);
-            let (enc_ns, dec_ns) = self.codec(enc);
+            let (enc_ns, dec_ns) = self.codec(crossing, enc);
             if !self.passes_through(layout, l) {
                 codec[l].add(at, enc_ns * elements * tiers[l].codec_scale / 1e6);
             }
@@ -374,7 +378,7 @@ impl<'a> LatencyModel<'a> {
             // unless it forwards it as it came.
             Some(w) => {
                 let n = self.profile.input.elements as f64;
-                let (enc_ns, dec_ns) = self.codec(WireEncoding::F32);
+                let (enc_ns, dec_ns) = self.codec(Crossing::Input, WireEncoding::F32);
                 if !self.passes_through(layout, 0) {
                     codec[0].fixed_ms += dec_ns * n * tiers[0].codec_scale / 1e6;
                 }

@@ -90,6 +90,11 @@ pub struct TensorSize {
     /// the input the profile ran: what the wire carries, where the formula counts raw bits.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub frame_bytes: BTreeMap<WireEncoding, f64>,
+    /// Measured codec cost of this tensor per wire encoding, ns per element: framing a wide,
+    /// sparse early map costs a few ns per value, a deep narrow one with many channels several
+    /// times that (per-channel parameters, less compressible data). Absent: `wire.codec`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub codec: BTreeMap<WireEncoding, CodecCost>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +118,9 @@ pub struct CutPoint {
     /// [`TensorSize::frame_bytes`]); per channel kept, a share of them crosses.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub frame_bytes: BTreeMap<WireEncoding, f64>,
+    /// Measured codec cost of the cut tensor per wire encoding (see [`TensorSize::codec`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub codec: BTreeMap<WireEncoding, CodecCost>,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -194,6 +202,21 @@ impl Profile {
                 return Err(invalid(format!(
                     "{at}.frame_bytes.{e} must be a finite number > 0, got {b}"
                 )));
+            }
+        }
+        let codecs = std::iter::once(("input".to_string(), &self.input.codec)).chain(
+            self.cuts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("cuts[{i}]"), &c.codec)),
+        );
+        for (at, codec) in codecs {
+            for (e, c) in codec {
+                if !(finite_nonneg(c.encode_ns) && finite_nonneg(c.decode_ns)) {
+                    return Err(invalid(format!(
+                        "{at}.codec.{e} must be finite numbers >= 0, got {c:?}"
+                    )));
+                }
             }
         }
         if let Some(w) = &self.wire {
