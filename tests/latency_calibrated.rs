@@ -366,3 +366,14 @@ fn a_crossings_own_codec_cost_is_priced_where_it_crosses_and_the_average_elsewhe
         "the search's linear form agrees",
     );
 }
+
+#[test]
+fn a_crossings_negative_codec_cost_is_refused_and_named() {
+    let bad = PROFILE.replace(
+        "frame_bytes: {f32: 1637, f16: 700, int8: 300, int4: 200}}",
+        "frame_bytes: {f32: 1637, f16: 700, int8: 300, int4: 200}, codec: {int8: {encode_ns: -1, decode_ns: 1}}}",
+    );
+    assert_ne!(bad, PROFILE, "the test edits cut 1");
+    let e = Profile::parse(&bad).unwrap_err().to_string();
+    assert!(e.contains("cuts[1].codec.int8"), "{e}");
+}

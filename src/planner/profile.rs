@@ -191,32 +191,29 @@ impl Profile {
         if self.devices.is_empty() {
             return Err(invalid("no devices".into()));
         }
-        let sizes = std::iter::once(("input".to_string(), &self.input.frame_bytes)).chain(
+        // What was measured per crossing: its frame bytes and its own codec costs.
+        let crossings = std::iter::once((
+            "input".to_string(),
+            &self.input.frame_bytes,
+            &self.input.codec,
+        ))
+        .chain(
             self.cuts
                 .iter()
                 .enumerate()
-                .map(|(i, c)| (format!("cuts[{i}]"), &c.frame_bytes)),
+                .map(|(i, c)| (format!("cuts[{i}]"), &c.frame_bytes, &c.codec)),
         );
-        for (at, sizes) in sizes {
+        for (at, sizes, codec) in crossings {
             if let Some((e, b)) = sizes.iter().find(|(_, b)| !(b.is_finite() && **b > 0.0)) {
                 return Err(invalid(format!(
                     "{at}.frame_bytes.{e} must be a finite number > 0, got {b}"
                 )));
             }
-        }
-        let codecs = std::iter::once(("input".to_string(), &self.input.codec)).chain(
-            self.cuts
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (format!("cuts[{i}]"), &c.codec)),
-        );
-        for (at, codec) in codecs {
-            for (e, c) in codec {
-                if !(finite_nonneg(c.encode_ns) && finite_nonneg(c.decode_ns)) {
-                    return Err(invalid(format!(
-                        "{at}.codec.{e} must be finite numbers >= 0, got {c:?}"
-                    )));
-                }
+            let bad = |c: &CodecCost| !(finite_nonneg(c.encode_ns) && finite_nonneg(c.decode_ns));
+            if let Some((e, c)) = codec.iter().find(|(_, c)| bad(c)) {
+                return Err(invalid(format!(
+                    "{at}.codec.{e} must be finite numbers >= 0, got {c:?}"
+                )));
             }
         }
         if let Some(w) = &self.wire {
