@@ -212,6 +212,15 @@ fn frame_bytes(tensors: &[(&[f32], Vec<usize>)]) -> Result<BTreeMap<WireEncoding
     Ok(out)
 }
 
+/// Frame limits that accept whatever the profile itself framed (a model's own tensors).
+fn unbounded() -> FrameLimits {
+    FrameLimits {
+        max_elements: u64::MAX,
+        max_payload_bytes: u64::MAX,
+        ..FrameLimits::default()
+    }
+}
+
 /// A codec cost per encoding.
 type CodecCosts = BTreeMap<WireEncoding, CodecCost>;
 
@@ -221,11 +230,7 @@ type CodecCosts = BTreeMap<WireEncoding, CodecCost>;
 fn codec_costs(
     crossings: &[Vec<(&[f32], Vec<usize>)>],
 ) -> Result<(CodecCosts, Vec<CodecCosts>), OnnxError> {
-    let limits = FrameLimits {
-        max_elements: u64::MAX,
-        max_payload_bytes: u64::MAX,
-        ..FrameLimits::default()
-    };
+    let limits = unbounded();
     let elements: usize = crossings.iter().flatten().map(|(v, _)| v.len()).sum();
     let per_elements: Vec<usize> = crossings
         .iter()
@@ -284,11 +289,7 @@ fn wake_cost(
     input: &[(&[f32], Vec<usize>)],
     output: &[(&[f32], Vec<usize>)],
 ) -> Result<WakeCost, OnnxError> {
-    let limits = FrameLimits {
-        max_elements: u64::MAX,
-        max_payload_bytes: u64::MAX,
-        ..FrameLimits::default()
-    };
+    let limits = unbounded();
     let frames: Vec<Vec<u8>> = input
         .iter()
         .map(|(v, shape)| frame(v, shape, WireEncoding::F32))

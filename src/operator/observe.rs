@@ -4,8 +4,8 @@
 //! window holds enough to act on is [`evidence`](super::evidence)'s to judge.
 //! The shards export (`runtime::metrics`) `cnnpc_shard_compute_seconds{tier}`,
 //! `cnnpc_shard_codec_seconds{tier}`, `cnnpc_hop_seconds{from,to}` and
-//! `cnnpc_hop_bytes_total{from,to}` and, at the entry tier, `cnnpc_request_seconds`. All of the controller's metric I/O is here; the parsing is pure and
-//! tested on its own.
+//! `cnnpc_hop_bytes_total{from,to}` and, at the entry tier, `cnnpc_request_seconds`. All of
+//! the controller's metric I/O is here; the parsing is pure and tested on its own.
 
 use super::evidence::{Totals, Window};
 use crate::runtime::metrics::samples;

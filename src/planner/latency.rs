@@ -278,7 +278,6 @@ impl<'a> LatencyModel<'a> {
         }
     }
 
-    /// ns per element to encode and decode in `enc`, where the profile measured them.
     /// (encode, decode) ns per element of what crosses at `crossing` in `enc`: the tensor's
     /// own measured cost, else the profile's over every crossing, else nothing.
     fn codec(&self, crossing: Crossing, enc: WireEncoding) -> (f64, f64) {
