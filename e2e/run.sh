@@ -115,7 +115,9 @@ if [[ "$MODE" == kind ]]; then
   kind load docker-image "$IMAGE" --name "$CLUSTER"
   pull_policy=Never
 else
-  kubectl version --request-timeout=10s -o json 2>/dev/null | grep -q '"serverVersion"' \
+  # Captured, not piped into `grep -q`: under pipefail an early grep exit can SIGPIPE kubectl.
+  server="$(kubectl version --request-timeout=10s -o json 2>/dev/null || true)"
+  [[ "$server" == *'"serverVersion"'* ]] \
     || die "no reachable cluster in the current kubeconfig context ($(kubectl config current-context 2>/dev/null || echo none))"
   log "using the existing cluster of context $(kubectl config current-context)"
   pull_policy=IfNotPresent

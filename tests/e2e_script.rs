@@ -412,16 +412,22 @@ fn a_failing_test_step_fails_the_run_and_still_cleans_up() {
     assert!(r.stdout.contains("KEEP=1: keeping"), "{}", r.stdout);
 }
 
+/// Every shell script the project runs: CI, the e2e suite, the fetch and bench scripts.
+const SHELL_SCRIPTS: [&str; 7] = [
+    ".ci/run",
+    "e2e/run.sh",
+    "scripts/bench-demo.sh",
+    "scripts/fetch-models.sh",
+    "scripts/fetch-oip-client.sh",
+    "scripts/fetch-tools.sh",
+    "scripts/render-manifests.sh",
+];
+
 #[test]
 fn the_scripts_are_shellcheck_clean() {
     let out = Command::new("shellcheck")
         .arg("--severity=style")
-        .args([
-            "e2e/run.sh",
-            "scripts/fetch-models.sh",
-            "scripts/fetch-tools.sh",
-            "scripts/render-manifests.sh",
-        ])
+        .args(SHELL_SCRIPTS)
         .current_dir(common::root())
         .output()
         .unwrap_or_else(|e| panic!("shellcheck is not installed (.ci/run installs Debian's): {e}"));
@@ -430,4 +436,48 @@ fn the_scripts_are_shellcheck_clean() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// Under `set -o pipefail`, a reader that exits before its writer is done (`head`, `grep -q`,
+/// `grep -m`) makes the writer die of SIGPIPE and the whole pipeline fail with 141, at random:
+/// CI once failed in 4 s on `kubectl version --client | head -n1` in fetch-tools.sh. Shellcheck
+/// does not see it, so this does: capture the output and cut it in bash instead.
+#[test]
+fn no_pipefail_script_pipes_into_a_reader_that_exits_early() {
+    let early_exit = early_exit_pipes();
+    let mut offenders = Vec::new();
+    for script in SHELL_SCRIPTS {
+        let text = std::fs::read_to_string(common::root().join(script))
+            .unwrap_or_else(|e| panic!("{script}: {e}"));
+        assert!(text.contains("pipefail"), "{script} does not set pipefail");
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split(" #").next().unwrap_or("");
+            if code.trim_start().starts_with('#') {
+                continue;
+            }
+            if early_exit.iter().any(|p| code.contains(p)) {
+                offenders.push(format!("{script}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "SIGPIPE-prone pipes:\n{}",
+        offenders.join("\n")
+    );
+}
+
+/// The pipe-into-early-exit shapes, with and without a space after the bar.
+fn early_exit_pipes() -> Vec<String> {
+    let readers = [
+        "head",
+        "grep -q",
+        "grep -m",
+        "grep --max-count",
+        "grep --quiet",
+    ];
+    readers
+        .iter()
+        .flat_map(|r| [format!("| {r}"), format!("|{r}")])
+        .collect()
 }
