@@ -244,32 +244,89 @@ pub fn encode_into(
                 }
             });
             if enc == WireEncoding::Int4 {
-                let n = payload.len();
-                for k in 0..n.div_ceil(2) {
-                    let lo = payload[2 * k];
-                    let hi = if 2 * k + 1 < n { payload[2 * k + 1] } else { 0 };
-                    payload[k] = lo | (hi << 4);
-                }
-                payload.truncate(n.div_ceil(2));
+                pack_nibbles(payload);
             }
         }
     }
     Ok(())
 }
 
+/// Packs one 4-bit code per byte into two per byte, in place (the buffer keeps its
+/// allocation): element `2k` in the low nibble of byte `k`, `2k+1` in the high one, an odd
+/// count's last high nibble 0.
+///
+/// Each pair is read as one little-endian u16 `v = lo | hi << 8` (codes ≤ 15), so
+/// `v | v >> 4` holds `lo | hi << 4` in its low byte: a shift on 16-bit lanes, which x86 has
+/// and 8-bit lanes do not. In blocks of [`PACK_BLOCK`] pairs: block `j ≥ 1` writes bytes
+/// `[jB, jB + B)`, all before the `[2jB, 2jB + 2B)` it reads, so the two are disjoint slices
+/// and the loop vectorises (indexing one buffer both ways ran byte by byte, 0.58 ns per value).
+fn pack_nibbles(codes: &mut Vec<u8>) {
+    let n = codes.len();
+    let pairs = n / 2;
+    let pack = |dst: &mut [u8], src: &[u8]| {
+        for (d, pair) in dst.iter_mut().zip(src.chunks_exact(2)) {
+            let v = u16::from_le_bytes([pair[0], pair[1]]);
+            *d = (v | (v >> 4)) as u8;
+        }
+    };
+    // Block 0 overlaps itself: through a copy on the stack.
+    let first = pairs.min(PACK_BLOCK);
+    let mut head = [0u8; 2 * PACK_BLOCK];
+    head[..2 * first].copy_from_slice(&codes[..2 * first]);
+    pack(&mut codes[..first], &head[..2 * first]);
+    let mut j = 1;
+    while j * PACK_BLOCK < pairs {
+        let (w, b) = (j * PACK_BLOCK, PACK_BLOCK.min(pairs - j * PACK_BLOCK));
+        let (left, right) = codes.split_at_mut(2 * w);
+        pack(&mut left[w..w + b], &right[..2 * b]);
+        j += 1;
+    }
+    if n % 2 == 1 {
+        codes[pairs] = codes[n - 1];
+    }
+    codes.truncate(n.div_ceil(2));
+}
+
+/// Pairs packed per block by [`pack_nibbles`].
+const PACK_BLOCK: usize = 256;
+
+/// The least and greatest finite values of `run`; (+inf, −inf) when it has none.
+///
+/// In 16 independent lanes, folded at the end: a single running min/max is a chain
+/// the compiler may not reorder (float min is not associative under its NaN rules), so it ran
+/// one value at a time, 1.4 ns per value; the lanes vectorise, 0.2 ns. Non-finite values
+/// become NaN, and a comparison with NaN is false, so they never replace a bound.
+fn finite_range(run: &[f32]) -> (f32, f32) {
+    const LANES: usize = 16;
+    let mut lo = [f32::INFINITY; LANES];
+    let mut hi = [f32::NEG_INFINITY; LANES];
+    let chunks = run.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(chunk) {
+            let y = if x.is_finite() { x } else { f32::NAN };
+            *l = if y < *l { y } else { *l };
+            *h = if y > *h { y } else { *h };
+        }
+    }
+    let finite = rest.iter().copied().filter(|x| x.is_finite());
+    let lo = lo
+        .into_iter()
+        .chain(finite.clone())
+        .fold(f32::INFINITY, f32::min);
+    let hi = hi
+        .into_iter()
+        .chain(finite)
+        .fold(f32::NEG_INFINITY, f32::max);
+    (lo, hi)
+}
+
 /// Affine min/max parameters per channel, over finite values only.
 fn channel_params(values: &[f32], layout: Layout, top: u8, out: &mut Vec<ChannelQuant>) {
     let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); layout.channels];
     layout.for_each_run(|c, start| {
-        let (mut lo, mut hi) = ranges[c];
-        for &x in &values[start..start + layout.inner] {
-            // Non-finite values become NaN, which `min`/`max` pass over: a select, not a
-            // branch, so the loop vectorises.
-            let y = if x.is_finite() { x } else { f32::NAN };
-            lo = lo.min(y);
-            hi = hi.max(y);
-        }
-        ranges[c] = (lo, hi);
+        let (lo, hi) = finite_range(&values[start..start + layout.inner]);
+        ranges[c] = (ranges[c].0.min(lo), ranges[c].1.max(hi));
     });
     out.extend(ranges.into_iter().map(|(lo, hi)| {
         if lo > hi {
@@ -418,20 +475,69 @@ pub fn decode_into(
         WireEncoding::Int8 | WireEncoding::Int4 => {
             out.resize(n, 0.0);
             let int4 = enc == WireEncoding::Int4;
+            let codes = usize::from(max_code(enc).unwrap_or(u8::MAX)) + 1;
+            let mut table = [0f32; 256];
             layout.for_each_run(|c, start| {
                 let q = params.channels[c];
-                for (i, dst) in (start..).zip(&mut out[start..start + layout.inner]) {
-                    let code = if int4 {
-                        (payload[i / 2] >> (4 * (i % 2))) & 0x0f
-                    } else {
-                        payload[i]
-                    };
-                    *dst = dequantise(code, q);
+                let run = &mut out[start..start + layout.inner];
+                if run.len() < codes {
+                    // Shorter than a table: each value directly.
+                    for (i, dst) in (start..).zip(run) {
+                        *dst = dequantise(code_at(payload, i, int4), q);
+                    }
+                    return;
+                }
+                // The channel's every code decoded once (the same f64 arithmetic), then looked
+                // up: the per-value f64 multiply-add and nibble arithmetic ran one value at a
+                // time.
+                for (code, v) in table[..codes].iter_mut().enumerate() {
+                    *v = dequantise(code as u8, q);
+                }
+                if int4 {
+                    unpack_nibbles(payload, start, run, &table);
+                } else {
+                    for (dst, &b) in run.iter_mut().zip(&payload[start..]) {
+                        *dst = table[usize::from(b)];
+                    }
                 }
             });
         }
     }
     Ok(())
+}
+
+/// The code of element `i` of a payload: its byte, or its nibble for int4.
+#[inline]
+fn code_at(payload: &[u8], i: usize, int4: bool) -> u8 {
+    if int4 {
+        (payload[i / 2] >> (4 * (i % 2))) & 0x0f
+    } else {
+        payload[i]
+    }
+}
+
+/// Decodes the int4 elements `start..start + run.len()` of `payload` into `run` through
+/// `table` (code → value): byte by byte, two values each, with an odd element at either end
+/// on its own.
+fn unpack_nibbles(payload: &[u8], start: usize, run: &mut [f32], table: &[f32; 256]) {
+    let (mut i, end) = (start, start + run.len());
+    let mut out = run.iter_mut();
+    if i % 2 == 1 && i < end {
+        if let Some(d) = out.next() {
+            *d = table[usize::from(payload[i / 2] >> 4)];
+        }
+        i += 1;
+    }
+    let pairs = (end - i) / 2;
+    let rest = out.into_slice();
+    let (body, tail) = rest.split_at_mut(2 * pairs);
+    for (d, &b) in body.chunks_exact_mut(2).zip(&payload[i / 2..i / 2 + pairs]) {
+        d[0] = table[usize::from(b & 0x0f)];
+        d[1] = table[usize::from(b >> 4)];
+    }
+    if let Some(d) = tail.first_mut() {
+        *d = table[usize::from(payload[(i + 2 * pairs) / 2] & 0x0f)];
+    }
 }
 
 /// What the receiving tier sees after `enc`: `decode(encode(values))`.
@@ -647,6 +753,86 @@ mod tests {
         // Float encodings carry no parameters.
         let f = encode(&[1.0], &[1], 0, F16).unwrap();
         assert!(decode(&f.payload, &[1], 0, F16, &e.params).is_err());
+    }
+
+    /// The codecs before their fast paths (one value at a time): what the lanes, the block
+    /// packing and the decode tables must reproduce bit for bit.
+    fn reference_encode(values: &[f32], shape: &[usize], axis: usize, top: u8) -> Vec<u8> {
+        let inner: usize = shape[axis + 1..].iter().product();
+        let channels = shape[axis];
+        let mut range = vec![(f32::INFINITY, f32::NEG_INFINITY); channels];
+        for (i, &x) in values.iter().enumerate() {
+            let c = (i / inner) % channels;
+            if x.is_finite() {
+                range[c] = (range[c].0.min(x), range[c].1.max(x));
+            }
+        }
+        let codes: Vec<u8> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                let (lo, hi) = range[(i / inner) % channels];
+                if lo >= hi {
+                    return 0;
+                }
+                let scale = ((f64::from(hi) - f64::from(lo)) / f64::from(top)) as f32;
+                quantise(x, lo, scale, f32::from(top))
+            })
+            .collect();
+        if top == 15 {
+            let mut packed = vec![0u8; codes.len().div_ceil(2)];
+            for (i, &c) in codes.iter().enumerate() {
+                packed[i / 2] |= c << (4 * (i % 2));
+            }
+            packed
+        } else {
+            codes
+        }
+    }
+
+    #[test]
+    fn fast_paths_match_the_value_at_a_time_codecs() {
+        // Runs longer than both tables, odd runs starting on odd elements, payloads across
+        // several pack blocks, an odd total, and non-finite values in a long channel.
+        let shapes: [(&[usize], usize); 6] = [
+            (&[1, 4, 112, 112], 1),
+            (&[2, 3, 171], 1),
+            (&[1, 1, 1025], 1),
+            (&[3, 517], 0),
+            (&[5, 301], 1),
+            (&[1, 2, 17], 1),
+        ];
+        for (shape, axis) in shapes {
+            let n: usize = shape.iter().product();
+            let mut v: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919 + 13) % 1009) as f32 / 97.0 - 0.375)
+                .collect();
+            v[n / 3] = f32::NAN;
+            v[n / 2] = f32::INFINITY;
+            v[n - 1] = f32::NEG_INFINITY;
+            for enc in [Int8, Int4] {
+                let top = max_code(enc).unwrap();
+                let e = encode(&v, shape, axis, enc).unwrap();
+                assert_eq!(
+                    e.payload,
+                    reference_encode(&v, shape, axis, top),
+                    "{enc} {shape:?}"
+                );
+                let inner: usize = shape[axis + 1..].iter().product();
+                let d = decode(&e.payload, shape, axis, enc, &e.params).unwrap();
+                for (i, &y) in d.iter().enumerate() {
+                    let q = e.params.channels[(i / inner) % shape[axis]];
+                    let want = dequantise(code_at(&e.payload, i, enc == Int4), q);
+                    assert_eq!(y.to_bits(), want.to_bits(), "{enc} {shape:?} element {i}");
+                }
+            }
+        }
+        // Packing keeps the buffer it was given.
+        let mut e = Encoded::default();
+        encode_into(&[1.0; 4096], &[4096], 0, Int8, &mut e).unwrap();
+        let cap = e.payload.capacity();
+        encode_into(&[2.0; 4096], &[4096], 0, Int4, &mut e).unwrap();
+        assert_eq!((e.payload.len(), e.payload.capacity()), (2048, cap));
     }
 
     #[test]
