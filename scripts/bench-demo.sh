@@ -21,6 +21,17 @@ for i in $(seq 1 "$runs"); do
 done
 python3 - "$tmp" "$runs" "$out_json" "$out_md" <<'PY'
 import json, statistics, sys
+
+
+def plan_label(c):
+    """Deployment, cuts as point:kept/channels, and what crosses: the cuts' encoding, or for a
+    plan without cuts the input's (never below 8 bits, as the planner prices it)."""
+    cuts = [f'{x["point"]}:{x["kept_channels"]}/{x["channels"]}' for x in c["cuts"]]
+    enc = c["wire_encoding"]
+    if not cuts:
+        return f'{c["deployment"]}, input {"int8" if enc == "int4" else enc}'
+    return " ".join([c["deployment"]] + cuts + [enc])
+
 tmp, runs, out_json, out_md = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 rows = []
 for i in range(1, runs + 1):
@@ -43,7 +54,7 @@ for i in range(1, runs + 1):
         "wall_s": round(end - start, 1),
         "oracle_calls": r["oracle_calls"],
         "oracle_samples": r["oracle_samples"],
-        "plan": f'{c["deployment"]} ' + " ".join(f'{x["point"]}:{x["kept_channels"]}/{x["channels"]}' for x in c["cuts"]) + f' {c["wire_encoding"]}',
+        "plan": plan_label(c),
         "speedup_vs_end_only": s.get("vs_end_only"),
         "speedup_vs_neurosurgeon": s.get("vs_neurosurgeon"),
         "measured_over_predicted": s.get("measured_over_predicted"),
@@ -54,7 +65,7 @@ for i in range(1, runs + 1):
         "host_ms": r["host_ms"],
         "pace_drift": r["serving_pace_ms"] / r["planning_pace_ms"],
         "cnnpc_terms": ", ".join(terms),
-        "neurosurgeon": next(p["deployment"] + " " + " ".join(str(x["point"]) for x in p["cuts"]) for p in r["plans"] if p["strategy"] == "neurosurgeon"),
+        "neurosurgeon": next(" ".join([p["deployment"]] + [str(x["point"]) for x in p["cuts"]]) for p in r["plans"] if p["strategy"] == "neurosurgeon"),
         "held_out_samples": h.get("samples"),
         "held_out_agreement": h.get("agreement"),
         "held_out_lower": h.get("lower"),

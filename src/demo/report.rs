@@ -347,16 +347,8 @@ impl DemoReport {
             "accuracy"
         );
         for p in &self.plans {
-            let cuts = if p.cuts.is_empty() {
-                "-".to_string()
-            } else {
-                p.cuts
-                    .iter()
-                    .map(|c| format!("{}:{}/{}", c.point, c.kept_channels, c.channels))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    + &format!(" {}", p.wire_encoding)
-            };
+            let crosses = p.predicted_bytes_per_request.values().any(|&b| b > 0.0);
+            let cuts = cuts_label(&p.cuts, p.wire_encoding, crosses);
             let _ = writeln!(
                 s,
                 "{:<13} {:<15} {:<22} {:>9.1} {:>8.1} {:>8.1} {:>11.0} {:>12.0} {:>8.1}% {:>8}",
@@ -428,9 +420,45 @@ impl DemoReport {
     }
 }
 
+/// A plan's cuts as `point:kept/channels ... encoding`; without cuts, what crosses (the
+/// input, in its own encoding, never below 8 bits) or `-` when nothing does.
+fn cuts_label(cuts: &[CutRow], enc: WireEncoding, crosses: bool) -> String {
+    if cuts.is_empty() {
+        return if crosses {
+            format!("input {}", enc.for_input())
+        } else {
+            "-".to_string()
+        };
+    }
+    let points: Vec<String> = cuts
+        .iter()
+        .map(|c| format!("{}:{}/{}", c.point, c.kept_channels, c.channels))
+        .collect();
+    format!("{} {enc}", points.join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_without_cuts_names_the_input_it_sends() {
+        let cut = CutRow {
+            point: 0,
+            name: "HardSwish.0".into(),
+            kept_channels: 4,
+            channels: 16,
+        };
+        let cuts = [cut];
+        assert_eq!(cuts_label(&cuts, WireEncoding::Int4, true), "0:4/16 int4");
+        assert_eq!(
+            cuts_label(&[], WireEncoding::Int4, true),
+            "input int8",
+            "an int4 plan sends its input in int8"
+        );
+        assert_eq!(cuts_label(&[], WireEncoding::F32, true), "input f32");
+        assert_eq!(cuts_label(&[], WireEncoding::Int4, false), "-");
+    }
 
     #[test]
     fn percentiles_are_observed_values_by_nearest_rank() {
