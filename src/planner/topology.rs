@@ -201,12 +201,13 @@ impl TopologySpec {
                     actual: profiled.tier.clone(),
                 });
             }
+            let compute_scale = host_factor(profile, &profiled.run_ms) * slowdown;
             tiers.push(Tier {
                 name: tier.clone(),
                 device: device.clone(),
                 run_ms: profiled.run_ms.iter().map(|ms| ms * slowdown).collect(),
-                codec_scale: host_factor(profile, &profiled.run_ms) * slowdown * codec,
-                compute_scale: host_factor(profile, &profiled.run_ms) * slowdown,
+                codec_scale: compute_scale * codec,
+                compute_scale,
             });
         }
         Ok(Topology {
