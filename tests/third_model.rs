@@ -5,27 +5,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
-const SHAPE: &str = "1,3,48,192";
-
-fn cls_model() -> Option<PathBuf> {
-    let p = common::root().join("models/ppocr_cls.onnx");
-    if p.is_file() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("CNNPC_REQUIRE_MODELS").as_deref() != Ok("1"),
-        "CNNPC_REQUIRE_MODELS=1 but {} is missing: run scripts/fetch-models.sh",
-        p.display()
-    );
-    eprintln!(
-        "*** SKIPPED: {} missing (bash scripts/fetch-models.sh) ***",
-        p.display()
-    );
-    None
-}
+use common::shard::{ppocr_model as cls_model, PPOCR_PREPROCESS, PPOCR_SHAPE as SHAPE};
 
 fn cnnpc(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cnnpc"))
@@ -107,7 +89,7 @@ fn the_demo_on_a_labelled_image_folder_meets_the_floor_on_held_out_images() {
         images.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
-    let (code, out, err) = cnnpc(&[
+    let mut args = vec![
         "demo",
         "--model",
         model.to_str().unwrap(),
@@ -115,13 +97,9 @@ fn the_demo_on_a_labelled_image_folder_meets_the_floor_on_held_out_images() {
         SHAPE,
         "--calibration",
         images.to_str().unwrap(),
-        // PP-OCR's preprocessing: (pixel / 255 - 0.5) / 0.5.
-        "--scale",
-        "0.0039215686",
-        "--mean",
-        "0.5",
-        "--std",
-        "0.5",
+    ];
+    args.extend_from_slice(&PPOCR_PREPROCESS);
+    args.extend_from_slice(&[
         "--metric",
         "accuracy",
         "--min-accuracy",
@@ -136,6 +114,7 @@ fn the_demo_on_a_labelled_image_folder_meets_the_floor_on_held_out_images() {
         "--output",
         "json",
     ]);
+    let (code, out, err) = cnnpc(&args);
     assert_eq!(code, 0, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     let plans = report["plans"].as_array().unwrap();

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// PP-OCR's direction classifier: its input, and the preprocessing its images take.
 pub const PPOCR_SHAPE: &str = "1,3,48,192";
 pub const PPOCR_MODEL_NAME: &str = "cls";
+/// Its preprocessing, as `--scale/--mean/--std` arguments: (pixel / 255 - 0.5) / 0.5.
+pub const PPOCR_PREPROCESS: [&str; 6] =
+    ["--scale", "0.0039215686", "--mean", "0.5", "--std", "0.5"];
 /// Its first activation: the end → cloud cut the OIP and shadow tests split at.
 pub const PPOCR_CUT: &str = "relu_0.tmp_0";
 
@@ -47,13 +50,8 @@ pub fn ppocr(model: &Path, extra: &[&str]) -> ShardProcess {
         "0",
         "--plan-id",
         "p1",
-        "--scale",
-        "0.0039215686",
-        "--mean",
-        "0.5",
-        "--std",
-        "0.5",
     ];
+    args.extend_from_slice(&PPOCR_PREPROCESS);
     args.extend_from_slice(extra);
     ShardProcess::spawn(&args)
 }
