@@ -239,7 +239,6 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
         done,
         total,
     });
-    let serving_pace = model_pace(&full, &pace_input.data)?;
     let mut servers = Vec::with_capacity(plans.len());
     for plan in &plans {
         let tiers = pipeline_tiers(plan, &mut oracle, &model, opts)?;
@@ -248,7 +247,7 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
     // Every plan's servers run at once and the requests go round the plans, one at a time: no
     // two requests share the machine, and every plan meets the machine in the same states, so
     // the ratios between plans hold even while this machine's speed wanders.
-    let rows = runtime.block_on(async {
+    let (rows, serving_pace) = runtime.block_on(async {
         for p in &servers {
             // Warm-up: tract's first run and the connection pools are not what we measure.
             for x in inputs.iter().take(2) {
@@ -256,10 +255,19 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
             }
         }
         let mut before = Vec::with_capacity(servers.len());
+        let mut last = Vec::with_capacity(servers.len());
         for p in &servers {
-            before.push((p.link_bytes().await?, p.counters().await?));
+            before.push(p.link_bytes().await?);
+            last.push(p.counters().await?);
         }
         let mut latencies = vec![Vec::with_capacity(inputs.len()); servers.len()];
+        // Each request's own terms (its plan's counters read after it, between requests): the
+        // report sets their medians beside the latency's.
+        let mut terms = vec![Vec::with_capacity(inputs.len()); servers.len()];
+        // This machine's pace while serving: one run of the whole model per round, between
+        // rounds, so it meets every state the machine passes through while the plans are
+        // measured (its speed moved by a third within a minute here), not only the first.
+        let mut pace = Vec::with_capacity(inputs.len());
         let mut answers = vec![Vec::with_capacity(inputs.len()); servers.len()];
         for (i, x) in inputs.iter().enumerate() {
             for k in 0..servers.len() {
@@ -268,6 +276,9 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
                 let a = servers[j].infer(x, &shape).await?;
                 latencies[j].push(a.latency.as_secs_f64() * 1e3);
                 answers[j].push(argmax(&a.output));
+                let now = servers[j].counters().await?;
+                terms[j].push(now.since(&last[j]));
+                last[j] = now;
                 done += 1;
                 events(Event::Serving {
                     plan: &plans[j].strategy,
@@ -275,11 +286,11 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
                     total,
                 });
             }
+            pace.push(run_ms(&full, &pace_input.data)?);
         }
         let mut rows = Vec::with_capacity(servers.len());
-        for (j, (p, (bytes_before, counted))) in servers.into_iter().zip(before).enumerate() {
+        for (j, (p, bytes_before)) in servers.into_iter().zip(before).enumerate() {
             let after = p.link_bytes().await?;
-            let terms = p.counters().await?.since(&counted);
             p.stop().await?;
             let n = inputs.len() as f64;
             let bytes: BTreeMap<String, f64> = after
@@ -289,14 +300,14 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
             rows.push(PlanRow::new(
                 &plans[j],
                 &latencies[j],
-                terms,
+                &terms[j],
                 bytes,
                 &answers[j],
                 &reference,
                 test.labels.as_deref(),
             ));
         }
-        anyhow::Ok(rows)
+        anyhow::Ok((rows, crate::onnx::profile::median(&mut pace)))
     })?;
     Ok(DemoReport::new(
         &name,
@@ -315,19 +326,23 @@ const PACE_RUNS: usize = 9;
 
 /// The median ms of the whole model on `input` on this machine, now.
 fn model_pace(full: &TractShard, input: &[f32]) -> Result<f64> {
-    let shape = full.input_shape().to_vec();
     let mut ms = Vec::with_capacity(PACE_RUNS);
     for _ in 0..=PACE_RUNS {
-        let t = Instant::now();
-        full.run(crate::runtime::server::Tensor {
-            shape: shape.clone(),
-            data: input.to_vec(),
-        })
-        .map_err(anyhow::Error::msg)?;
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        ms.push(run_ms(full, input)?);
     }
     // The first run warms tract's scratch space.
     Ok(crate::onnx::profile::median(&mut ms[1..]))
+}
+
+/// Ms of one run of the whole model on `input`.
+fn run_ms(full: &TractShard, input: &[f32]) -> Result<f64> {
+    let t = Instant::now();
+    full.run(crate::runtime::server::Tensor {
+        shape: full.input_shape().to_vec(),
+        data: input.to_vec(),
+    })
+    .map_err(anyhow::Error::msg)?;
+    Ok(t.elapsed().as_secs_f64() * 1e3)
 }
 
 /// Values in the model's (single) input, as a client frames it.

@@ -70,12 +70,43 @@ pub struct Counters {
     pub hops: BTreeMap<String, (f64, f64)>,
 }
 
-/// Mean ms per request of each measured term: per tier compute and codec, per link the hop.
+/// Ms per request of each measured term: per tier compute and codec, per link the hop.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Terms {
     pub compute: BTreeMap<String, f64>,
     pub codec: BTreeMap<String, f64>,
     pub hops: BTreeMap<String, f64>,
+}
+
+impl Terms {
+    /// Every term's ms summed.
+    pub fn total(&self) -> f64 {
+        [&self.compute, &self.codec, &self.hops]
+            .iter()
+            .flat_map(|m| m.values())
+            .sum()
+    }
+
+    /// Each term's median over `requests` (one `Terms` per request). A mean would let one slow
+    /// request inflate a term, and the total it is set beside is a median too.
+    pub fn median(requests: &[Terms]) -> Terms {
+        let of = |pick: fn(&Terms) -> &BTreeMap<String, f64>| {
+            let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            for r in requests {
+                for (k, v) in pick(r) {
+                    per.entry(k.clone()).or_default().push(*v);
+                }
+            }
+            per.into_iter()
+                .map(|(k, mut v)| (k, median(&mut v)))
+                .collect()
+        };
+        Terms {
+            compute: of(|t| &t.compute),
+            codec: of(|t| &t.codec),
+            hops: of(|t| &t.hops),
+        }
+    }
 }
 
 impl Counters {

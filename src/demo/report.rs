@@ -44,20 +44,21 @@ pub struct PlanRow {
     pub oracle_agreement: Option<f64>,
     /// Its samples and interval (absent for the unmodified model, which agrees with itself).
     pub oracle_interval: Option<AccuracyEvidence>,
-    /// Per tier that computes: the latency model's compute time and the tier's own
-    /// `cnnpc_shard_compute_seconds` mean, ms per request.
+    /// Per tier that computes: the latency model's compute time and the median over requests of
+    /// the tier's own `cnnpc_shard_compute_seconds`, ms per request.
     pub predicted_compute_ms: BTreeMap<String, f64>,
     pub measured_compute_ms: BTreeMap<String, f64>,
-    /// Per tier that reads or frames a tensor: the model's codec time and the tier's own
-    /// `cnnpc_shard_codec_seconds` mean, ms per request.
+    /// Per tier that reads or frames a tensor: the model's codec time and the median of the
+    /// tier's own `cnnpc_shard_codec_seconds`, ms per request.
     pub predicted_codec_ms: BTreeMap<String, f64>,
     pub measured_codec_ms: BTreeMap<String, f64>,
-    /// Per link crossed: the model's transfer time and the receiver's `cnnpc_hop_seconds`
-    /// mean (request head to last body byte, through the emulated link), ms per request.
+    /// Per link crossed: the model's transfer time and the median of the receiver's
+    /// `cnnpc_hop_seconds` (request head to last body byte, through the emulated link), ms per
+    /// request.
     pub predicted_transfer_ms: BTreeMap<String, f64>,
     pub measured_hop_ms: BTreeMap<String, f64>,
-    /// What the terms leave: the model's per-hop overheads, and the measured mean minus every
-    /// measured term (serialisation, encoding, HTTP, scheduling).
+    /// What the terms leave: the model's per-hop overheads, and the median over requests of the
+    /// latency minus every measured term (serialisation, encoding, HTTP, scheduling).
     pub predicted_other_ms: f64,
     pub measured_other_ms: f64,
 }
@@ -98,11 +99,22 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The median over requests of what the measured terms leave of each request's latency (paired
+/// by request: the median of the differences, not the difference of the medians).
+fn median_residual(latencies_ms: &[f64], per_request: &[super::Terms]) -> f64 {
+    let mut left: Vec<f64> = latencies_ms
+        .iter()
+        .zip(per_request)
+        .map(|(ms, t)| ms - t.total())
+        .collect();
+    crate::onnx::profile::median(&mut left)
+}
+
 impl PlanRow {
     pub fn new(
         plan: &Plan,
         latencies_ms: &[f64],
-        terms: super::Terms,
+        per_request: &[super::Terms],
         bytes: BTreeMap<String, f64>,
         predicted: &[usize],
         reference: &[usize],
@@ -120,11 +132,12 @@ impl PlanRow {
                 .map(|l| (l.to_string(), m.get(*l).copied().unwrap_or(0.0)))
                 .collect()
         };
+        let measured_other_ms = median_residual(latencies_ms, per_request);
         let super::Terms {
             compute: measured_compute_ms,
             codec: measured_codec_ms,
             hops: measured_hop_ms,
-        } = terms;
+        } = super::Terms::median(per_request);
         let mean_ms = sorted.iter().sum::<f64>() / sorted.len().max(1) as f64;
         let predicted_compute_ms: BTreeMap<String, f64> = plan
             .tiers
@@ -149,9 +162,6 @@ impl PlanRow {
             .into_iter()
             .filter(|(t, ms)| predicted_codec_ms.contains_key(t) || *ms > 0.05)
             .collect();
-        let counted: f64 = measured_compute_ms.values().sum::<f64>()
-            + measured_codec_ms.values().sum::<f64>()
-            + measured_hop_ms.values().sum::<f64>();
         let predicted_other_ms = plan.latency_ms
             - predicted_compute_ms.values().sum::<f64>()
             - predicted_codec_ms.values().sum::<f64>()
@@ -164,7 +174,7 @@ impl PlanRow {
             predicted_transfer_ms,
             measured_hop_ms,
             predicted_other_ms,
-            measured_other_ms: mean_ms - counted,
+            measured_other_ms,
             strategy: plan.strategy.clone(),
             deployment: plan.deployment.clone(),
             cuts: plan
@@ -227,9 +237,10 @@ pub struct DemoReport {
     pub plans: Vec<PlanRow>,
     pub speedup: Option<Speedup>,
     pub seconds: f64,
-    /// This machine's pace: the whole model's median ms on it just before planning and just
-    /// before serving. Their ratio is how much the machine itself changed speed between the
-    /// profile every prediction rests on and the requests measured.
+    /// This machine's pace: the whole model's median ms on it just before planning, and over
+    /// one run between every round of requests while serving. Their ratio is how much the
+    /// machine itself changed speed between the profile every prediction rests on and the
+    /// requests measured.
     pub planning_pace_ms: f64,
     pub serving_pace_ms: f64,
 }
@@ -367,7 +378,7 @@ impl DemoReport {
         }
         let _ = writeln!(
             s,
-            "\npredicted / measured mean per term, ms per request (compute and codec from each \
+            "\npredicted / measured median per term, ms per request (compute and codec from each \
              tier's cnnpc_shard_compute_seconds and cnnpc_shard_codec_seconds, links from the \
              receiver's cnnpc_hop_seconds):"
         );
@@ -408,8 +419,8 @@ impl DemoReport {
         if self.planning_pace_ms.is_finite() && self.serving_pace_ms.is_finite() {
             let _ = writeln!(
                 s,
-                "this machine ran the whole model in {:.2} ms when planning and {:.2} ms when \
-                 serving ({:.2}x): predictions rest on the first",
+                "this machine ran the whole model in {:.2} ms when planning and {:.2} ms between \
+                 requests ({:.2}x): predictions rest on the first",
                 self.planning_pace_ms,
                 self.serving_pace_ms,
                 self.serving_pace_ms / self.planning_pace_ms
@@ -458,6 +469,46 @@ mod tests {
         );
         assert_eq!(cuts_label(&[], WireEncoding::F32, true), "input f32");
         assert_eq!(cuts_label(&[], WireEncoding::Int4, false), "-");
+    }
+
+    fn terms(compute: f64, codec: f64, hop: f64) -> super::super::Terms {
+        super::super::Terms {
+            compute: BTreeMap::from([("end".to_string(), compute)]),
+            codec: BTreeMap::from([("end".to_string(), codec)]),
+            hops: BTreeMap::from([("end->edge".to_string(), hop)]),
+        }
+    }
+
+    #[test]
+    fn each_term_is_its_median_over_requests_and_one_slow_request_does_not_move_it() {
+        // The third request is slow in every term: a mean would put compute at 40.
+        let per = [
+            terms(10.0, 2.0, 5.0),
+            terms(12.0, 3.0, 6.0),
+            terms(98.0, 40.0, 50.0),
+        ];
+        let m = super::super::Terms::median(&per);
+        assert_eq!(m.compute["end"], 12.0);
+        assert_eq!(m.codec["end"], 3.0);
+        assert_eq!(m.hops["end->edge"], 6.0);
+        // A term a request lacks (a tier that did not answer it) is the median of those it has.
+        let mut partial = per.to_vec();
+        partial[0].compute.insert("cloud".into(), 7.0);
+        assert_eq!(super::super::Terms::median(&partial).compute["cloud"], 7.0);
+        assert_eq!(per[2].total(), 188.0);
+    }
+
+    #[test]
+    fn what_the_terms_leave_is_paired_by_request() {
+        // Terms sum to 17, 37 and 27 ms; the first request is slow outside every term.
+        let per = [
+            terms(10.0, 2.0, 5.0),
+            terms(30.0, 2.0, 5.0),
+            terms(20.0, 2.0, 5.0),
+        ];
+        let latencies = [100.0, 40.0, 30.0];
+        // Residuals 83, 3, 3: the median is 3. The difference of the medians would be 40 - 27.
+        assert_eq!(median_residual(&latencies, &per), 3.0);
     }
 
     #[test]
