@@ -303,6 +303,60 @@ fn a_tier_pays_its_wake_once_per_request_at_its_own_speed_and_a_passing_relay_pa
 }
 
 #[test]
+fn only_a_tier_that_sends_a_compressed_frame_pays_the_compressed_wake() {
+    let woken =
+        format!("{PROFILE}\x20 wake: {{compute_ms: 0.0, codec_ms: 0.1, compressed_ms: 0.3}}\n");
+    let profile = Profile::parse(&woken).unwrap();
+    let (plain, topology) = setup();
+    let planner = Planner::new(&profile, &topology).unwrap();
+    let extra = |name: &str, cuts: &[usize], kept: &[u32], encoding| -> Vec<f64> {
+        let l = layout(&planner, &topology, name, cuts);
+        let at = |p: &Profile| {
+            LatencyModel {
+                profile: p,
+                topology: &topology,
+                encoding,
+            }
+            .breakdown(l, kept)
+        };
+        let (w, p) = (at(&profile), at(&plain));
+        w.codec_ms
+            .iter()
+            .zip(&p.codec_ms)
+            .map(|(a, b)| a - b)
+            .collect()
+    };
+    // The end frames int8 (both wakes at 18x); the edge relays it as it came; the cloud only
+    // reads and frames its f32 answer.
+    let e = extra("end-cloud", &[0], &[4], WireEncoding::Int8);
+    close(e[0], 0.4 * 18.0, "end sends int8");
+    close(e[1], 0.0, "the edge passes the frame through");
+    close(e[2], 0.1, "the cloud sends nothing compressed");
+    // An uncompressed split: f32 out of the end, so only the f32 wake.
+    let e = extra("end-cloud", &[0], &[10], WireEncoding::F32);
+    close(e[0], 0.1 * 18.0, "end sends f32");
+    close(e[2], 0.1, "cloud");
+    // A cloud-only int4 plan sends its input in int8: the end compresses it.
+    let e = extra("cloud-only", &[], &[], WireEncoding::Int4);
+    close(e[0], 0.4 * 18.0, "end compresses the input");
+    // A profile without the field (written before it) reads as 0: codec_ms is the whole cost.
+    assert_eq!(plain.wire.as_ref().unwrap().wake.compressed_ms, 0.0);
+    let old = format!("{PROFILE}\x20 wake: {{compute_ms: 0.0, codec_ms: 0.1}}\n");
+    assert_eq!(
+        Profile::parse(&old)
+            .unwrap()
+            .wire
+            .unwrap()
+            .wake
+            .compressed_ms,
+        0.0
+    );
+    let bad = format!("{PROFILE}\x20 wake: {{compute_ms: 0, codec_ms: 0, compressed_ms: -1}}\n");
+    let e = Profile::parse(&bad).unwrap_err().to_string();
+    assert!(e.contains("wake compressed_ms"), "{e}");
+}
+
+#[test]
 fn a_negative_wake_is_refused() {
     let bad = format!("{PROFILE}\x20 wake: {{compute_ms: -1, codec_ms: 0}}\n");
     let e = Profile::parse(&bad).unwrap_err().to_string();

@@ -367,9 +367,17 @@ impl<'a> LatencyModel<'a> {
             if s < e {
                 compute[t].fixed_ms += wake.compute_ms * tier.compute_scale;
             }
-            let frames = s < e || layout.crossings.get(t).is_some_and(Option::is_some);
-            if frames && !self.passes_through(layout, t) {
+            let sends = layout.crossings.get(t).copied().flatten();
+            if (s < e || sends.is_some()) && !self.passes_through(layout, t) {
                 codec[t].fixed_ms += wake.codec_ms * tier.codec_scale;
+                let enc = match sends {
+                    Some(Crossing::Input) => self.encoding.for_input(),
+                    Some(Crossing::Cut(_)) => self.encoding,
+                    None => WireEncoding::F32,
+                };
+                if enc != WireEncoding::F32 {
+                    codec[t].fixed_ms += wake.compressed_ms * tier.codec_scale;
+                }
             }
         }
         let overhead_ms = match &self.profile.wire {

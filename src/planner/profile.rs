@@ -60,13 +60,19 @@ pub struct WireCosts {
 pub struct WakeCost {
     /// Extra ms of the tier's model run.
     pub compute_ms: f64,
-    /// Extra ms of reading its input frame and framing its output.
+    /// Extra ms of reading its input frame and framing its output in f32.
     pub codec_ms: f64,
+    /// Further extra ms when the output is framed compressed instead (quantised or f16, then
+    /// zstd): paid only by a tier that sends such a frame. Served, tiers that read and write
+    /// only f32 showed none of the cost that compressed framing showed (absent: 0, and
+    /// `codec_ms` is then the whole cost, as profiles before it measured it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub compressed_ms: f64,
 }
 
 impl WakeCost {
     pub fn is_zero(&self) -> bool {
-        self.compute_ms == 0.0 && self.codec_ms == 0.0
+        self.compute_ms == 0.0 && self.codec_ms == 0.0 && self.compressed_ms == 0.0
     }
 }
 
@@ -222,6 +228,7 @@ impl Profile {
                 ("entry_ms", w.entry_ms),
                 ("wake compute_ms", w.wake.compute_ms),
                 ("wake codec_ms", w.wake.codec_ms),
+                ("wake compressed_ms", w.wake.compressed_ms),
             ]
             .into_iter()
             .chain(w.codec.values().flat_map(|c| {
