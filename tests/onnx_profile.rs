@@ -149,14 +149,14 @@ fn the_profile_measures_what_crosses_the_wire_and_what_framing_costs() {
     // On a real input the frames are what that data compresses to: a constant input frames
     // to far fewer bytes than the pseudo-random one.
     let flat = ProfileOptions {
-        sample: Some(vec![0.25; p.input.elements as usize]),
+        samples: vec![vec![0.25; p.input.elements as usize]],
         ..opts.clone()
     };
     let q = profile_model(&model, "chain", &flat, &mut |_, _| {}).unwrap();
     let int8 = |p: &Profile| p.input.frame_bytes[&WireEncoding::Int8];
     assert!(int8(&q) * 4.0 < int8(&p), "{} vs {}", int8(&q), int8(&p));
     let wrong = ProfileOptions {
-        sample: Some(vec![0.0; 3]),
+        samples: vec![vec![0.0; 3]],
         ..opts
     };
     let err = profile_model(&model, "chain", &wrong, &mut |_, _| {}).unwrap_err();
@@ -236,4 +236,61 @@ fn the_wake_is_timed_after_real_idle_pauses_and_can_be_left_out() {
     assert!(plain.wire.as_ref().unwrap().wake.is_zero());
     // And a profile without it says nothing about it.
     assert!(!serde_yaml::to_string(&plain).unwrap().contains("wake"));
+}
+
+#[test]
+fn frame_bytes_are_the_mean_over_every_sample_and_a_bad_one_is_named() {
+    use cnnpc::onnx::Graph;
+    use cnnpc::planner::accuracy::WireEncoding;
+    let model = testmodels::chain_model_bytes();
+    let n = Graph::from_bytes(&model)
+        .map(|g| {
+            let info = g.require_info(&g.inputs()[0]).unwrap();
+            cnnpc::onnx::profile::fixed_shape(&info.dims)
+                .iter()
+                .product::<usize>()
+        })
+        .unwrap();
+    let opts = |samples: Vec<Vec<f32>>| ProfileOptions {
+        repeats: 1,
+        wake: false,
+        samples,
+        ..ProfileOptions::default()
+    };
+    // A flat input compresses to little, a varied one to much more.
+    let flat = vec![0.25f32; n];
+    let varied: Vec<f32> = (0..n).map(|i| ((i * 7919) % 251) as f32 / 251.0).collect();
+    let run = |s: Vec<Vec<f32>>| profile_model(&model, "chain", &opts(s), &mut |_, _| {}).unwrap();
+    let (a, b, both) = (
+        run(vec![flat.clone()]),
+        run(vec![varied.clone()]),
+        run(vec![flat.clone(), varied]),
+    );
+    let sizes = |p: &Profile| -> Vec<std::collections::BTreeMap<WireEncoding, f64>> {
+        std::iter::once(p.input.frame_bytes.clone())
+            .chain(p.cuts.iter().map(|c| c.frame_bytes.clone()))
+            .collect()
+    };
+    let mut differ = 0;
+    for ((x, y), m) in sizes(&a).iter().zip(sizes(&b)).zip(sizes(&both)) {
+        for (enc, bytes) in &m {
+            assert_eq!(*bytes, (x[enc] + y[enc]) / 2.0, "{enc}: {x:?} {y:?} {m:?}");
+            differ += usize::from(x[enc] != y[enc]);
+        }
+    }
+    // The inputs did frame differently, so the mean is not either one.
+    assert!(differ > 0);
+    assert!(
+        both.notes.contains("2 calibration inputs"),
+        "{}",
+        both.notes
+    );
+    let err = profile_model(
+        &model,
+        "chain",
+        &opts(vec![flat, vec![0.0; 3]]),
+        &mut |_, _| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("3 values"), "{err}");
 }

@@ -68,14 +68,15 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
         bail!("slowdown factors must be numbers > 0, got {bad}");
     }
     let name = a.name.clone().unwrap_or_else(|| stem(&a.model));
-    let sample = match a.data.source(&bytes) {
-        Ok(source) => Some(crate::session::first_input(
+    let samples = match a.data.source(&bytes) {
+        Ok(source) => crate::session::first_inputs(
             &bytes,
             &source,
             crate::dataset::Sizes { fit: 1, eval: 0 },
-        )?),
+            crate::session::PROFILE_SAMPLES,
+        )?,
         // No built-in set fits this model, and the user named none.
-        Err(_) if a.data.calibration.is_none() => None,
+        Err(_) if a.data.calibration.is_none() => Vec::new(),
         Err(e) => return Err(e),
     };
     let http = if a.no_http {
@@ -91,7 +92,7 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
         ))?)
     };
     let opts = ProfileOptions {
-        sample,
+        samples,
         http,
         wake: !a.no_wake,
         cuts: (!a.cuts.is_empty()).then(|| a.cuts.clone()),

@@ -47,9 +47,12 @@ pub struct ProfileOptions {
     pub window_seconds: f64,
     /// `(device name, tier, slowdown vs this machine)`.
     pub devices: Vec<(String, String, f64)>,
-    /// A real input to run (the model's input, flattened): cut tensors compress as real data
-    /// does. `None`: a fixed pseudo-random input, which compresses worse than any real one.
-    pub sample: Option<Vec<f32>>,
+    /// Real inputs (the model's input, flattened): cut tensors compress as real data does.
+    /// The first is timed; frame bytes are the mean over all of them, since zstd's ratio
+    /// follows the data (sized on one rendered page, the demo's links were priced 24–34% over
+    /// what its requests carried). Empty: a fixed pseudo-random input, which compresses worse
+    /// than any real one.
+    pub samples: Vec<Vec<f32>>,
     /// The runtime's HTTP costs on this machine (the caller measures them with real shard
     /// servers: the onnx part runs no network); `None` prices hops at no fixed cost.
     pub http: Option<HttpCosts>,
@@ -141,7 +144,7 @@ impl Default for ProfileOptions {
                 ("edge".into(), "edge".into(), 6.0),
                 ("cloud".into(), "cloud".into(), 1.0),
             ],
-            sample: None,
+            samples: Vec::new(),
             http: None,
             wake: true,
         }
@@ -403,6 +406,32 @@ fn feed_for(
 /// A tensor's values and shape, as the shards frame it.
 type Values = (Vec<f32>, Vec<usize>);
 
+/// The tensors of every crossing, the input first, then each cut's, from a run's `values`.
+fn crossing_values(
+    values: &BTreeMap<String, TValue>,
+    inputs: &[String],
+    sets: &[Vec<String>],
+) -> Result<Vec<Vec<Values>>, OnnxError> {
+    let tensors = |names: &[String]| -> Result<Vec<Values>, OnnxError> {
+        names
+            .iter()
+            .map(|n| {
+                values
+                    .get(n)
+                    .ok_or_else(|| OnnxError::Invalid(format!("no value for `{n}`")))
+                    .and_then(as_f32)
+            })
+            .collect()
+    };
+    std::iter::once(tensors(inputs))
+        .chain(sets.iter().map(|names| tensors(names)))
+        .collect()
+}
+
+fn borrowed(tensors: &[Values]) -> Vec<(&[f32], Vec<usize>)> {
+    tensors.iter().map(|(v, s)| (&v[..], s.clone())).collect()
+}
+
 /// A tensor's values and shape, as framed.
 fn as_f32(v: &TValue) -> Result<Values, OnnxError> {
     let t = v
@@ -469,12 +498,12 @@ pub fn profile_model(
             name: name.clone(),
             shape: shape.iter().map(|&d| d as i64).collect(),
         });
-        let data = match &opts.sample {
+        let data = match opts.samples.first() {
             Some(x) if graph.inputs().len() == 1 => {
-                if x.len() != n {
+                if let Some(bad) = opts.samples.iter().find(|x| x.len() != n) {
                     return Err(OnnxError::BadInput(format!(
                         "the profiling sample has {} values; input `{name}` {shape:?} takes {n}",
-                        x.len()
+                        bad.len()
                     )));
                 }
                 x.clone()
@@ -560,28 +589,37 @@ pub fn profile_model(
     }
 
     // What each crossing weighs on the wire, and what framing costs per element.
-    let tensors = |names: &[String]| -> Result<Vec<Values>, OnnxError> {
-        names
-            .iter()
-            .map(|n| {
-                values
-                    .get(n)
-                    .ok_or_else(|| OnnxError::Invalid(format!("no value for `{n}`")))
-                    .and_then(as_f32)
-            })
-            .collect()
-    };
-    let owned: Vec<Vec<Values>> = std::iter::once(tensors(graph.inputs()))
-        .chain(sets.iter().map(|names| tensors(names)))
-        .collect::<Result<_, _>>()?;
-    let crossings: Vec<Vec<(&[f32], Vec<usize>)>> = owned
-        .iter()
-        .map(|ts| ts.iter().map(|(v, s)| (&v[..], s.clone())).collect())
-        .collect();
-    let sizes: Vec<BTreeMap<WireEncoding, f64>> = crossings
+    let owned = crossing_values(&values, graph.inputs(), &sets)?;
+    let crossings: Vec<Vec<(&[f32], Vec<usize>)>> = owned.iter().map(|ts| borrowed(ts)).collect();
+    let mut sizes: Vec<BTreeMap<WireEncoding, f64>> = crossings
         .iter()
         .map(|c| frame_bytes(c))
         .collect::<Result<_, _>>()?;
+    // The further inputs, run through the same segments: their frames' mean.
+    if graph.inputs().len() == 1 && opts.samples.len() > 1 {
+        let input = &graph.inputs()[0];
+        let shape = fixed_shape(&graph.require_info(input)?.dims);
+        for x in &opts.samples[1..] {
+            let t = tract_ndarray::ArrayD::from_shape_vec(shape.clone(), x.clone())
+                .map_err(|e| OnnxError::BadInput(e.to_string()))?;
+            let mut vals: BTreeMap<String, TValue> =
+                BTreeMap::from([(input.clone(), Tensor::from(t).into())]);
+            for (k, (runner, _)) in runners.iter().enumerate() {
+                let out = runner.run(feed_for(&shards[k], &vals, k)?)?;
+                vals.extend(runner.outputs.iter().cloned().zip(out));
+            }
+            let owned = crossing_values(&vals, graph.inputs(), &sets)?;
+            for (size, ts) in sizes.iter_mut().zip(&owned) {
+                for (enc, b) in frame_bytes(&borrowed(ts))? {
+                    *size.entry(enc).or_default() += b;
+                }
+            }
+        }
+        let n = opts.samples.len() as f64;
+        for size in &mut sizes {
+            size.values_mut().for_each(|b| *b /= n);
+        }
+    }
     let (codec, crossing_codecs) = codec_costs(&crossings)?;
     let wake = match (runners.first(), crossings.get(1)) {
         (Some((first, feed)), Some(output)) if opts.wake => {
@@ -641,7 +679,11 @@ pub fn profile_model(
             "Measured by `cnnpc profile` with tract: median of {} runs per segment (in rounds over all segments) on this machine \
              (device `host`), batch 1, f32 on the wire; frame bytes and codec costs on {}. Tiers are emulated as slowdowns of the host: {}.",
             rounds,
-            if opts.sample.is_some() { "a calibration input" } else { "a pseudo-random input" },
+            match opts.samples.len() {
+                0 => "a pseudo-random input".to_string(),
+                1 => "a calibration input".to_string(),
+                n => format!("{n} calibration inputs (frame bytes their mean; codec costs on the first)"),
+            },
             factors.join(", ")
         ),
         wire_encoding: WireEncoding::F32,

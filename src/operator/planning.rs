@@ -248,9 +248,9 @@ pub fn profile_options(spec: &CollaborativeInferenceSpec, repeats: usize) -> Pro
                 (t.to_string(), t.to_string(), s)
             })
             .collect(),
-        // The session profiles on the first calibration input; the hops in a cluster are
+        // The session profiles on the first calibration inputs; the hops in a cluster are
         // observed, not loopback's.
-        sample: None,
+        samples: Vec::new(),
         http: None,
         // Shards start each request after idling, in a cluster as here.
         wake: true,

@@ -295,13 +295,28 @@ pub fn measured_on(
 }
 
 /// The first fitting input of `source` for `model`: what a profile runs to size the wire.
-pub fn first_input(model: &[u8], source: &Source, sizes: Sizes) -> Result<Vec<f32>, Error> {
+pub fn first_inputs(
+    model: &[u8],
+    source: &Source,
+    sizes: Sizes,
+    n: usize,
+) -> Result<Vec<Vec<f32>>, Error> {
     let cal = open_calibration(model, source)?;
     let (fit_first, _, _) = cal.firsts(sizes);
-    cal.batch(fit_first, 1)
-        .map(|b| b.data)
-        .map_err(|e| Error::Calibration(format!("the profiling input: {e:#}")))
+    // As many as there are (a user's files may be few), at least one.
+    let have = cal
+        .len()
+        .map_or(n, |len| len.saturating_sub(fit_first as usize).min(n))
+        .max(1);
+    let batch = cal
+        .batch(fit_first, have)
+        .map_err(|e| Error::Calibration(format!("the profiling inputs: {e:#}")))?;
+    let per: usize = batch.shape[1..].iter().product();
+    Ok(batch.data.chunks(per.max(1)).map(<[f32]>::to_vec).collect())
 }
+
+/// Calibration inputs a profile sizes its frames on (the first is also the one it times).
+pub const PROFILE_SAMPLES: usize = 8;
 
 /// The model file with its input shape applied, as every part plans and splits it.
 pub fn shaped(model: &[u8], shape: Option<&[usize]>) -> Result<Vec<u8>, Error> {
@@ -547,8 +562,10 @@ pub fn run_with_known(
             let model = needs_model()?;
             let mut opts = opts.clone();
             // Frame sizes on the wire depend on the data (zstd): profile on a real input.
-            if let (None, Accuracy::Live { source, sizes, .. }) = (&opts.sample, &req.accuracy) {
-                opts.sample = Some(first_input(model, source, *sizes)?);
+            if let (true, Accuracy::Live { source, sizes, .. }) =
+                (opts.samples.is_empty(), &req.accuracy)
+            {
+                opts.samples = first_inputs(model, source, *sizes, PROFILE_SAMPLES)?;
             }
             let p = profile_model(model, &req.name, &opts, &mut |done, total| {
                 progress(Progress::Profiling { done, total })
