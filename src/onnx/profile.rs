@@ -287,9 +287,9 @@ type Start = (f64, f64);
 
 /// What a tier pays for starting after an idle pause: the first segment with its input read
 /// from an f32 frame and its output framed, run after [`WAKE_IDLE`] against the same run back
-/// to back; the medians' differences over [`WAKE_ROUNDS`], per phase, at least 0. The output is
-/// framed in f32 in half the rounds and in int8 (with zstd) in the others, so a tier that sends
-/// only f32 is not charged what compressed framing pays (served, it paid none of it). The first
+/// to back; the medians' differences over [`WAKE_ROUNDS`], per phase, at least 0. Every round
+/// times the output framed in f32 and, apart, in int8 (with zstd), so a tier that sends only
+/// f32 is not charged what compressed framing pays (served, it paid none of it). The first
 /// segment because it is what the slowest tier (the end) runs in most plans.
 fn wake_cost(
     first: &Runner,

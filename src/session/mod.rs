@@ -294,7 +294,8 @@ pub fn measured_on(
     }
 }
 
-/// The first fitting input of `source` for `model`: what a profile runs to size the wire.
+/// The first `n` fitting inputs of `source` for `model` (fewer when the data has fewer, never
+/// none): what a profile runs to size the wire.
 pub fn first_inputs(
     model: &[u8],
     source: &Source,
