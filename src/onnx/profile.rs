@@ -390,8 +390,16 @@ fn feed_for(
     values: &BTreeMap<String, TValue>,
     k: usize,
 ) -> Result<TVec<TValue>, OnnxError> {
-    Graph::from_bytes(shard)?
-        .inputs()
+    feed_named(Graph::from_bytes(shard)?.inputs(), values, k)
+}
+
+/// The values named `inputs` (shard `k`'s), from those computed so far.
+fn feed_named(
+    inputs: &[String],
+    values: &BTreeMap<String, TValue>,
+    k: usize,
+) -> Result<TVec<TValue>, OnnxError> {
+    inputs
         .iter()
         .map(|n| {
             values.get(n).cloned().ok_or_else(|| {
@@ -605,7 +613,7 @@ pub fn profile_model(
             let mut vals: BTreeMap<String, TValue> =
                 BTreeMap::from([(input.clone(), Tensor::from(t).into())]);
             for (k, (runner, _)) in runners.iter().enumerate() {
-                let out = runner.run(feed_for(&shards[k], &vals, k)?)?;
+                let out = runner.run(feed_named(&runner.inputs, &vals, k)?)?;
                 vals.extend(runner.outputs.iter().cloned().zip(out));
             }
             let owned = crossing_values(&vals, graph.inputs(), &sets)?;
