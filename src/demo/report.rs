@@ -237,10 +237,10 @@ pub struct DemoReport {
     pub plans: Vec<PlanRow>,
     pub speedup: Option<Speedup>,
     pub seconds: f64,
-    /// This machine's pace: the whole model's median ms on it just before planning, and over
-    /// one run between every round of requests while serving. Their ratio is how much the
-    /// machine itself changed speed between the profile every prediction rests on and the
-    /// requests measured.
+    /// This machine's pace: the whole model's median ms on it in a loop just before planning,
+    /// and once between every round of requests while serving (after a pause, as a served run
+    /// meets it). Their ratio is what a served run pays over the loop the profile times: the
+    /// machine's change of speed, and its slower start after a pause.
     pub planning_pace_ms: f64,
     pub serving_pace_ms: f64,
 }
@@ -296,7 +296,8 @@ impl DemoReport {
         }
     }
 
-    /// Records this machine's pace when planning and when serving (see the fields).
+    /// Records this machine's pace in a loop when planning and once between request rounds (see
+    /// the fields).
     pub fn with_pace(mut self, planning_ms: f64, serving_ms: f64) -> DemoReport {
         self.planning_pace_ms = planning_ms;
         self.serving_pace_ms = serving_ms;
@@ -419,8 +420,8 @@ impl DemoReport {
         if self.planning_pace_ms.is_finite() && self.serving_pace_ms.is_finite() {
             let _ = writeln!(
                 s,
-                "this machine ran the whole model in {:.2} ms when planning and {:.2} ms between \
-                 requests ({:.2}x): predictions rest on the first",
+                "this machine ran the whole model in {:.2} ms in a loop when planning and {:.2} ms \
+                 once between request rounds ({:.2}x): predictions rest on the first",
                 self.planning_pace_ms,
                 self.serving_pace_ms,
                 self.serving_pace_ms / self.planning_pace_ms
