@@ -170,6 +170,8 @@ fn a_window_takes_rounds_until_it_has_passed() {
     let opts = ProfileOptions {
         repeats: 2,
         window_seconds: 0.3,
+        // Back to back: the window then holds many rounds.
+        round_idle: std::time::Duration::ZERO,
         ..ProfileOptions::default()
     };
     let started = std::time::Instant::now();
@@ -205,6 +207,41 @@ fn a_window_takes_rounds_until_it_has_passed() {
     };
     let err = profile_model(&model, "chain", &bad, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("window"), "{err}");
+}
+
+#[test]
+fn rounds_are_timed_after_an_idle_pause_which_then_prices_no_compute_wake() {
+    use std::time::{Duration, Instant};
+    let model = testmodels::chain_model_bytes();
+    let opts = |idle| ProfileOptions {
+        repeats: 4,
+        round_idle: idle,
+        ..ProfileOptions::default()
+    };
+    let t = Instant::now();
+    let idled = profile_model(
+        &model,
+        "chain",
+        &opts(Duration::from_millis(60)),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let with = t.elapsed();
+    // Four rounds, each after 60 ms asleep, and the wake's 24 pauses of 20 ms.
+    assert!(with.as_secs_f64() >= 4.0 * 0.060 + 24.0 * 0.020, "{with:?}");
+    assert!(
+        idled.notes.contains("each after a 60 ms idle pause"),
+        "{}",
+        idled.notes
+    );
+    let w = idled.wire.as_ref().unwrap().wake;
+    // The rounds carry the slower start; the wake still prices the frames.
+    assert_eq!(w.compute_ms, 0.0, "{w:?}");
+    assert!(w.codec_ms.is_finite() && w.codec_ms >= 0.0, "{w:?}");
+    let tight = profile_model(&model, "chain", &opts(Duration::ZERO), &mut |_, _| {}).unwrap();
+    assert!(tight.notes.contains("back to back"), "{}", tight.notes);
+    let w = tight.wire.as_ref().unwrap().wake;
+    assert!(w.compute_ms.is_finite() && w.compute_ms >= 0.0, "{w:?}");
 }
 
 #[test]

@@ -59,6 +59,15 @@ pub struct ProfileOptions {
     /// Time what a tier pays for starting after an idle pause ([`WakeCost`]; ~0.3 s on a
     /// small model). `false` prices no wake.
     pub wake: bool,
+    /// Sleep this long before every timed round (and again before its sliced segments, whose
+    /// first is a pruned head the end starts after idling). Served, a tier runs its segments after
+    /// waiting on its peers and the links, and after a pause the same run is slower for its
+    /// whole length (the demo's model: 17.1–18.3 ms back to back, 20.6–21.9 ms after
+    /// 100–1000 ms idle, on the 2-core machine this was measured on): rounds timed back to
+    /// back priced its compute 20–40% under what serving paid. With a pause the rounds carry
+    /// that cost and the wake prices no compute; zero times them back to back and the wake
+    /// prices the first segment's gap instead.
+    pub round_idle: std::time::Duration,
 }
 
 /// What a hop and the client's first request cost beyond their bytes, ms.
@@ -80,6 +89,10 @@ const WAKE_ROUNDS: usize = 12;
 /// The pause before a wake timing: long enough for the core to go idle (the cost was the same
 /// after 20 ms and after 300 ms on the 2-core machine this was measured on).
 const WAKE_IDLE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The default [`ProfileOptions::round_idle`]: as long as a tier waits between requests on
+/// slow links (tens of ms), and past where the slowdown after idling levelled off.
+pub const ROUND_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How many multi-tensor cuts a profile gets besides the single-tensor ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +160,7 @@ impl Default for ProfileOptions {
             samples: Vec::new(),
             http: None,
             wake: true,
+            round_idle: ROUND_IDLE,
         }
     }
 }
@@ -567,12 +581,24 @@ pub fn profile_model(
     };
     let (mut rounds, mut steps) = (opts.repeats, steps);
     let started = Instant::now();
+    let idle = || {
+        if !opts.round_idle.is_zero() {
+            std::thread::sleep(opts.round_idle);
+        }
+    };
     let mut round = 0;
     while round < rounds {
+        idle();
         for (k, (runner, feed)) in runners.iter().enumerate() {
             times[k].push(timed(runner, feed)?);
             done += 1;
             progress(done, steps);
+        }
+        // Again before the sliced ones: the first of them is a pruned head, which the end
+        // starts after idling as it starts the whole one; timed warm, after the whole chain,
+        // the demo's 4-of-16 head was priced 20% under what it was served at.
+        if !sliced.is_empty() {
+            idle();
         }
         for (j, (_, runner, feed)) in sliced.iter().enumerate() {
             sliced_times[j].push(timed(runner, feed)?);
@@ -631,7 +657,16 @@ pub fn profile_model(
     let (codec, crossing_codecs) = codec_costs(&crossings)?;
     let wake = match (runners.first(), crossings.get(1)) {
         (Some((first, feed)), Some(output)) if opts.wake => {
-            wake_cost(first, feed, &crossings[0], output)?
+            let wake = wake_cost(first, feed, &crossings[0], output)?;
+            WakeCost {
+                // Already in every segment's time when the rounds were timed after a pause.
+                compute_ms: if opts.round_idle.is_zero() {
+                    wake.compute_ms
+                } else {
+                    0.0
+                },
+                ..wake
+            }
         }
         _ => WakeCost::default(),
     };
@@ -684,9 +719,14 @@ pub fn profile_model(
     let profile = Profile {
         model: name.to_string(),
         notes: format!(
-            "Measured by `cnnpc profile` with tract: median of {} runs per segment (in rounds over all segments) on this machine \
+            "Measured by `cnnpc profile` with tract: median of {} runs per segment (in rounds over all segments, {}) on this machine \
              (device `host`), batch 1, f32 on the wire; frame bytes and codec costs on {}. Tiers are emulated as slowdowns of the host: {}.",
             rounds,
+            if opts.round_idle.is_zero() {
+                "back to back".to_string()
+            } else {
+                format!("each after a {} ms idle pause", opts.round_idle.as_millis())
+            },
             match opts.samples.len() {
                 0 => "a pseudo-random input".to_string(),
                 1 => "a calibration input".to_string(),

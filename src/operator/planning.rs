@@ -254,6 +254,7 @@ pub fn profile_options(spec: &CollaborativeInferenceSpec, repeats: usize) -> Pro
         http: None,
         // Shards start each request after idling, in a cluster as here.
         wake: true,
+        round_idle: crate::onnx::profile::ROUND_IDLE,
     }
 }
 

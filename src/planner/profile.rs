@@ -58,7 +58,9 @@ pub struct WireCosts {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WakeCost {
-    /// Extra ms of the tier's model run.
+    /// Extra ms of the tier's model run: 0 when the profile timed its rounds after an idle
+    /// pause (its `run_ms` carry the slower start then, for the whole run, not only the first
+    /// segment's).
     pub compute_ms: f64,
     /// Extra ms of reading its input frame and framing its output in f32.
     pub codec_ms: f64,
