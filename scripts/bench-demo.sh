@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${BENCH_DEMO_RUNS:-3}
+# Further `cnnpc demo` flags, e.g. BENCH_DEMO_ARGS="--round-idle-ms 0" for the profile timed
+# back to back.
+read -r -a extra <<< "${BENCH_DEMO_ARGS:-}"
+
 out_json=${1:-bench/demo.json}
 out_md=${2:-bench/demo.md}
 # Each run's whole report (every plan, every term) stays beside the summary.
@@ -15,7 +19,7 @@ rm -f "$tmp"/run*.json "$tmp"/run*.time
 for i in $(seq 1 "$runs"); do
   echo "bench-demo: run $i of $runs" >&2
   start=$(date +%s.%N)
-  ./target/debug/cnnpc demo --no-cache --output json > "$tmp/run$i.json"
+  ./target/debug/cnnpc demo --no-cache --output json "${extra[@]}" > "$tmp/run$i.json"
   end=$(date +%s.%N)
   echo "$start $end" > "$tmp/run$i.time"
 done
@@ -95,7 +99,7 @@ with open(out_md, "w") as f:
         ho = "-" if x["held_out_samples"] is None else f'{x["held_out_agreement"]:.4f} on {x["held_out_samples"]} [{x["held_out_lower"]:.4f}, {x["held_out_upper"]:.4f}]'
         f.write(f'| {x["run"]} | {x["wall_s"]} | {x["oracle_calls"]} | {x["oracle_samples"]} | {x["plan"]} | {x["speedup_vs_end_only"]:.2f}x | {x["speedup_vs_neurosurgeon"]:.2f}x | {x["measured_over_predicted"]:.2f} | {x["neurosurgeon"]} | {ho} |\n')
     f.write("\nThe CNNPC plan per term, predicted/measured ms (compute and codec per tier, links, the rest), and end-only:\n\n")
-    f.write("| run | host ms per image (profile) | whole model once between rounds / in a loop when planning | cnnpc predicted / p50 | terms | end-only predicted / p50 |\n|---|---:|---:|---|---|---|\n")
+    f.write("| run | host ms per image (profile) | whole model once between rounds / after a pause when planning | cnnpc predicted / p50 | terms | end-only predicted / p50 |\n|---|---:|---:|---|---|---|\n")
     for x in rows:
         f.write(f'| {x["run"]} | {x["host_ms"]:.2f} | {x["pace_ratio"]:.2f} | {x["cnnpc_predicted_ms"]:.1f} / {x["cnnpc_p50_ms"]:.1f} | {x["cnnpc_terms"]} | {x["end_only_predicted_ms"]:.1f} / {x["end_only_p50_ms"]:.1f} |\n')
     f.write("\n| target | met |\n|---|---|\n")

@@ -60,6 +60,9 @@ pub struct DemoOptions {
     /// Calibration data (default: the built-in set that fits the model).
     pub source: Option<Source>,
     pub metric: Metric,
+    /// The profile's idle pause before each timed round ([`ProfileOptions::round_idle`]), and
+    /// before each run of the planning pace.
+    pub round_idle: std::time::Duration,
 }
 
 impl Default for DemoOptions {
@@ -79,6 +82,7 @@ impl Default for DemoOptions {
             input_shape: None,
             source: None,
             metric: Metric::Agreement,
+            round_idle: crate::onnx::profile::ROUND_IDLE,
         }
     }
 }
@@ -140,11 +144,12 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
     // prediction misses because the machine itself changed speed, the report says so.
     let full = TractShard::load(&name, &model).map_err(anyhow::Error::msg)?;
     let pace_input = cal.batch(cal.firsts(opts.oracle).0, 1)?;
-    let planning_pace = model_pace(&full, &pace_input.data)?;
+    let planning_pace = model_pace(&full, &pace_input.data, opts.round_idle)?;
     let profile_opts = ProfileOptions {
         http: Some(http),
         repeats: opts.repeats,
         window_seconds: PROFILE_WINDOW_SECONDS,
+        round_idle: opts.round_idle,
         devices: TIERS
             .iter()
             .zip(opts.slowdowns)
@@ -324,10 +329,12 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
 /// Runs of the whole model timed for [`model_pace`].
 const PACE_RUNS: usize = 9;
 
-/// The median ms of the whole model on `input` on this machine, now.
-fn model_pace(full: &TractShard, input: &[f32]) -> Result<f64> {
+/// The median ms of the whole model on `input` on this machine, now, each run after `idle`.
+fn model_pace(full: &TractShard, input: &[f32], idle: std::time::Duration) -> Result<f64> {
     let mut ms = Vec::with_capacity(PACE_RUNS);
     for _ in 0..=PACE_RUNS {
+        // As the profile times its rounds, so the ratio to serving is the machine's change.
+        std::thread::sleep(idle);
         ms.push(run_ms(full, input)?);
     }
     // The first run warms tract's scratch space.

@@ -237,10 +237,10 @@ pub struct DemoReport {
     pub plans: Vec<PlanRow>,
     pub speedup: Option<Speedup>,
     pub seconds: f64,
-    /// This machine's pace: the whole model's median ms on it in a loop just before planning,
-    /// and once between every round of requests while serving (after a pause, as a served run
-    /// meets it). Their ratio is what a served run pays over the loop the profile times: the
-    /// machine's change of speed, and its slower start after a pause.
+    /// This machine's pace: the whole model's median ms on it just before planning, each run
+    /// after the idle pause the profile's rounds take, and once between every round of
+    /// requests while serving. Both meet the machine after a pause, as a served run does:
+    /// their ratio is the machine's change of speed between planning and serving.
     pub planning_pace_ms: f64,
     pub serving_pace_ms: f64,
 }
@@ -296,7 +296,7 @@ impl DemoReport {
         }
     }
 
-    /// Records this machine's pace in a loop when planning and once between request rounds (see
+    /// Records this machine's pace after a pause when planning and once between request rounds (see
     /// the fields).
     pub fn with_pace(mut self, planning_ms: f64, serving_ms: f64) -> DemoReport {
         self.planning_pace_ms = planning_ms;
@@ -420,7 +420,7 @@ impl DemoReport {
         if self.planning_pace_ms.is_finite() && self.serving_pace_ms.is_finite() {
             let _ = writeln!(
                 s,
-                "this machine ran the whole model in {:.2} ms in a loop when planning and {:.2} ms \
+                "this machine ran the whole model in {:.2} ms after a pause when planning and {:.2} ms \
                  once between request rounds ({:.2}x): predictions rest on the first",
                 self.planning_pace_ms,
                 self.serving_pace_ms,
