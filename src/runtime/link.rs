@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// The emulated link from this tier to the next.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -159,13 +159,16 @@ impl Link {
 /// large enough that the per-chunk timer cost is negligible at 1 Gbit/s.
 pub const PACE_CHUNK: usize = 8 * 1024;
 
+/// The wait before a paced chunk is released.
+type Wait = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+
 /// A request body that releases its bytes at the pace of a [`Link`]: each chunk is held until
 /// it would have arrived. Unpaced (no link) it is a single chunk.
 pub struct PacedBody {
     data: Bytes,
     link: Option<Arc<Link>>,
     /// The chunk waiting for its arrival time.
-    pending: Option<(Bytes, Pin<Box<Sleep>>)>,
+    pending: Option<(Bytes, Wait)>,
     /// When the previous chunk finished sending: the next one is handed to the link then, not
     /// when the previous one arrived, or the delay would be paid once per chunk.
     last_sent: Option<Instant>,
@@ -211,7 +214,16 @@ impl Body for PacedBody {
                 this.last_sent.map_or(now, |t| t.min(now)),
             );
             this.last_sent = Some(sent);
-            this.pending = Some((chunk, Box::pin(tokio::time::sleep_until(at))));
+            // The last chunk is released precisely: tokio's timer fires up to a millisecond
+            // late, and while the earlier chunks' deadlines are absolute (their lateness never
+            // adds up), the last one's is the transfer's. Served, every emulated link came in
+            // 0.3–0.5 ms over its bytes' time and the hop's measured cost.
+            let wait: Wait = if this.data.is_empty() {
+                Box::pin(sleep_precisely_until(at))
+            } else {
+                Box::pin(tokio::time::sleep_until(at))
+            };
+            this.pending = Some((chunk, wait));
         }
         if let Some((_, sleep)) = &mut this.pending {
             if sleep.as_mut().poll(cx).is_pending() {
@@ -248,6 +260,15 @@ pub async fn sleep_precisely(d: Duration) {
     if !rest.is_zero() {
         // A join error only means the runtime is shutting down: nothing left to wait for.
         let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+    }
+}
+
+/// [`sleep_precisely`] until `at`. The precise part sleeps in real time; should tokio's clock
+/// still read earlier after it (a paused clock, in tests), the clock is moved on to `at` too.
+async fn sleep_precisely_until(at: Instant) {
+    sleep_precisely(at.saturating_duration_since(Instant::now())).await;
+    if Instant::now() < at {
+        tokio::time::sleep_until(at).await;
     }
 }
 
@@ -358,6 +379,28 @@ mod tests {
         assert_eq!(t1.elapsed(), Duration::from_millis(100));
         assert!(link.set_mbps(0.0).is_err());
         assert!(Link::new(&LinkEmulation::default()).set_mbps(1.0).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_paced_body_never_arrives_early_in_real_time() {
+        // 20 Mbit/s, 20 000 bytes: 8 ms, the last of three chunks released precisely.
+        let em = LinkEmulation {
+            mbps: Some(20.0),
+            delay_ms: 0.0,
+        };
+        let want = em.transfer_time(20_000);
+        for _ in 0..5 {
+            let link = Arc::new(Link::new(&em));
+            let data = Bytes::from(vec![3u8; 20_000]);
+            let start = std::time::Instant::now();
+            let got = PacedBody::new(data.clone(), Some(link))
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes();
+            assert_eq!(got, data);
+            assert!(start.elapsed() >= want, "{:?} < {want:?}", start.elapsed());
+        }
     }
 
     #[tokio::test(start_paused = true)]
