@@ -271,21 +271,21 @@ fn the_profile_and_the_demo_idle_before_each_round_unless_told_not_to() {
     let default_ms = cnnpc::onnx::profile::ROUND_IDLE.as_millis() as u64;
     assert!(default_ms > 0);
     match parse(&words("profile --model m.onnx --out p.yaml")) {
-        Command::Profile(a) => assert_eq!(a.round_idle_ms, default_ms),
+        Command::Profile(a) => assert_eq!(a.idle.round_idle_ms, default_ms),
         other => panic!("{other:?}"),
     }
     match parse(&words(
         "profile --model m.onnx --out p.yaml --round-idle-ms 0",
     )) {
-        Command::Profile(a) => assert_eq!(a.round_idle_ms, 0),
+        Command::Profile(a) => assert_eq!(a.idle.round_idle_ms, 0),
         other => panic!("{other:?}"),
     }
     match parse(&words("demo --round-idle-ms 40")) {
-        Command::Demo(a) => assert_eq!(a.round_idle_ms, 40),
+        Command::Demo(a) => assert_eq!(a.idle.round_idle_ms, 40),
         other => panic!("{other:?}"),
     }
     match parse(&words("demo")) {
-        Command::Demo(a) => assert_eq!(a.round_idle_ms, default_ms),
+        Command::Demo(a) => assert_eq!(a.idle.round_idle_ms, default_ms),
         other => panic!("{other:?}"),
     }
     let bad = Cli::try_parse_from(["cnnpc", "demo", "--round-idle-ms", "-5"]);

@@ -60,10 +60,8 @@ pub struct DemoArgs {
     /// Measure every accuracy afresh and keep nothing.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
-    /// Idle this many ms before every timed profile round and every planning pace run, as a
-    /// tier idles between requests (0: back to back, the slower start priced as a wake).
-    #[arg(long, default_value_t = crate::onnx::profile::ROUND_IDLE.as_millis() as u64)]
-    pub round_idle_ms: u64,
+    #[command(flatten)]
+    pub idle: super::profile::RoundIdleArgs,
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
@@ -103,7 +101,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         } else {
             Some(a.cache_dir.clone().unwrap_or_else(default_cache_dir))
         },
-        round_idle: std::time::Duration::from_millis(a.round_idle_ms),
+        round_idle: a.idle.get(),
         ..Default::default()
     };
     let mut bars = Bars::new(&super::stem(&a.model));

@@ -47,10 +47,8 @@ pub struct ProfileArgs {
     /// meets this machine in more than one of its states.
     #[arg(long, default_value_t = 3.0)]
     pub window_seconds: f64,
-    /// Idle this many ms before every timed round, as a tier idles between requests (a run
-    /// after a pause is slower; 0 times the rounds back to back and prices that as a wake).
-    #[arg(long, default_value_t = crate::onnx::profile::ROUND_IDLE.as_millis() as u64)]
-    pub round_idle_ms: u64,
+    #[command(flatten)]
+    pub idle: RoundIdleArgs,
     /// Slowdown of the end device relative to this machine.
     #[arg(long, default_value_t = 18.0)]
     pub end_slowdown: f64,
@@ -103,7 +101,7 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
         multi_tensor_cuts: a.multi_tensor_cuts,
         repeats: a.repeats,
         window_seconds: a.window_seconds,
-        round_idle: std::time::Duration::from_millis(a.round_idle_ms),
+        round_idle: a.idle.get(),
         devices: ["end", "edge", "cloud"]
             .iter()
             .zip(slowdowns)
@@ -141,4 +139,20 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
         host
     );
     Ok(())
+}
+
+/// The profile's pause before each timed round (`cnnpc profile` and `cnnpc demo`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RoundIdleArgs {
+    /// Idle this many ms before every timed profile round (and, in the demo, every planning
+    /// pace run), as a tier idles between requests: a run after a pause is slower. 0 times the
+    /// rounds back to back and prices the slower start as a wake.
+    #[arg(long, default_value_t = crate::onnx::profile::ROUND_IDLE.as_millis() as u64)]
+    pub round_idle_ms: u64,
+}
+
+impl RoundIdleArgs {
+    pub fn get(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.round_idle_ms)
+    }
 }

@@ -217,7 +217,7 @@ impl Body for PacedBody {
             // The last chunk is released precisely: tokio's timer fires up to a millisecond
             // late, and while the earlier chunks' deadlines are absolute (their lateness never
             // adds up), the last one's is the transfer's. Served, every emulated link came in
-            // 0.3–0.5 ms over its bytes' time and the hop's measured cost.
+            // 0.3–1.3 ms over its bytes' time and the hop's measured cost.
             let wait: Wait = if this.data.is_empty() {
                 Box::pin(sleep_precisely_until(at))
             } else {
