@@ -17,6 +17,7 @@
 //! - [`shape`]: the model's input shape, fixed where the export left it symbolic.
 //! - [`random`]: a deterministic generator for profiling and verification inputs.
 
+pub mod avx_state;
 pub mod calibration;
 pub mod cuts;
 pub mod error;
