@@ -941,25 +941,19 @@ fn compute(
     axis: usize,
 ) -> Result<Computed, Failure> {
     let started = Instant::now();
-    if model.is_relay() {
-        if let Input::Frame(body) = &input {
-            let frame = Frame::decode(body, limits).map_err(Failure::frame)?;
-            if frame.encoding() == encoding && frame.channel_axis() == axis {
-                let Input::Frame(body) = input else {
-                    unreachable!("matched above")
-                };
+    let tensor = match input {
+        Input::Tensor(t) => t,
+        Input::Frame(body) => {
+            // Parsed once: a relay that re-encodes reads the frame it has just checked, rather
+            // than parse (and copy) the whole payload a second time.
+            let input = Frame::decode(&body, limits).map_err(Failure::frame)?;
+            if model.is_relay() && input.encoding() == encoding && input.channel_axis() == axis {
                 return Ok(Computed {
                     frame: body,
                     compute: Duration::ZERO,
                     codec: started.elapsed(),
                 });
             }
-        }
-    }
-    let tensor = match input {
-        Input::Tensor(t) => t,
-        Input::Frame(body) => {
-            let input = Frame::decode(&body, limits).map_err(Failure::frame)?;
             Tensor {
                 data: input.to_f32().map_err(Failure::frame)?,
                 shape: input.shape().to_vec(),
