@@ -227,8 +227,9 @@ fn rounds_are_timed_after_an_idle_pause_which_then_prices_no_compute_wake() {
     )
     .unwrap();
     let with = t.elapsed();
-    // Four rounds, each after 60 ms asleep, and the wake's 24 pauses of 20 ms.
-    assert!(with.as_secs_f64() >= 4.0 * 0.060 + 24.0 * 0.020, "{with:?}");
+    // Four rounds, each after 60 ms asleep, and the wake's 24 cold starts after the same pause
+    // (as served, a tier starts after waiting as long as the rounds do).
+    assert!(with.as_secs_f64() >= 4.0 * 0.060 + 24.0 * 0.060, "{with:?}");
     assert!(
         idled.notes.contains("each after a 60 ms idle pause"),
         "{}",
@@ -264,9 +265,10 @@ fn the_wake_is_timed_after_real_idle_pauses_and_can_be_left_out() {
             && w.compressed_ms >= 0.0,
         "{w:?}"
     );
-    // Twelve rounds per output encoding (f32, int8), each after a 20 ms pause: a sleep is
+    // Twelve rounds per output encoding (f32, int8), each after the rounds' pause: a sleep is
     // never shorter than asked.
-    assert!(with.as_secs_f64() >= 24.0 * 0.020, "{with:?}");
+    let pause = cnnpc::onnx::profile::ROUND_IDLE.as_secs_f64();
+    assert!(with.as_secs_f64() >= 24.0 * pause, "{with:?}");
     let plain = profile_model(&model, "chain", &opts(false), &mut |_, _| {}).unwrap();
     assert!(plain.wire.as_ref().unwrap().wake.is_zero());
     // And a profile without it says nothing about it.

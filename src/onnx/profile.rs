@@ -86,8 +86,8 @@ const CODEC_ROUNDS: usize = 3;
 /// Wake timings: this many rounds of a back-to-back run beside one after [`WAKE_IDLE`].
 const WAKE_ROUNDS: usize = 12;
 
-/// The pause before a wake timing: long enough for the core to go idle (the cost was the same
-/// after 20 ms and after 300 ms on the 2-core machine this was measured on).
+/// The pause before a wake timing when the profile's rounds run back to back (otherwise the
+/// wake follows the whole chain and [`ProfileOptions::round_idle`], as a served tier does).
 const WAKE_IDLE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The default [`ProfileOptions::round_idle`]: as long as a tier waits between requests on
@@ -300,8 +300,9 @@ fn codec_costs(
 type Start = (f64, f64);
 
 /// What a tier pays for starting after an idle pause: the first segment with its input read
-/// from an f32 frame and its output framed, run after [`WAKE_IDLE`] against the same run back
-/// to back; the medians' differences over [`WAKE_ROUNDS`], per phase, at least 0. Every round
+/// from an f32 frame and its output framed, run after `before_cold` and a pause of `idle`
+/// against the same run back to back; the medians' differences over [`WAKE_ROUNDS`], per
+/// phase, at least 0. Every round
 /// times the output framed in f32 and, apart, in int8 (with zstd), so a tier that sends only
 /// f32 is not charged what compressed framing pays (served, it paid none of it). The first
 /// segment because it is what the slowest tier (the end) runs in most plans.
@@ -310,6 +311,8 @@ fn wake_cost(
     feed: &TVec<TValue>,
     input: &[(&[f32], Vec<usize>)],
     output: &[(&[f32], Vec<usize>)],
+    before_cold: &dyn Fn() -> Result<(), OnnxError>,
+    idle: std::time::Duration,
 ) -> Result<WakeCost, OnnxError> {
     let limits = unbounded();
     let frames: Vec<Vec<u8>> = input
@@ -343,7 +346,8 @@ fn wake_cost(
             let enc = encodings[k];
             start(enc)?;
             timed[k].0.push(start(enc)?);
-            std::thread::sleep(WAKE_IDLE);
+            before_cold()?;
+            std::thread::sleep(idle);
             timed[k].1.push(start(enc)?);
         }
     }
@@ -657,7 +661,19 @@ pub fn profile_model(
     let (codec, crossing_codecs) = codec_costs(&crossings)?;
     let wake = match (runners.first(), crossings.get(1)) {
         (Some((first, feed)), Some(output)) if opts.wake => {
-            let wake = wake_cost(first, feed, &crossings[0], output)?;
+            // As served: a tier starts after the other tiers ran the rest of the model (which
+            // leaves it little of the caches) and it waited on them and the links. After a
+            // 20 ms pure sleep the end's framing of the demo's input cost 0.29-0.34 ms; after
+            // the whole chain and a 30 or 100 ms pause, 0.37-0.39 (hot: 0.16).
+            let paused = !opts.round_idle.is_zero();
+            let chain = || {
+                for (runner, feed) in runners.iter().filter(|_| paused) {
+                    runner.run(feed.clone())?;
+                }
+                Ok(())
+            };
+            let idle = if paused { opts.round_idle } else { WAKE_IDLE };
+            let wake = wake_cost(first, feed, &crossings[0], output, &chain, idle)?;
             WakeCost {
                 // Already in every segment's time when the rounds were timed after a pause.
                 compute_ms: if opts.round_idle.is_zero() {
