@@ -291,3 +291,33 @@ fn the_profile_and_the_demo_idle_before_each_round_unless_told_not_to() {
     let bad = Cli::try_parse_from(["cnnpc", "demo", "--round-idle-ms", "-5"]);
     assert!(bad.is_err(), "a negative pause must not parse");
 }
+
+#[test]
+fn every_bench_subcommand_says_what_it_measures_in_its_own_words() {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let bench = cli.find_subcommand("bench").expect("cnnpc bench");
+    let about = |name: &str| -> String {
+        let sub = bench
+            .find_subcommand(name)
+            .unwrap_or_else(|| panic!("cnnpc bench {name}"));
+        sub.get_about().map(|a| a.to_string()).unwrap_or_default()
+    };
+    for name in ["plan", "runtime", "oip", "compress"] {
+        assert!(
+            !about(name).is_empty(),
+            "`cnnpc bench {name}` has no help line"
+        );
+    }
+    // Once the compress sweep's description sat on `oip`, and `compress` had none.
+    assert!(
+        about("compress").starts_with("Bytes on the wire"),
+        "{}",
+        about("compress")
+    );
+    assert!(
+        about("oip").starts_with("The Open Inference Protocol"),
+        "{}",
+        about("oip")
+    );
+}

