@@ -609,7 +609,10 @@ fn split_plan_on_the_real_model_writes_pruned_shards_and_the_commands_to_serve_t
     );
     assert!(
         stdout.contains("--tier end")
-            && stdout.contains("--next http://cloud:8080 --encoding int8 --zstd 3"),
+            && stdout.contains(&format!(
+                "--next http://cloud:8080 --encoding int8 --zstd {}",
+                cnnpc::onnx::frame::ZSTD_LEVEL
+            )),
         "{stdout}"
     );
     assert!(

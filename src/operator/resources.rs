@@ -1054,7 +1054,10 @@ mod tests {
             "{args}"
         );
         assert!(
-            args.contains("--next http://demo-cloud-abc.ns.svc:8080 --encoding int8 --zstd 3"),
+            args.contains(&format!(
+                "--next http://demo-cloud-abc.ns.svc:8080 --encoding int8 --zstd {}",
+                crate::onnx::frame::ZSTD_LEVEL
+            )),
             "{args}"
         );
         // The emulated end→cloud path: 1 / (1/20 + 1/5) = 4 Mbit/s.
