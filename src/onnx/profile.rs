@@ -83,7 +83,7 @@ pub const MAX_ROUNDS: usize = 201;
 /// Codec timings are taken this many times over every crossing; the median is kept.
 const CODEC_ROUNDS: usize = 3;
 
-/// Wake timings: this many rounds of a back-to-back run beside one after [`WAKE_IDLE`].
+/// Wake timings: this many rounds of a back-to-back run beside one after a pause.
 const WAKE_ROUNDS: usize = 12;
 
 /// The pause before a wake timing when the profile's rounds run back to back (otherwise the
@@ -302,10 +302,10 @@ type Start = (f64, f64);
 /// What a tier pays for starting after an idle pause: the first segment with its input read
 /// from an f32 frame and its output framed, run after `before_cold` and a pause of `idle`
 /// against the same run back to back; the medians' differences over [`WAKE_ROUNDS`], per
-/// phase, at least 0. Every round
-/// times the output framed in f32 and, apart, in int8 (with zstd), so a tier that sends only
-/// f32 is not charged what compressed framing pays (served, it paid none of it). The first
-/// segment because it is what the slowest tier (the end) runs in most plans.
+/// phase, at least 0. Every round times the output framed in f32 and, apart, in int8 (with
+/// zstd), so a tier that sends only f32 is not charged what compressed framing pays (served,
+/// it paid none of it). The first segment because it is what the slowest tier (the end) runs
+/// in most plans.
 fn wake_cost(
     first: &Runner,
     feed: &TVec<TValue>,
@@ -664,7 +664,7 @@ pub fn profile_model(
             // As served: a tier starts after the other tiers ran the rest of the model (which
             // leaves it little of the caches) and it waited on them and the links. After a
             // 20 ms pure sleep the end's framing of the demo's input cost 0.29-0.34 ms; after
-            // the whole chain and a 30 or 100 ms pause, 0.37-0.39 (hot: 0.16).
+            // the whole chain and a 30 or 100 ms pause, 0.37-0.39 (hot: 0.16; zstd level 3).
             let paused = !opts.round_idle.is_zero();
             let chain = || {
                 for (runner, feed) in runners.iter().filter(|_| paused) {
