@@ -948,3 +948,24 @@ mod tests {
         }
     }
 }
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod avx_state_tests {
+    use super::*;
+    use crate::onnx::avx_state::{dirty_upper_halves, upper_halves_in_use};
+
+    #[test]
+    fn the_codec_clears_the_avx_upper_halves_before_its_own_loops_whatever_ran_before() {
+        let values: Vec<f32> = (0..4 * 64).map(|i| (i % 17) as f32 * 0.25).collect();
+        let shape = [1, 4, 8, 8];
+        for enc in WireEncoding::ALL {
+            dirty_upper_halves();
+            let encoded = encode(&values, &shape, 1, enc).expect("encodes");
+            assert_eq!(upper_halves_in_use(), Some(false), "encoding {enc}");
+            dirty_upper_halves();
+            let back = decode(&encoded.payload, &shape, 1, enc, &encoded.params);
+            assert_eq!(upper_halves_in_use(), Some(false), "decoding {enc}");
+            assert_eq!(back.expect("decodes").len(), values.len());
+        }
+    }
+}
