@@ -44,8 +44,6 @@ impl Runner {
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(tract_err)?;
-        // Optimising evaluates constant subgraphs with the same kernels.
-        super::avx_state::clear_upper_halves();
         Ok(Runner {
             plan,
             inputs,
