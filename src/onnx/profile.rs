@@ -585,8 +585,10 @@ pub fn profile_model(
     };
     let (mut rounds, mut steps) = (opts.repeats, steps);
     let started = Instant::now();
+    // Rounds timed after an idle pause (the default), or back to back.
+    let paused = !opts.round_idle.is_zero();
     let idle = || {
-        if !opts.round_idle.is_zero() {
+        if paused {
             std::thread::sleep(opts.round_idle);
         }
     };
@@ -665,10 +667,11 @@ pub fn profile_model(
             // leaves it little of the caches) and it waited on them and the links. After a
             // 20 ms pure sleep the end's framing of the demo's input cost 0.29-0.34 ms; after
             // the whole chain and a 30 or 100 ms pause, 0.37-0.39 (hot: 0.16; zstd level 3).
-            let paused = !opts.round_idle.is_zero();
             let chain = || {
-                for (runner, feed) in runners.iter().filter(|_| paused) {
-                    runner.run(feed.clone())?;
+                if paused {
+                    for (runner, feed) in &runners {
+                        runner.run(feed.clone())?;
+                    }
                 }
                 Ok(())
             };
@@ -676,11 +679,7 @@ pub fn profile_model(
             let wake = wake_cost(first, feed, &crossings[0], output, &chain, idle)?;
             WakeCost {
                 // Already in every segment's time when the rounds were timed after a pause.
-                compute_ms: if opts.round_idle.is_zero() {
-                    wake.compute_ms
-                } else {
-                    0.0
-                },
+                compute_ms: if paused { 0.0 } else { wake.compute_ms },
                 ..wake
             }
         }
@@ -738,10 +737,10 @@ pub fn profile_model(
             "Measured by `cnnpc profile` with tract: median of {} runs per segment (in rounds over all segments, {}) on this machine \
              (device `host`), batch 1, f32 on the wire; frame bytes and codec costs on {}. Tiers are emulated as slowdowns of the host: {}.",
             rounds,
-            if opts.round_idle.is_zero() {
-                "back to back".to_string()
-            } else {
+            if paused {
                 format!("each after a {} ms idle pause", opts.round_idle.as_millis())
+            } else {
+                "back to back".to_string()
             },
             match opts.samples.len() {
                 0 => "a pseudo-random input".to_string(),
