@@ -5,7 +5,7 @@
 //! accuracy floor it records both searches' latency, oracle calls and wall time, the gap, and
 //! the chosen plan's speedup over end-only and over the best uncompressed split.
 
-use crate::planner::accuracy::{CompressionPoint, Measurements, MeasuringOracle, WireEncoding};
+use crate::planner::accuracy::{Measurements, MeasuringOracle, WireEncoding};
 use crate::planner::plan::Plan;
 use crate::planner::profile::Profile;
 use crate::planner::search::{Objective, Planner, SearchConfig, Strategy};
@@ -351,13 +351,7 @@ fn bench_one(
     let end = baseline(&cnnpc, Strategy::EndOnly)?;
     let ns = baseline(&cnnpc, Strategy::Neurosurgeon)?;
     let p = &cnnpc.plan;
-    let point = CompressionPoint::new(
-        &p.cuts.iter().map(|c| c.point).collect::<Vec<_>>(),
-        &p.cuts.iter().map(|c| c.kept_channels).collect::<Vec<_>>(),
-        &p.cuts.iter().map(|c| c.channels).collect::<Vec<_>>(),
-        p.wire_encoding,
-    );
-    let truth = oracle.accuracy(&point);
+    let truth = oracle.accuracy(&p.compression_point(profile.wire_encoding));
     let sampled = sampled_search(profile, device, ec, &oracle, a0)?;
     Ok(PlanBenchRow {
         model: profile.model.clone(),

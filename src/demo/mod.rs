@@ -22,7 +22,7 @@ use crate::onnx::plan_shards::assign_to_tiers;
 use crate::onnx::profile::ProfileOptions;
 use crate::onnx::split;
 use crate::planner::accuracy::Metric;
-use crate::planner::accuracy::{CompressionPoint, Measurements, WireEncoding};
+use crate::planner::accuracy::{Measurements, WireEncoding};
 use crate::planner::plan::MeasuredOn;
 use crate::planner::plan::Plan;
 use crate::planner::profile::Profile;
@@ -220,7 +220,15 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
             opts.requests, opts.oracle.fit, opts.oracle.eval
         )
     })?;
-    let held_out = held_out_agreement(&plans[0], &mut oracle, &model, &cal, test_first, opts)?;
+    let held_out = held_out_agreement(
+        &plans[0],
+        out.profile.wire_encoding,
+        &mut oracle,
+        &model,
+        &cal,
+        test_first,
+        opts,
+    )?;
     let per: usize = test.shape[1..].iter().product();
     let mut shape = test.shape.clone();
     shape[0] = 1;
@@ -362,14 +370,6 @@ pub fn input_elements(model: &[u8]) -> Result<usize> {
         .product())
 }
 
-/// The compression `plan` serves.
-fn plan_point(plan: &Plan) -> CompressionPoint {
-    let cuts: Vec<usize> = plan.cuts.iter().map(|c| c.point).collect();
-    let kept: Vec<u32> = plan.cuts.iter().map(|c| c.kept_channels).collect();
-    let channels: Vec<u32> = plan.cuts.iter().map(|c| c.channels).collect();
-    CompressionPoint::new(&cuts, &kept, &channels, plan.wire_encoding)
-}
-
 /// `plan`'s top-1 agreement with the unmodified model on `opts.held_out` held-out inputs
 /// (from `first`, past the fit and eval inputs; fewer when a user's data runs out), through
 /// what it serves: the input as it crosses (quantised when the first tier only relays it), the
@@ -377,17 +377,15 @@ fn plan_point(plan: &Plan) -> CompressionPoint {
 /// never saw; `None` when the plan changes nothing the model computes on.
 fn held_out_agreement(
     plan: &Plan,
+    native: WireEncoding,
     oracle: &mut LiveOracle,
     model: &[u8],
     cal: &Calibration,
     first: u64,
     opts: &DemoOptions,
 ) -> Result<Option<HeldOut>> {
-    let point = plan_point(plan);
-    let relayed = plan.tiers.first().is_some_and(|t| t.segments.is_none());
-    let input_enc = plan.wire_encoding.for_input();
-    let quantised_input = relayed && input_enc != WireEncoding::F32;
-    if point.cuts.is_empty() && !quantised_input {
+    let point = plan.compression_point(native);
+    if point.is_unmodified() {
         return Ok(None);
     }
     // What a user's finite data has left (the served inputs at least, which the demo checked
@@ -399,19 +397,7 @@ fn held_out_agreement(
     let batch = cal
         .batch(first, n)
         .with_context(|| format!("{n} held-out inputs beyond the fit and eval ones"))?;
-    let mut served = batch.clone();
-    if quantised_input {
-        let per: usize = batch.shape[1..].iter().product();
-        let mut one = batch.shape.clone();
-        one[0] = 1;
-        let axis = 1.min(one.len() - 1);
-        served.data = batch
-            .data
-            .chunks(per)
-            .map(|x| crate::onnx::quantise::roundtrip(x, &one, axis, input_enc))
-            .collect::<Result<Vec<_>, _>>()?
-            .concat();
-    }
+    let served = crate::onnx::oracle::as_sent(&batch, &point)?;
     let cuts: Vec<usize> = point.cuts.iter().map(|c| c.cut).collect();
     let (shards, enc) = if cuts.is_empty() {
         (vec![model.to_vec()], WireEncoding::F32)
@@ -446,7 +432,8 @@ fn pipeline_tiers(
     opts: &DemoOptions,
 ) -> Result<Vec<TierSpec>> {
     let cuts: Vec<usize> = plan.cuts.iter().map(|c| c.point).collect();
-    let point = plan_point(plan);
+    // Only the pruned cuts shape the shards (the input's encoding is the relay's job).
+    let point = plan.compression_point(WireEncoding::F32);
     let pruned = if point.cuts.is_empty() {
         model.to_vec()
     } else {
@@ -458,16 +445,10 @@ fn pipeline_tiers(
         .collect();
     let shards = split(&pruned, &names)?;
     let mut out = Vec::new();
-    let mut carries_input = true;
     for (i, t) in assign_to_tiers(shards, plan)?.into_iter().enumerate() {
-        // Relays before the first computing tier forward the raw input (never below 8 bits,
-        // as the planner costs it); every later hop carries a cut tensor.
-        carries_input &= t.model.is_none();
-        let encoding = if carries_input {
-            plan.wire_encoding.for_input()
-        } else {
-            plan.wire_encoding
-        };
+        // Every hop, the raw input a relay forwards included, crosses in the plan's encoding
+        // (as the operator deploys it, and as the plan's accuracy was measured).
+        let encoding = plan.wire_encoding;
         let shard: Option<Arc<dyn ShardModel>> = match &t.model {
             Some(bytes) => {
                 let m = TractShard::load(&format!("{}-{}", plan.strategy, t.tier), bytes)

@@ -433,11 +433,11 @@ impl DemoReport {
 }
 
 /// A plan's cuts as `point:kept/channels ... encoding`; without cuts, what crosses (the
-/// input, in its own encoding, never below 8 bits) or `-` when nothing does.
+/// input, in the plan's encoding) or `-` when nothing does.
 fn cuts_label(cuts: &[CutRow], enc: WireEncoding, crosses: bool) -> String {
     if cuts.is_empty() {
         return if crosses {
-            format!("input {}", enc.for_input())
+            format!("input {enc}")
         } else {
             "-".to_string()
         };
@@ -465,8 +465,8 @@ mod tests {
         assert_eq!(cuts_label(&cuts, WireEncoding::Int4, true), "0:4/16 int4");
         assert_eq!(
             cuts_label(&[], WireEncoding::Int4, true),
-            "input int8",
-            "an int4 plan sends its input in int8"
+            "input int4",
+            "an int4 plan sends its input in int4"
         );
         assert_eq!(cuts_label(&[], WireEncoding::F32, true), "input f32");
         assert_eq!(cuts_label(&[], WireEncoding::Int4, false), "-");

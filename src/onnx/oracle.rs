@@ -8,15 +8,18 @@
 //! ([`quantise::roundtrip`]: exactly what the next tier decodes). The answer is top-1
 //! agreement with the unmodified model (or accuracy against labels, [`Metric`]).
 //!
-//! The point with no pruned cut has no cut at which to apply its encoding (the planner's
-//! [`CompressionPoint`] names only pruned cuts), so it measures 1.0 agreement (the model itself),
-//! or the unmodified model's accuracy. [`LiveOracle::evaluate_at`] measures an encoding at
-//! unpruned cuts too (the compression report uses it).
+//! A point whose input crosses a link ([`CompressionPoint::input`]) has every eval input encoded
+//! and decoded in its encoding first ([`as_sent`]), as a relay frames it. The point with no
+//! pruned cut and no encoded input is the model itself: 1.0 agreement, or the unmodified model's
+//! accuracy. Unpruned cuts are not encoded (the planner's [`CompressionPoint`] names only pruned
+//! cuts); [`LiveOracle::evaluate_at`] measures an encoding at unpruned cuts too (the
+//! compression report uses it).
 //!
 //! Statistics of a later cut are taken on the unmodified model even when an earlier cut is pruned
 //! too (one stats pass per cut, not per point); the tail is then fitted to slightly different
 //! activations than it sees, which can only make the measured agreement conservative.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -207,7 +210,8 @@ impl LiveOracle {
             }
         }
         let shards = self.shards(point, &at)?;
-        let outputs = run_chain(&shards, &self.eval, point.encoding, &at, observer)?;
+        let eval = as_sent(&self.eval, point)?;
+        let outputs = run_chain(&shards, &eval, point.encoding, &at, observer)?;
         let labels = self.eval.labels.as_ref();
         let (mut agree, mut correct, mut diff, mut cos) = (0usize, 0usize, 0f64, 0f64);
         for (i, (got, want)) in outputs.iter().zip(&self.reference).enumerate() {
@@ -272,18 +276,14 @@ impl LiveOracle {
         }
         let labels = self.eval.labels.clone();
         let want = &self.reference[from..to];
-        let outputs: Vec<Vec<f32>> = if point.cuts.is_empty() {
+        let outputs: Vec<Vec<f32>> = if point.is_unmodified() {
             want.to_vec()
         } else {
             let at: Vec<usize> = point.cuts.iter().map(|c| c.cut).collect();
             let shards = self.shards(point, &at)?;
-            run_chain(
-                &shards,
-                &self.eval.slice(from, to)?,
-                point.encoding,
-                &at,
-                None,
-            )?
+            let slice = self.eval.slice(from, to)?;
+            let eval = as_sent(&slice, point)?;
+            run_chain(&shards, &eval, point.encoding, &at, None)?
         };
         let want = &self.reference[from..to];
         let mut score = 0.0;
@@ -304,7 +304,7 @@ impl LiveOracle {
 
     /// [`Self::evaluate_at`] at the point's own cuts, recorded in the measurement stores.
     pub fn evaluate(&mut self, point: &CompressionPoint) -> Result<Evaluation, OnnxError> {
-        let e = if point.cuts.is_empty() {
+        let e = if point.is_unmodified() {
             Evaluation {
                 agreement: 1.0,
                 accuracy: self.reference_accuracy(),
@@ -337,7 +337,7 @@ impl AccuracyOracle for LiveOracle {
 
     /// The unmodified model agrees with itself; its accuracy against labels is an estimate.
     fn exact(&self, point: &CompressionPoint) -> bool {
-        point.cuts.is_empty() && self.metric != Metric::Accuracy
+        point.is_unmodified() && self.metric != Metric::Accuracy
     }
 
     fn measure_samples(
@@ -370,6 +370,36 @@ impl AccuracyOracle for LiveOracle {
             }),
         }
     }
+}
+
+/// `batch` as the first computing tier receives it under `point`: each input encoded and decoded
+/// on its own in the point's encoding when the input crosses a link in it (a relay frames the
+/// client's input per request, channels on axis 1), as it is otherwise.
+pub fn as_sent<'b>(
+    batch: &'b Batch,
+    point: &CompressionPoint,
+) -> Result<Cow<'b, Batch>, OnnxError> {
+    if !point.input {
+        return Ok(Cow::Borrowed(batch));
+    }
+    let per: usize = batch.shape.iter().skip(1).product();
+    let mut one = batch.shape.clone();
+    if one.is_empty() {
+        return Err(OnnxError::BadInput("a batch without a shape".into()));
+    }
+    one[0] = 1;
+    let axis = usize::from(one.len() > 1);
+    let mut data = Vec::with_capacity(batch.data.len());
+    for x in batch.data.chunks(per.max(1)) {
+        let r = quantise::roundtrip(x, &one, axis, point.encoding)
+            .map_err(|e| OnnxError::BadInput(format!("encoding the input: {e}")))?;
+        data.extend(r);
+    }
+    Ok(Cow::Owned(Batch {
+        data,
+        shape: batch.shape.clone(),
+        labels: batch.labels.clone(),
+    }))
 }
 
 /// Cosine similarity of two vectors; two all-zero vectors are the same (1), one is not (0).

@@ -51,12 +51,17 @@ impl CutCompression {
 }
 
 /// A way of compressing the model: the pruned cuts (sorted by cut index, unpruned cuts left out)
-/// and the wire encoding used at every cut. `cuts` empty and the baseline encoding = the
-/// unmodified model.
+/// and the wire encoding used at every cut, and whether the raw input crosses a link in that
+/// encoding too (a plan whose end device only relays the input). `cuts` empty and no encoded
+/// input = the unmodified model.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CompressionPoint {
     pub cuts: Vec<CutCompression>,
     pub encoding: WireEncoding,
+    /// The input is quantised (or rounded to f16) on its way: never set with f32, which is the
+    /// client's own encoding and loses nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub input: bool,
 }
 
 /// What "accuracy" means for a model: the number an objective's floor A0 is compared with.
@@ -166,18 +171,6 @@ impl WireEncoding {
         }
     }
 
-    /// The encoding the raw input crosses a link in when this is the plan's wire encoding:
-    /// the same, but never below 8 bits. An 8-bit image is what a camera gives anyway; a 4-bit
-    /// one would lose accuracy that no measurement covers (accuracy points encode cut
-    /// tensors only).
-    pub fn for_input(self) -> WireEncoding {
-        if self.bits() < 8 {
-            Self::Int8
-        } else {
-            self
-        }
-    }
-
     /// Per-channel quantisation ships a scale and a zero point (two f32) with every channel.
     pub fn is_quantised(self) -> bool {
         matches!(self, Self::Int8 | Self::Int4)
@@ -215,7 +208,20 @@ impl CompressionPoint {
         CompressionPoint {
             cuts: Vec::new(),
             encoding,
+            input: false,
         }
+    }
+
+    /// The same point with the raw input crossing in its encoding when `relayed` (and the
+    /// encoding loses anything: an f32 input is the client's own).
+    pub fn with_input(mut self, relayed: bool) -> Self {
+        self.input = relayed && self.encoding != WireEncoding::F32;
+        self
+    }
+
+    /// Whether this is the unmodified model: nothing pruned, nothing encoded on the way.
+    pub fn is_unmodified(&self) -> bool {
+        self.cuts.is_empty() && !self.input
     }
 
     /// Builds the canonical point for `kept[i]` channels at `cuts[i]` (channel counts from
@@ -236,6 +242,7 @@ impl CompressionPoint {
         CompressionPoint {
             cuts: pruned,
             encoding,
+            input: false,
         }
     }
 
@@ -247,11 +254,13 @@ impl CompressionPoint {
             .map_or(channels, |c| c.kept)
     }
 
-    /// True when `self` prunes no cut harder than `other` does and encodes the cut tensors at
-    /// least as finely (as many bits or more): under the usual monotonicity — fewer channels,
-    /// fewer bits never help — `self` is then at least as accurate as `other`.
+    /// True when `self` prunes no cut harder than `other` does, encodes the cut tensors at
+    /// least as finely (as many bits or more) and encodes the input only if `other` does too:
+    /// under the usual monotonicity — fewer channels, fewer bits never help — `self` is then at
+    /// least as accurate as `other`.
     pub fn dominates(&self, other: &CompressionPoint) -> bool {
         self.encoding.bits() >= other.encoding.bits()
+            && (!self.input || other.input)
             && self
                 .cuts
                 .iter()
@@ -261,11 +270,14 @@ impl CompressionPoint {
 
 impl std::fmt::Display for CompressionPoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.cuts.is_empty() {
+        if self.is_unmodified() {
             write!(f, "the uncompressed model")?;
         }
+        if self.input {
+            write!(f, "the input")?;
+        }
         for (i, c) in self.cuts.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
+            let sep = if i == 0 && !self.input { "" } else { ", " };
             write!(f, "{sep}cut {} keeping {}/{}", c.cut, c.kept, c.channels)?;
         }
         write!(f, " ({})", self.encoding)

@@ -40,7 +40,7 @@ impl Curve {
     ) -> Self {
         let (mut points, mut caps, mut floors) = (Vec::new(), Vec::new(), Vec::new());
         for (p, a) in m.values() {
-            if p.cuts.len() != 1 || p.cuts[0].cut != cut {
+            if p.input || p.cuts.len() != 1 || p.cuts[0].cut != cut {
                 continue;
             }
             let k = p.cuts[0].kept;
@@ -228,8 +228,11 @@ impl Planner<'_> {
         if base < a0 {
             return Ok(start.cloned());
         }
-        let mut inc = self.neurosurgeon(enc);
-        inc.accuracy = Some(base);
+        // The fastest uncompressed split may send the input in `enc`: it is the incumbent only
+        // if that measures up too (end-only always does, at `base`).
+        let Some(mut inc) = self.fastest_uncompressed(enc, a0, m)? else {
+            return Ok(start.cloned());
+        };
         if let Some(s) = start.filter(|s| s.latency_ms < inc.latency_ms) {
             inc = s.clone();
         }
@@ -383,8 +386,10 @@ impl Planner<'_> {
             // ceilings), in a finer one (ceilings) or a coarser one (floors), with `reuse`.
             let (mut joint, mut caps, mut floors) = (Vec::new(), Vec::new(), Vec::new());
             for (p, a) in m.values() {
-                let ours =
-                    p.cuts.len() == 2 && p.cuts[0].cut == cuts[0] && p.cuts[1].cut == cuts[1];
+                let ours = !p.input
+                    && p.cuts.len() == 2
+                    && p.cuts[0].cut == cuts[0]
+                    && p.cuts[1].cut == cuts[1];
                 if !ours {
                     continue;
                 }
@@ -473,18 +478,34 @@ impl Planner<'_> {
         m: &mut MeasuringOracle,
     ) -> Result<Option<Candidate>, OracleError> {
         let base = m.accuracy(&CompressionPoint::uncompressed(enc))?;
-        let fastest = self.neurosurgeon(enc);
-        if fastest.latency_ms <= t0 {
-            // Nothing compressed is more accurate than the uncompressed model.
+        let within: Vec<Candidate> = self
+            .uncompressed_by_latency(enc)
+            .into_iter()
+            .filter(|c| c.latency_ms <= t0)
+            .collect();
+        let unmodified = |c: &&Candidate| self.point(c.layout, &c.kept, enc).is_unmodified();
+        if let Some(c) = within.iter().find(unmodified) {
+            // Nothing compressed is more accurate than the unmodified model.
             return Ok(Some(Candidate {
                 accuracy: Some(base),
-                ..fastest
+                ..c.clone()
             }));
         }
+        // Only splits that send the input in `enc` fit: measured, they are one answer.
+        let mut relayed = match within.into_iter().next() {
+            Some(mut c) => {
+                c.accuracy = Some(m.accuracy(&self.point(c.layout, &c.kept, enc))?);
+                Some(c)
+            }
+            None => None,
+        };
         if !config.prune {
-            return Ok(None);
+            return Ok(relayed);
         }
         let mut best = self.frontier_probe(enc, t0, base, config.max_joint_probes, m)?;
+        if relayed.as_ref().and_then(|c| c.accuracy) > best.as_ref().and_then(|c| c.accuracy) {
+            best = relayed.take();
+        }
         let mut lo = best.as_ref().and_then(|c| c.accuracy).unwrap_or(0.0);
         let mut hi = base;
         for _ in 0..16 {

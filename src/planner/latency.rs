@@ -96,6 +96,11 @@ impl Layout {
     pub fn is_remote(&self) -> bool {
         self.crossings.iter().any(Option::is_some)
     }
+
+    /// Whether the raw input crosses a link (the first tier computes nothing).
+    pub fn relays_input(&self) -> bool {
+        self.crossings.contains(&Some(Crossing::Input))
+    }
 }
 
 /// Every deployment over `tiers` tiers and `segments` segments: all non-decreasing boundary
@@ -234,10 +239,11 @@ impl<'a> LatencyModel<'a> {
         c.bytes / f64::from(c.channels) * self.size_ratio() + params
     }
 
-    /// The input crosses a link in the cut tensors' encoding, but never below 8 bits
-    /// ([`WireEncoding::for_input`]); measured frame bytes where the profile has them.
+    /// The input crosses a link in the cut tensors' encoding (its accuracy is measured then:
+    /// [`CompressionPoint::input`](crate::planner::accuracy::CompressionPoint::input));
+    /// measured frame bytes where the profile has them.
     pub fn input_bytes(&self) -> f64 {
-        let enc = self.encoding.for_input();
+        let enc = self.encoding;
         if let Some(b) = self.profile.input.frame_bytes.get(&enc) {
             return *b;
         }
@@ -296,7 +302,7 @@ impl<'a> LatencyModel<'a> {
     fn passes_through(&self, layout: &Layout, t: usize) -> bool {
         let (s, e) = layout.ranges[t];
         let relays = s == e && layout.crossings.get(t).is_some_and(Option::is_some);
-        relays && (t > 0 || self.encoding.for_input() == WireEncoding::F32)
+        relays && (t > 0 || self.encoding == WireEncoding::F32)
     }
 
     fn terms(&self, layout: &Layout) -> Terms {
@@ -330,7 +336,7 @@ impl<'a> LatencyModel<'a> {
                     Amount::Fixed,
                     self.input_bytes(),
                     self.profile.input.elements as f64,
-                    self.encoding.for_input(),
+                    self.encoding,
                 ),
                 Crossing::Cut(c) => {
                     let i = layout.cuts.binary_search(&c).expect("cut is listed");
@@ -370,12 +376,7 @@ impl<'a> LatencyModel<'a> {
             let sends = layout.crossings.get(t).copied().flatten();
             if (s < e || sends.is_some()) && !self.passes_through(layout, t) {
                 codec[t].fixed_ms += wake.codec_ms * tier.codec_scale;
-                let enc = match sends {
-                    Some(Crossing::Input) => self.encoding.for_input(),
-                    Some(Crossing::Cut(_)) => self.encoding,
-                    None => WireEncoding::F32,
-                };
-                if enc != WireEncoding::F32 {
+                if sends.is_some() && self.encoding != WireEncoding::F32 {
                     codec[t].fixed_ms += wake.compressed_ms * tier.codec_scale;
                 }
             }

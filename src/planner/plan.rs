@@ -1,6 +1,6 @@
 //! The plan: what the search decided, in the form every other part consumes (JSON contract).
 
-use crate::planner::accuracy::{MeasuringOracle, WireEncoding};
+use crate::planner::accuracy::{CompressionPoint, MeasuringOracle, WireEncoding};
 use crate::planner::latency::Crossing;
 use crate::planner::search::{Candidate, Planner};
 use serde::{Deserialize, Serialize};
@@ -125,6 +125,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The compression this plan serves, whose accuracy it claims: its pruned cuts, and the
+    /// input when its first tier only relays it to a tier that computes, in an encoding coarser
+    /// than `native`, the profile's (as [`Planner::point`] builds it).
+    pub fn compression_point(&self, native: WireEncoding) -> CompressionPoint {
+        let cuts: Vec<usize> = self.cuts.iter().map(|c| c.point).collect();
+        let kept: Vec<u32> = self.cuts.iter().map(|c| c.kept_channels).collect();
+        let channels: Vec<u32> = self.cuts.iter().map(|c| c.channels).collect();
+        let relayed = self.tiers.first().is_some_and(|t| t.segments.is_none())
+            && self.tiers.iter().any(|t| t.segments.is_some())
+            && self.wire_encoding.bits() < native.bits();
+        CompressionPoint::new(&cuts, &kept, &channels, self.wire_encoding).with_input(relayed)
+    }
+
     /// The tier boundaries of this plan (see `latency::Deployment`), recovered from its tiers.
     pub fn boundaries(&self) -> Vec<usize> {
         let mut next = 0;

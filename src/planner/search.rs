@@ -196,7 +196,11 @@ impl<'a> Planner<'a> {
 
     pub fn point(&self, layout: usize, kept: &[u32], encoding: WireEncoding) -> CompressionPoint {
         let l = &self.layouts[layout];
+        // The input loses nothing in the profile's own encoding (the encoding its data come
+        // in: f32 from a client, 8 bits in the reference's counts), only in a coarser one.
+        let lossy_input = encoding.bits() < self.profile.wire_encoding.bits();
         CompressionPoint::new(&l.cuts, kept, &self.channels(l), encoding)
+            .with_input(l.relays_input() && lossy_input)
     }
 
     fn uncompressed(&self, layout: usize, encoding: WireEncoding) -> Candidate {
@@ -346,7 +350,7 @@ impl<'a> Planner<'a> {
         };
         if let Some(mut c) = fixed {
             if let Some(m) = oracle {
-                c.accuracy = Some(m.accuracy(&CompressionPoint::uncompressed(c.encoding))?);
+                c.accuracy = Some(m.accuracy(&self.point(c.layout, &c.kept, c.encoding))?);
             }
             return self.check(c, objective);
         }
@@ -459,6 +463,35 @@ impl<'a> Planner<'a> {
             .expect("at least one deployment")
     }
 
+    /// Every uncompressed plan in `encoding`, fastest first (ties in layout order, as
+    /// [`Self::neurosurgeon`] breaks them).
+    pub(crate) fn uncompressed_by_latency(&self, encoding: WireEncoding) -> Vec<Candidate> {
+        let mut all: Vec<Candidate> = (0..self.layouts.len())
+            .map(|i| self.uncompressed(i, encoding))
+            .collect();
+        all.sort_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms));
+        all
+    }
+
+    /// The fastest uncompressed plan in `encoding` that meets `a0`, with its accuracy: the
+    /// unmodified model's where nothing crosses in a lossy encoding, measured where the input
+    /// does. `None` only when the unmodified model misses `a0` too.
+    pub(crate) fn fastest_uncompressed(
+        &self,
+        encoding: WireEncoding,
+        a0: f64,
+        m: &mut MeasuringOracle,
+    ) -> Result<Option<Candidate>, OracleError> {
+        for mut c in self.uncompressed_by_latency(encoding) {
+            let a = m.accuracy(&self.point(c.layout, &c.kept, encoding))?;
+            if a >= a0 {
+                c.accuracy = Some(a);
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
     /// Every point of every deployment, measured: the true optimum under the oracle.
     fn exhaustive(
         &self,
@@ -481,7 +514,7 @@ impl<'a> Planner<'a> {
                     Objective::MinLatency { .. } => true,
                 };
                 if ok_latency {
-                    let a = m.accuracy(&CompressionPoint::new(&l.cuts, &kept, &channels, enc))?;
+                    let a = m.accuracy(&self.point(i, &kept, enc))?;
                     let c = Candidate {
                         layout: i,
                         kept: kept.clone(),

@@ -118,7 +118,7 @@ impl SampledSurface {
 
 impl AccuracyOracle for SampledSurface {
     fn measure(&mut self, point: &CompressionPoint) -> Result<f64, OracleError> {
-        if point.cuts.is_empty() {
+        if point.is_unmodified() {
             return Ok(self.surface.accuracy(point));
         }
         Ok(self.hits(point, 0, self.samples) as f64 / self.samples.max(1) as f64)
@@ -129,7 +129,7 @@ impl AccuracyOracle for SampledSurface {
     }
 
     fn exact(&self, point: &CompressionPoint) -> bool {
-        point.cuts.is_empty()
+        point.is_unmodified()
     }
 
     fn measure_samples(

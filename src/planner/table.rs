@@ -4,7 +4,9 @@
 //! A ratio is the fraction of channels *removed* at that cut (the reference's convention), so
 //! `ratio = 1 - kept/channels`. A single-cut point leaves `cut_b`/`ratio_b` empty; the
 //! uncompressed model is a row with every ratio 0 (or every cut empty). The optional encoding
-//! column (`f32`, `f16`, `int8`, `int4`) defaults to the profile's wire encoding. The optional
+//! column (`f32`, `f16`, `int8`, `int4`) defaults to the profile's wire encoding. A cut of
+//! `input` (ratio 0) marks a point whose raw input crosses a link in that encoding
+//! ([`CompressionPoint::input`]); its other cut is a pruned one, if any. The optional
 //! samples column marks a sampled measurement: `accuracy` is then its estimate over the first
 //! `samples` evaluation samples, which a later search may extend. The same layout
 //! stores the live oracle's measurements, so a replan can reuse them.
@@ -18,6 +20,9 @@ use crate::planner::sequential::Tally;
 use std::fmt::Write as _;
 
 pub const HEADER: &str = "cut_a,ratio_a,cut_b,ratio_b,accuracy,encoding,samples";
+
+/// The "cut" of a row whose raw input crosses a link in the row's encoding (ratio 0).
+pub const INPUT: &str = "input";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("accuracy table line {line}: {message}")]
@@ -49,9 +54,19 @@ pub fn parse_csv(text: &str, profile: &Profile) -> Result<Measurements, TableErr
             _ => profile.wire_encoding,
         };
         let mut cuts = Vec::new();
+        let mut input = false;
         for (cut_field, ratio_field, name) in
             [(fields[0], fields[1], "a"), (fields[2], fields[3], "b")]
         {
+            if cut_field == INPUT {
+                if input || !(ratio_field.is_empty() || parse_num(ratio_field) == Some(0.0)) {
+                    return Err(err(format!(
+                        "cut_{name} = {INPUT} takes ratio 0 (the input is encoded, not pruned), once"
+                    )));
+                }
+                input = true;
+                continue;
+            }
             if cut_field.is_empty() {
                 if !(ratio_field.is_empty() || parse_num(ratio_field) == Some(0.0)) {
                     return Err(err(format!("ratio_{name} given without cut_{name}")));
@@ -112,7 +127,7 @@ pub fn parse_csv(text: &str, profile: &Profile) -> Result<Measurements, TableErr
             ),
             _ => None,
         };
-        let point = CompressionPoint::new(&idx, &kept, &channels, encoding);
+        let point = CompressionPoint::new(&idx, &kept, &channels, encoding).with_input(input);
         if let Some(previous) = out.get(&point) {
             if previous != accuracy {
                 return Err(err(format!(
@@ -149,15 +164,16 @@ pub fn to_csv(points: &Measurements) -> String {
             Measured::Exact(a) => (a, String::new()),
             Measured::Sampled(t) => (t.estimate(), t.samples.to_string()),
         };
-        if p.cuts.len() > 2 {
-            continue; // the layout has room for two cuts, as many as three tiers can have
+        // The layout has room for two crossings, as many as three tiers can have.
+        if p.cuts.len() + usize::from(p.input) > 2 {
+            continue;
         }
-        let (ca, ra) = field(p.cuts.first());
-        let (cb, rb) = field(p.cuts.get(1));
-        let (ca, ra) = if p.cuts.is_empty() {
-            (String::new(), "0".to_string())
+        let ((ca, ra), (cb, rb)) = if p.input {
+            ((INPUT.to_string(), "0".to_string()), field(p.cuts.first()))
+        } else if p.cuts.is_empty() {
+            ((String::new(), "0".to_string()), field(None))
         } else {
-            (ca, ra)
+            (field(p.cuts.first()), field(p.cuts.get(1)))
         };
         let _ = writeln!(out, "{ca},{ra},{cb},{rb},{acc},{},{samples}", p.encoding);
     }
