@@ -238,7 +238,14 @@ fn the_live_oracle_encodes_the_input_of_an_input_point() {
         .chunks(per)
         .flat_map(|x| quantise::roundtrip(x, &one, 1, WireEncoding::Int4).unwrap())
         .collect();
-    let want = run_chain(&[model.clone()], &eval, WireEncoding::F32, &[], None).unwrap();
+    let want = run_chain(
+        std::slice::from_ref(&model),
+        &eval,
+        WireEncoding::F32,
+        &[],
+        None,
+    )
+    .unwrap();
     let got = run_chain(&[model], &sent, WireEncoding::F32, &[], None).unwrap();
     let agreeing = got
         .iter()
