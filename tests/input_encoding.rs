@@ -258,3 +258,31 @@ fn the_live_oracle_encodes_the_input_of_an_input_point() {
     let rest = oracle.score_samples(&point, 10, 24).unwrap();
     assert_eq!(first + rest, agreeing as f64);
 }
+
+#[test]
+fn a_coarser_input_encoding_that_meets_the_floor_spares_measuring_a_finer_one() {
+    // A profile in f32 (as the live one is), so that int8 sends the input lossily too.
+    let mut p = profile("mobilenet");
+    p.wire_encoding = WireEncoding::F32;
+    let t = slow_end(&p);
+    let planner = Planner::new(&p, &t).unwrap();
+    let mut oracle = InputCosts {
+        surface: SyntheticSurface::new(p.cuts.len(), 1.0, 0.0, 1),
+        input: 0.993,
+        asked: Vec::new(),
+    };
+    let c = search(
+        &planner,
+        &mut oracle,
+        vec![WireEncoding::Int8, WireEncoding::Int4],
+        Objective::MinLatency { min_accuracy: 0.99 },
+    );
+    // int4 is searched first; its input meets the floor, so int8's (finer) is at least as good.
+    let inputs: Vec<WireEncoding> = oracle
+        .asked
+        .iter()
+        .filter(|q| q.input && q.cuts.is_empty())
+        .map(|q| q.encoding)
+        .collect();
+    assert_eq!(inputs, vec![WireEncoding::Int4], "{c:?}");
+}

@@ -454,6 +454,25 @@ impl<'a> MeasuringOracle<'a> {
             .reduce(f64::max)
     }
 
+    /// The search value of `p` as far as floor `a0` needs it: known, or (with `reuse`) the best
+    /// lower bound from a point it dominates when that already meets `a0`, else measured. A
+    /// bound stands in only for points the search may replace later: the plan it returns is
+    /// measured in full (`Planner::judged`).
+    pub fn value_against(
+        &mut self,
+        p: &CompressionPoint,
+        a0: f64,
+        reuse: bool,
+    ) -> Result<f64, OracleError> {
+        if let Some(a) = self.known_value(p) {
+            return Ok(a);
+        }
+        match reuse.then(|| self.lower_bound(p)).flatten() {
+            Some(floor) if floor >= a0 => Ok(floor),
+            _ => self.accuracy(p),
+        }
+    }
+
     /// The search value of `p`, measuring only as many samples as the threshold needs.
     pub fn accuracy(&mut self, p: &CompressionPoint) -> Result<f64, OracleError> {
         match (self.sequential(), self.known.entry(p)) {

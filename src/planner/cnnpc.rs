@@ -230,7 +230,7 @@ impl Planner<'_> {
         }
         // The fastest uncompressed split may send the input in `enc`: it is the incumbent only
         // if that measures up too (end-only always does, at `base`).
-        let Some(mut inc) = self.fastest_uncompressed(enc, a0, m)? else {
+        let Some(mut inc) = self.fastest_uncompressed(enc, a0, config.reuse, m)? else {
             return Ok(start.cloned());
         };
         if let Some(s) = start.filter(|s| s.latency_ms < inc.latency_ms) {
@@ -306,14 +306,7 @@ impl Planner<'_> {
             return Ok(());
         }
         let p = self.point(i, &kept, enc);
-        let accuracy = match (
-            m.known_value(&p),
-            reuse.then(|| m.lower_bound(&p)).flatten(),
-        ) {
-            (Some(a), _) => a,
-            (None, Some(floor)) if floor >= a0 => floor,
-            _ => m.accuracy(&p)?,
-        };
+        let accuracy = m.value_against(&p, a0, reuse)?;
         if accuracy >= a0 {
             *inc = Candidate {
                 layout: i,

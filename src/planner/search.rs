@@ -475,15 +475,19 @@ impl<'a> Planner<'a> {
 
     /// The fastest uncompressed plan in `encoding` that meets `a0`, with its accuracy: the
     /// unmodified model's where nothing crosses in a lossy encoding, measured where the input
-    /// does. `None` only when the unmodified model misses `a0` too.
+    /// does (with `reuse`, bounded from below by a coarser input encoding's instead, as
+    /// [`Planner::judged`] measures the plan returned in full). `None` only when the
+    /// unmodified model misses `a0` too.
     pub(crate) fn fastest_uncompressed(
         &self,
         encoding: WireEncoding,
         a0: f64,
+        reuse: bool,
         m: &mut MeasuringOracle,
     ) -> Result<Option<Candidate>, OracleError> {
         for mut c in self.uncompressed_by_latency(encoding) {
-            let a = m.accuracy(&self.point(c.layout, &c.kept, encoding))?;
+            let p = self.point(c.layout, &c.kept, encoding);
+            let a = m.value_against(&p, a0, reuse)?;
             if a >= a0 {
                 c.accuracy = Some(a);
                 return Ok(Some(c));
