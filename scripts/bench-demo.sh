@@ -29,11 +29,11 @@ import json, statistics, sys
 
 def plan_label(c):
     """Deployment, cuts as point:kept/channels, and what crosses: the cuts' encoding, or for a
-    plan without cuts the input's (never below 8 bits, as the planner prices it)."""
+    plan without cuts the input's (the plan's encoding, as it is sent and measured)."""
     cuts = [f'{x["point"]}:{x["kept_channels"]}/{x["channels"]}' for x in c["cuts"]]
     enc = c["wire_encoding"]
     if not cuts:
-        return f'{c["deployment"]}, input {"int8" if enc == "int4" else enc}'
+        return f'{c["deployment"]}, input {enc}'
     return " ".join([c["deployment"]] + cuts + [enc])
 
 tmp, runs, out_json, out_md = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
