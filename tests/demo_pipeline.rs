@@ -99,3 +99,18 @@ async fn a_wrong_input_shape_is_reported_not_hung() {
     );
     p.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_costs_are_timed_after_the_pause_a_served_request_follows() {
+    use std::time::{Duration, Instant};
+    let (rounds, pause) = (4, Duration::from_millis(30));
+    let started = Instant::now();
+    let costs = cnnpc::demo::http_costs(rounds, 1000, pause).await.unwrap();
+    // Three timed requests per round, each after its pause (the warm-up rounds go unpaused).
+    assert!(
+        started.elapsed() >= pause * (3 * rounds) as u32,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(costs.entry_ms > 0.0 && costs.hop_ms >= 0.0, "{costs:?}");
+}

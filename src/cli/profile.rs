@@ -91,6 +91,7 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
         Some(rt.block_on(crate::demo::http_costs(
             HTTP_ROUNDS,
             crate::demo::input_elements(&bytes)?,
+            a.idle.get(),
         ))?)
     };
     let opts = ProfileOptions {

@@ -139,7 +139,11 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
     // 1–2. Profile on this machine (the tiers are documented slowdowns of it; the hops' HTTP
     // costs timed through real relays), plan with the live oracle; baselines uncompressed, f32
     // on the wire, as the earlier methods send.
-    let http = runtime.block_on(http_costs(HTTP_ROUNDS, input_elements(&model)?))?;
+    let http = runtime.block_on(http_costs(
+        HTTP_ROUNDS,
+        input_elements(&model)?,
+        opts.round_idle,
+    ))?;
     // This machine's pace when planning, to set beside its pace when serving: where a
     // prediction misses because the machine itself changed speed, the report says so.
     let full = TractShard::load(&name, &model).map_err(anyhow::Error::msg)?;

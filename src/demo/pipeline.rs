@@ -135,7 +135,16 @@ impl Counters {
 /// first tier); a hop is two relays against one, with a tiny frame (a hop's bytes are the
 /// link's, timed by the receiver). The planner adds them to every plan (`WireCosts`), so a
 /// prediction counts the HTTP round trips it will pay.
-pub async fn http_costs(rounds: usize, input_elements: usize) -> Result<HttpCosts> {
+///
+/// Each timed request follows an idle `pause`, as a served request follows the idle between
+/// requests (the profile's `round_idle`): servers, sockets and caches that have idled answer
+/// slower. Back to back (`pause` zero), the entry cost 0.5 ms on the demo's machine where a
+/// served plan's requests paid about twice that.
+pub async fn http_costs(
+    rounds: usize,
+    input_elements: usize,
+    pause: Duration,
+) -> Result<HttpCosts> {
     let relay = |name: &str| TierSpec::new(name, None);
     let one = Pipeline::start(vec![relay("end")], "http", "http-one").await?;
     let two = Pipeline::start(vec![relay("end"), relay("edge")], "http", "http-two").await?;
@@ -153,17 +162,20 @@ pub async fn http_costs(rounds: usize, input_elements: usize) -> Result<HttpCost
     };
     let (mut a, mut b, mut e) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..rounds + 3 {
+        // The first rounds open connections and warm the pools: not what a request pays, and
+        // not worth a pause.
+        let timed = i >= 3;
+        let idle = if timed { pause } else { Duration::ZERO };
         // Alternate the order, so neither side always runs first.
         let (x, y) = if i % 2 == 0 {
-            let x = ms(one.post(frame.clone()).await?)?;
-            (x, ms(two.post(frame.clone()).await?)?)
+            let x = ms(one.post_after(idle, frame.clone()).await?)?;
+            (x, ms(two.post_after(idle, frame.clone()).await?)?)
         } else {
-            let y = ms(two.post(frame.clone()).await?)?;
-            (ms(one.post(frame.clone()).await?)?, y)
+            let y = ms(two.post_after(idle, frame.clone()).await?)?;
+            (ms(one.post_after(idle, frame.clone()).await?)?, y)
         };
-        let z = ms(one.post(input.clone()).await?)?;
-        // The first rounds open connections and warm the pools: not what a request pays.
-        if i >= 3 {
+        let z = ms(one.post_after(idle, input.clone()).await?)?;
+        if timed {
             a.push(x);
             b.push(y);
             e.push(z);
@@ -283,6 +295,14 @@ impl Pipeline {
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// [`Self::post`] after idling `idle` (none when zero).
+    pub async fn post_after(&self, idle: Duration, frame: Bytes) -> Result<Posted> {
+        if !idle.is_zero() {
+            tokio::time::sleep(idle).await;
+        }
+        self.post(frame).await
     }
 
     /// Posts an encoded frame to the entry tier. Transport failures are errors; any status is
