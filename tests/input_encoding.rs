@@ -61,8 +61,12 @@ fn the_premise_the_fastest_uncompressed_split_relays_the_input() {
     let planner = Planner::new(&p, &t).unwrap();
     let ns = planner.neurosurgeon(WireEncoding::Int4);
     assert!(planner.layouts[ns.layout].relays_input(), "{ns:?}");
+    // Uncompressed, yet int4 loses at every crossing: the input and any unpruned cut.
     let point = planner.point(ns.layout, &ns.kept, WireEncoding::Int4);
-    assert!(point.input && point.cuts.is_empty(), "{point}");
+    let crossing = &planner.layouts[ns.layout].cuts;
+    assert!(point.input, "{point}");
+    assert_eq!(point.cuts.len(), crossing.len(), "{point}");
+    assert!(point.cuts.iter().all(|c| c.kept == c.channels), "{point}");
     // In the profile's own encoding (8 bits: the reference counts the input so) or finer, the
     // input crosses as its data come: nothing to measure.
     assert_eq!(p.wire_encoding, WireEncoding::Int8);
@@ -285,4 +289,153 @@ fn a_coarser_input_encoding_that_meets_the_floor_spares_measuring_a_finer_one() 
         .map(|q| q.encoding)
         .collect();
     assert_eq!(inputs, vec![WireEncoding::Int4], "{c:?}");
+}
+
+// An unpruned cut that crosses a link in a lossy encoding loses like the input: the point
+// lists it (kept = channels), so it is measured too.
+
+#[test]
+fn an_unpruned_encoded_cut_is_dominated_by_the_cut_left_alone() {
+    let whole = CompressionPoint::crossing(&[3], &[16], &[16], WireEncoding::Int8, true);
+    assert_eq!(whole.cuts.len(), 1, "listed though unpruned");
+    assert!(!whole.is_unmodified());
+    // Not listed in the profile's own encoding: nothing is lost there.
+    assert!(
+        CompressionPoint::crossing(&[3], &[16], &[16], WireEncoding::Int8, false).is_unmodified()
+    );
+    let untouched = CompressionPoint::uncompressed(WireEncoding::Int8);
+    assert!(untouched.dominates(&whole));
+    assert!(!whole.dominates(&untouched));
+    let pruned = CompressionPoint::new(&[3], &[8], &[16], WireEncoding::Int8);
+    assert!(whole.dominates(&pruned));
+    assert!(!pruned.dominates(&whole));
+    // A cut the other point encodes and this one leaves alone does not stop dominance.
+    let both = CompressionPoint::crossing(&[3, 5], &[8, 32], &[16, 32], WireEncoding::Int8, true);
+    assert!(pruned.dominates(&both));
+    assert!(!both.dominates(&pruned));
+}
+
+/// The synthetic surface, except that a point pruning any cut scores at most `pruned`, and one
+/// encoding an unpruned cut at most `whole`.
+struct WholeCutCosts {
+    surface: SyntheticSurface,
+    pruned: f64,
+    whole: f64,
+}
+
+impl AccuracyOracle for WholeCutCosts {
+    fn measure(&mut self, p: &CompressionPoint) -> Result<f64, OracleError> {
+        let mut a = self.surface.accuracy(p);
+        if p.cuts.iter().any(|c| c.kept < c.channels) {
+            a = a.min(self.pruned);
+        }
+        if p.cuts.iter().any(|c| c.kept == c.channels) {
+            a = a.min(self.whole);
+        }
+        Ok(a)
+    }
+}
+
+#[test]
+fn an_unpruned_cut_in_a_lossy_encoding_is_planned_only_as_measured() {
+    // A profile in f32, as the live one is: int8 loses at every crossing.
+    let mut p = profile("mobilenet");
+    p.wire_encoding = WireEncoding::F32;
+    let t = TopologySpec::end_edge_cloud("MI8", 20.0, 10.0)
+        .build(&p)
+        .unwrap();
+    let planner = Planner::new(&p, &t).unwrap();
+    let ns = planner.neurosurgeon(WireEncoding::Int8);
+    assert!(
+        !planner.layouts[ns.layout].cuts.is_empty(),
+        "the premise: the fastest uncompressed split cuts the model"
+    );
+    // (pruned, whole, a0): pruning loses too much, so the fastest uncompressed split is the
+    // plan unless its whole cut's encoding misses the floor; or pruning is as the surface says.
+    for (pruned, whole, a0) in [(0.5, 0.5, 0.9), (0.5, 0.97, 0.95), (1.0, 0.5, 0.9)] {
+        let mut oracle = WholeCutCosts {
+            surface: SyntheticSurface::new(p.cuts.len(), 1.0, 0.0, 3),
+            pruned,
+            whole,
+        };
+        let mut known = Measurements::default();
+        let mut m = MeasuringOracle::new(&mut oracle, &mut known);
+        let config = SearchConfig::new(vec![WireEncoding::Int8], true);
+        let c = planner
+            .search(
+                Strategy::Cnnpc,
+                Some(Objective::MinLatency { min_accuracy: a0 }),
+                &config,
+                Some(&mut m),
+            )
+            .unwrap();
+        // What the plan serves, built here: int8 at every cut that crosses, pruned or not.
+        let l = &planner.layouts[c.layout];
+        let channels: Vec<u32> = l.cuts.iter().map(|&i| p.cuts[i].channels).collect();
+        let point = CompressionPoint::crossing(&l.cuts, &c.kept, &channels, c.encoding, true)
+            .with_input(l.relays_input());
+        let truth = oracle.measure(&point).unwrap();
+        assert_eq!(c.accuracy, Some(truth), "{point}");
+        assert!(truth >= a0, "{point}: {truth} < {a0}");
+        let unpruned = point.cuts.iter().any(|q| q.kept == q.channels);
+        // Below the floor, no plan leaves a crossing cut whole; above it, one may.
+        assert!(whole >= a0 || !unpruned, "{point}");
+    }
+}
+
+#[test]
+fn the_live_oracle_encodes_an_unpruned_cut_the_point_lists() {
+    use cnnpc::onnx::list_cuts;
+    use cnnpc::onnx::oracle::LiveOracle;
+    use cnnpc::testkit::models as testmodels;
+    let model = testmodels::chain_model_bytes();
+    let cuts = list_cuts(&model).unwrap();
+    let channels = cuts[1].channels as u32;
+    let mut oracle = LiveOracle::new(
+        model,
+        cuts,
+        common::onnx::batch(100, 8),
+        common::onnx::batch(200, 24),
+    )
+    .unwrap();
+    let whole =
+        CompressionPoint::crossing(&[1], &[channels], &[channels], WireEncoding::Int4, true);
+    assert!(!oracle.exact(&whole));
+    let e = oracle.evaluate(&whole).unwrap();
+    assert!(
+        e.mean_output_diff > 0.0,
+        "int4 at the cut changed the outputs: {e:?}"
+    );
+    // The same as encoding the unmodified model at that cut.
+    let at = oracle
+        .evaluate_at(
+            &CompressionPoint::uncompressed(WireEncoding::Int4),
+            &[1],
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        (e.agreement, e.mean_output_diff),
+        (at.agreement, at.mean_output_diff)
+    );
+}
+
+#[test]
+fn unpruned_encoded_cuts_survive_the_measurement_table() {
+    let mut p = profile("mobilenet");
+    let channels = p.cuts[3].channels;
+    // In the reference's own 8 bits, a ratio-0 row is the unmodified model (as it always was).
+    let legacy = parse_csv("3,0,,,0.99,int8\n", &p).unwrap();
+    assert_eq!(
+        legacy.get(&CompressionPoint::uncompressed(WireEncoding::Int8)),
+        Some(0.99)
+    );
+    p.wire_encoding = WireEncoding::F32;
+    let whole =
+        CompressionPoint::crossing(&[3], &[channels], &[channels], WireEncoding::Int8, true);
+    let mut known = Measurements::default();
+    known.insert(whole.clone(), 0.98);
+    let csv = to_csv(&known);
+    let back = parse_csv(&csv, &p).unwrap();
+    assert_eq!(back.get(&whole), Some(0.98), "{csv}");
 }

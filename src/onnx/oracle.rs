@@ -2,7 +2,8 @@
 //! it on calibration inputs against the unmodified model.
 //!
 //! A measurement: prune every cut the point prunes ([`prune`](super::prune), statistics from the
-//! *fit* set, cached per cut), split the pruned model at those cuts, run the shards chained on
+//! *fit* set, cached per cut), split the pruned model at every cut the point lists (pruned, or
+//! unpruned but encoded), run the shards chained on
 //! the *eval* set (disjoint from the fit set, so a fitted reconstruction is not graded on the
 //! data it was fitted to) and pass every cut tensor through the point's wire encoding per image
 //! ([`quantise::roundtrip`]: exactly what the next tier decodes). The answer is top-1
@@ -10,10 +11,9 @@
 //!
 //! A point whose input crosses a link ([`CompressionPoint::input`]) has every eval input encoded
 //! and decoded in its encoding first ([`as_sent`]), as a relay frames it. The point with no
-//! pruned cut and no encoded input is the model itself: 1.0 agreement, or the unmodified model's
-//! accuracy. Unpruned cuts are not encoded (the planner's [`CompressionPoint`] names only pruned
-//! cuts); [`LiveOracle::evaluate_at`] measures an encoding at unpruned cuts too (the
-//! compression report uses it).
+//! cut and no encoded input is the model itself: 1.0 agreement, or the unmodified model's
+//! accuracy. [`LiveOracle::evaluate_at`] encodes at further cuts too (the compression report
+//! uses it).
 //!
 //! Statistics of a later cut are taken on the unmodified model even when an earlier cut is pruned
 //! too (one stats pass per cut, not per point); the tail is then fitted to slightly different
@@ -177,6 +177,9 @@ impl LiveOracle {
                     "cut {} has {} channels, the point says {}",
                     c.cut, cut.channels, c.channels
                 )));
+            }
+            if c.kept >= c.channels {
+                continue; // unpruned, only encoded
             }
             let method = self.method;
             let plan = plan_pruning(self.stats(c.cut)?, c.kept as usize, method)?;

@@ -33,8 +33,9 @@ pub enum WireEncoding {
     Int4,
 }
 
-/// One pruned cut: `kept` of `channels` channels survive. A cut with `kept == channels` is not
-/// pruned and never appears in a [`CompressionPoint`].
+/// One cut the wire encoding crosses: `kept` of `channels` channels survive. A cut with `kept ==
+/// channels` is not pruned; a [`CompressionPoint`] lists it only when its encoding loses
+/// against the data's own (an unpruned cut in the profile's encoding costs nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CutCompression {
     /// Index of the cut point in the profile (0-based).
@@ -50,10 +51,11 @@ impl CutCompression {
     }
 }
 
-/// A way of compressing the model: the pruned cuts (sorted by cut index, unpruned cuts left out)
-/// and the wire encoding used at every cut, and whether the raw input crosses a link in that
-/// encoding too (a plan whose end device only relays the input). `cuts` empty and no encoded
-/// input = the unmodified model.
+/// A way of compressing the model: the cuts the wire encoding is applied at (sorted by cut
+/// index: every pruned cut, and, in an encoding coarser than the profile's, the unpruned cuts
+/// that cross a link too), that encoding, and whether the raw input crosses a link in it (a
+/// plan whose end device only relays the input). `cuts` empty and no encoded input = the
+/// unmodified model.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CompressionPoint {
     pub cuts: Vec<CutCompression>,
@@ -227,11 +229,24 @@ impl CompressionPoint {
     /// Builds the canonical point for `kept[i]` channels at `cuts[i]` (channel counts from
     /// `channels`), leaving unpruned cuts out so equal compressions compare equal.
     pub fn new(cuts: &[usize], kept: &[u32], channels: &[u32], encoding: WireEncoding) -> Self {
+        Self::crossing(cuts, kept, channels, encoding, false)
+    }
+
+    /// The point a plan serves with `cuts` crossing links: its pruned cuts, and when `lossy`
+    /// (its encoding is coarser than the data's own) its unpruned ones too, since the encoding
+    /// still loses there.
+    pub fn crossing(
+        cuts: &[usize],
+        kept: &[u32],
+        channels: &[u32],
+        encoding: WireEncoding,
+        lossy: bool,
+    ) -> Self {
         let mut pruned: Vec<CutCompression> = cuts
             .iter()
             .zip(kept)
             .zip(channels)
-            .filter(|((_, k), c)| k < c)
+            .filter(|((_, k), c)| k < c || lossy)
             .map(|((&cut, &kept), &channels)| CutCompression {
                 cut,
                 kept,
@@ -246,25 +261,20 @@ impl CompressionPoint {
         }
     }
 
-    /// Channels kept at `cut` (all of them when the cut is not pruned).
-    pub fn kept_at(&self, cut: usize, channels: u32) -> u32 {
-        self.cuts
-            .iter()
-            .find(|c| c.cut == cut)
-            .map_or(channels, |c| c.kept)
-    }
-
-    /// True when `self` prunes no cut harder than `other` does, encodes the cut tensors at
-    /// least as finely (as many bits or more) and encodes the input only if `other` does too:
-    /// under the usual monotonicity — fewer channels, fewer bits never help — `self` is then at
-    /// least as accurate as `other`.
+    /// True when `self` encodes the tensors at least as finely as `other` (as many bits or
+    /// more), the input only if `other` does too, and every cut only where `other` encodes it
+    /// too, keeping no fewer channels there (a cut `other` leaves out it neither prunes nor
+    /// encodes): under the usual monotonicity — fewer channels, fewer bits never help —
+    /// `self` is then at least as accurate as `other`.
     pub fn dominates(&self, other: &CompressionPoint) -> bool {
         self.encoding.bits() >= other.encoding.bits()
             && (!self.input || other.input)
-            && self
-                .cuts
-                .iter()
-                .all(|c| c.kept >= other.kept_at(c.cut, c.channels))
+            && self.cuts.iter().all(|c| {
+                other
+                    .cuts
+                    .iter()
+                    .any(|o| o.cut == c.cut && o.kept <= c.kept)
+            })
     }
 }
 

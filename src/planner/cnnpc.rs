@@ -16,7 +16,8 @@ const SAFEGUARD: u32 = 4;
 const ACCURACY_TOLERANCE: f64 = 0.001;
 
 /// What is known of one cut's single-cut accuracy curve in one encoding: measured `(kept,
-/// accuracy)` points (the uncompressed model at `kept = channels`), ascending, and what other
+/// accuracy)` points (at `kept = channels` the measured unpruned cut in a lossy encoding, else
+/// the uncompressed model), ascending, and what other
 /// encodings' measurements bound (with `reuse`): a coarser encoding's value is a floor under
 /// this one's at the same channels, a finer encoding's a ceiling.
 struct Curve {
@@ -63,7 +64,11 @@ impl Curve {
                 points.push(f);
             }
         }
-        points.push((channels, base));
+        // The whole cut is the unmodified model's accuracy, unless this encoding was measured
+        // there (it loses against the data's own: the point lists the unpruned cut).
+        if !points.iter().any(|p| p.0 == channels) {
+            points.push((channels, base));
+        }
         points.sort_by_key(|p| p.0);
         caps.push((channels, base));
         caps.sort_by_key(|p| p.0);

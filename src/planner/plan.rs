@@ -125,17 +125,18 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The compression this plan serves, whose accuracy it claims: its pruned cuts, and the
-    /// input when its first tier only relays it to a tier that computes, in an encoding coarser
-    /// than `native`, the profile's (as [`Planner::point`] builds it).
+    /// The compression this plan serves, whose accuracy it claims (as [`Planner::point`]
+    /// builds it): its pruned cuts; and in an encoding coarser than `native`, the profile's,
+    /// its unpruned cuts and the input when its first tier only relays it to one that computes.
     pub fn compression_point(&self, native: WireEncoding) -> CompressionPoint {
         let cuts: Vec<usize> = self.cuts.iter().map(|c| c.point).collect();
         let kept: Vec<u32> = self.cuts.iter().map(|c| c.kept_channels).collect();
         let channels: Vec<u32> = self.cuts.iter().map(|c| c.channels).collect();
+        let lossy = self.wire_encoding.bits() < native.bits();
         let relayed = self.tiers.first().is_some_and(|t| t.segments.is_none())
-            && self.tiers.iter().any(|t| t.segments.is_some())
-            && self.wire_encoding.bits() < native.bits();
-        CompressionPoint::new(&cuts, &kept, &channels, self.wire_encoding).with_input(relayed)
+            && self.tiers.iter().any(|t| t.segments.is_some());
+        CompressionPoint::crossing(&cuts, &kept, &channels, self.wire_encoding, lossy)
+            .with_input(relayed && lossy)
     }
 
     /// The tier boundaries of this plan (see `latency::Deployment`), recovered from its tiers.

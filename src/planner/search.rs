@@ -196,11 +196,12 @@ impl<'a> Planner<'a> {
 
     pub fn point(&self, layout: usize, kept: &[u32], encoding: WireEncoding) -> CompressionPoint {
         let l = &self.layouts[layout];
-        // The input loses nothing in the profile's own encoding (the encoding its data come
-        // in: f32 from a client, 8 bits in the reference's counts), only in a coarser one.
-        let lossy_input = encoding.bits() < self.profile.wire_encoding.bits();
-        CompressionPoint::new(&l.cuts, kept, &self.channels(l), encoding)
-            .with_input(l.relays_input() && lossy_input)
+        // Nothing loses in the profile's own encoding (the encoding its data come in: f32 from
+        // a client, 8 bits in the reference's counts), only in a coarser one: then every
+        // crossing, pruned or not, and the input if it crosses, is part of the point.
+        let lossy = encoding.bits() < self.profile.wire_encoding.bits();
+        CompressionPoint::crossing(&l.cuts, kept, &self.channels(l), encoding, lossy)
+            .with_input(l.relays_input() && lossy)
     }
 
     fn uncompressed(&self, layout: usize, encoding: WireEncoding) -> Candidate {

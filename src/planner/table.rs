@@ -3,7 +3,9 @@
 //!
 //! A ratio is the fraction of channels *removed* at that cut (the reference's convention), so
 //! `ratio = 1 - kept/channels`. A single-cut point leaves `cut_b`/`ratio_b` empty; the
-//! uncompressed model is a row with every ratio 0 (or every cut empty). The optional encoding
+//! uncompressed model is a row with every cut empty (or, in the profile's encoding, every ratio
+//! 0). In an encoding coarser than the profile's, a cut with ratio 0 is an unpruned cut the
+//! encoding crosses ([`CompressionPoint::crossing`]). The optional encoding
 //! column (`f32`, `f16`, `int8`, `int4`) defaults to the profile's wire encoding. A cut of
 //! `input` (ratio 0) marks a point whose raw input crosses a link in that encoding
 //! ([`CompressionPoint::input`]); its other cut is a pruned one, if any. The optional
@@ -127,7 +129,11 @@ pub fn parse_csv(text: &str, profile: &Profile) -> Result<Measurements, TableErr
             ),
             _ => None,
         };
-        let point = CompressionPoint::new(&idx, &kept, &channels, encoding).with_input(input);
+        // In an encoding coarser than the profile's, a ratio-0 cut is encoded where it crosses
+        // (the planner's points list it); otherwise it is the unmodified model there.
+        let lossy = encoding.bits() < profile.wire_encoding.bits();
+        let point =
+            CompressionPoint::crossing(&idx, &kept, &channels, encoding, lossy).with_input(input);
         if let Some(previous) = out.get(&point) {
             if previous != accuracy {
                 return Err(err(format!(
