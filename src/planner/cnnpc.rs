@@ -233,8 +233,8 @@ impl Planner<'_> {
         if base < a0 {
             return Ok(start.cloned());
         }
-        // The fastest uncompressed split may send the input in `enc`: it is the incumbent only
-        // if that measures up too (end-only always does, at `base`).
+        // The fastest uncompressed split may send the input or a whole cut in a lossy `enc`: it
+        // is the incumbent only if that measures up too (end-only always does, at `base`).
         let Some(mut inc) = self.fastest_uncompressed(enc, a0, config.reuse, m)? else {
             return Ok(start.cloned());
         };
@@ -489,8 +489,9 @@ impl Planner<'_> {
                 ..c.clone()
             }));
         }
-        // Only splits that send the input in `enc` fit: measured, they are one answer.
-        let mut relayed = match within.into_iter().next() {
+        // Only splits that send something in a lossy `enc` fit: the fastest, measured, is one
+        // answer (the frontier probes below reach the others' whole cuts too).
+        let mut lossy = match within.into_iter().next() {
             Some(mut c) => {
                 c.accuracy = Some(m.accuracy(&self.point(c.layout, &c.kept, enc))?);
                 Some(c)
@@ -498,11 +499,11 @@ impl Planner<'_> {
             None => None,
         };
         if !config.prune {
-            return Ok(relayed);
+            return Ok(lossy);
         }
         let mut best = self.frontier_probe(enc, t0, base, config.max_joint_probes, m)?;
-        if relayed.as_ref().and_then(|c| c.accuracy) > best.as_ref().and_then(|c| c.accuracy) {
-            best = relayed.take();
+        if lossy.as_ref().and_then(|c| c.accuracy) > best.as_ref().and_then(|c| c.accuracy) {
+            best = lossy.take();
         }
         let mut lo = best.as_ref().and_then(|c| c.accuracy).unwrap_or(0.0);
         let mut hi = base;

@@ -476,8 +476,8 @@ impl<'a> Planner<'a> {
 
     /// The fastest uncompressed plan in `encoding` that meets `a0`, with its accuracy: the
     /// unmodified model's where nothing crosses in a lossy encoding, measured where the input
-    /// does (with `reuse`, bounded from below by a coarser input encoding's instead, as
-    /// [`Planner::judged`] measures the plan returned in full). `None` only when the
+    /// or a whole cut does (with `reuse`, bounded from below by a coarser encoding's instead,
+    /// as [`Planner::judged`] measures the plan returned in full). `None` only when the
     /// unmodified model misses `a0` too.
     pub(crate) fn fastest_uncompressed(
         &self,

@@ -8,7 +8,7 @@
 //! encoding crosses ([`CompressionPoint::crossing`]). The optional encoding
 //! column (`f32`, `f16`, `int8`, `int4`) defaults to the profile's wire encoding. A cut of
 //! `input` (ratio 0) marks a point whose raw input crosses a link in that encoding
-//! ([`CompressionPoint::input`]); its other cut is a pruned one, if any. The optional
+//! ([`CompressionPoint::input`]); its other cut, if any, reads as in any row. The optional
 //! samples column marks a sampled measurement: `accuracy` is then its estimate over the first
 //! `samples` evaluation samples, which a later search may extend. The same layout
 //! stores the live oracle's measurements, so a replan can reuse them.
