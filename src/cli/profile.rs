@@ -145,9 +145,9 @@ pub fn run(a: &ProfileArgs) -> Result<()> {
 /// The profile's pause before each timed round (`cnnpc profile` and `cnnpc demo`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct RoundIdleArgs {
-    /// Idle this many ms before every timed profile round (and, in the demo, every planning
-    /// pace run), as a tier idles between requests: a run after a pause is slower. 0 times the
-    /// rounds back to back and prices the slower start as a wake.
+    /// Idle this many ms before every timed profile round and HTTP-cost request (and, in the
+    /// demo, every planning pace run), as a tier idles between requests: a run after a pause is
+    /// slower. 0 times them back to back and prices the slower start as a wake.
     #[arg(long, default_value_t = crate::onnx::profile::ROUND_IDLE.as_millis() as u64)]
     pub round_idle_ms: u64,
 }

@@ -138,8 +138,8 @@ impl Counters {
 ///
 /// Each timed request follows an idle `pause`, as a served request follows the idle between
 /// requests (the profile's `round_idle`): servers, sockets and caches that have idled answer
-/// slower. Back to back (`pause` zero), the entry cost 0.5 ms on the demo's machine where a
-/// served plan's requests paid about twice that.
+/// slower. Back to back (`pause` zero), the entry cost 0.4–0.5 ms on the demo's machine, where
+/// the served plans' requests paid 0.8–1.3 ms beyond their terms.
 pub async fn http_costs(
     rounds: usize,
     input_elements: usize,
