@@ -1,6 +1,7 @@
-//! A plan whose end device only relays the input sends it in the plan's wire encoding. That
-//! loses accuracy like any cut tensor's encoding, so it is a measured point
-//! (`CompressionPoint::input`), never taken as the unmodified model's exact 1.0.
+//! What a plan sends in an encoding coarser than the profile's loses accuracy, pruned or not:
+//! the input its end device only relays (`CompressionPoint::input`) and a whole cut that
+//! crosses a link (listed with `kept == channels`, `CompressionPoint::crossing`). Both are
+//! measured points, never taken as the unmodified model's exact 1.0.
 
 mod common;
 
