@@ -385,19 +385,8 @@ pub fn as_sent<'b>(
     if !point.input {
         return Ok(Cow::Borrowed(batch));
     }
-    let per: usize = batch.shape.iter().skip(1).product();
-    let mut one = batch.shape.clone();
-    if one.is_empty() {
-        return Err(OnnxError::BadInput("a batch without a shape".into()));
-    }
-    one[0] = 1;
-    let axis = usize::from(one.len() > 1);
-    let mut data = Vec::with_capacity(batch.data.len());
-    for x in batch.data.chunks(per.max(1)) {
-        let r = quantise::roundtrip(x, &one, axis, point.encoding)
-            .map_err(|e| OnnxError::BadInput(format!("encoding the input: {e}")))?;
-        data.extend(r);
-    }
+    let data = roundtrip_each_image(&batch.data, &batch.shape, point.encoding)
+        .map_err(|e| OnnxError::BadInput(format!("encoding the input: {e}")))?;
     Ok(Cow::Owned(Batch {
         data,
         shape: batch.shape.clone(),
@@ -528,38 +517,54 @@ fn encode_per_image(
     pos: usize,
     observer: Option<&mut WireObserver>,
 ) -> Result<TValue, OnnxError> {
+    if enc == WireEncoding::F32 && observer.is_none() {
+        return Ok(v.clone());
+    }
     let t = v.cast_to::<f32>().map_err(tract_err)?;
     let shape = t.shape().to_vec();
-    let b = shape.first().copied().unwrap_or(1).max(1);
     // Contiguous: the slice itself (an ndarray iterator over the dynamic-rank view is slow).
     let flat = t
         .try_as_plain_ram()
         .and_then(|p| p.as_slice::<f32>())
         .map_err(tract_err)?;
-    let per = flat.len() / b;
-    let mut one = shape.clone();
-    if !one.is_empty() {
-        one[0] = 1;
-    }
-    let axis = usize::from(one.len() > 1);
-    let mut obs = observer;
-    if enc == WireEncoding::F32 && obs.is_none() {
-        return Ok(v.clone());
-    }
-    let mut decoded = Vec::with_capacity(flat.len());
-    for img in flat.chunks(per.max(1)) {
-        if let Some(o) = obs.as_deref_mut() {
+    if let Some(o) = observer {
+        let (per, one) = per_image(flat.len(), &shape);
+        for img in flat.chunks(per) {
             o(cut, pos, img, &one);
         }
-        if enc == WireEncoding::F32 {
-            decoded.extend_from_slice(img);
-        } else {
-            let r = quantise::roundtrip(img, &one, axis, enc)
-                .map_err(|e| OnnxError::BadInput(format!("encoding the cut tensor: {e}")))?;
-            decoded.extend(r);
-        }
     }
+    if enc == WireEncoding::F32 {
+        return Ok(v.clone());
+    }
+    let decoded = roundtrip_each_image(flat, &shape, enc)
+        .map_err(|e| OnnxError::BadInput(format!("encoding the cut tensor: {e}")))?;
     Ok(Tensor::from_shape::<f32>(&shape, &decoded)
         .map_err(tract_err)?
         .into())
+}
+
+/// Values per image of a `[B, ...]` tensor of `len` values, and one image's shape (`[1, ...]`).
+fn per_image(len: usize, shape: &[usize]) -> (usize, Vec<usize>) {
+    let b = shape.first().copied().unwrap_or(1).max(1);
+    let mut one = shape.to_vec();
+    if let Some(first) = one.first_mut() {
+        *first = 1;
+    }
+    ((len / b).max(1), one)
+}
+
+/// `values`, a `[B, ...]` tensor, with each image encoded in `enc` and decoded on its own, as
+/// a tier frames one request (channels on axis 1).
+fn roundtrip_each_image(
+    values: &[f32],
+    shape: &[usize],
+    enc: WireEncoding,
+) -> Result<Vec<f32>, quantise::QuantError> {
+    let (per, one) = per_image(values.len(), shape);
+    let axis = usize::from(one.len() > 1);
+    let mut out = Vec::with_capacity(values.len());
+    for img in values.chunks(per) {
+        out.extend(quantise::roundtrip(img, &one, axis, enc)?);
+    }
+    Ok(out)
 }
