@@ -173,6 +173,12 @@ impl WireEncoding {
         }
     }
 
+    /// Whether data that came in `native` (a profile's own encoding) loses anything crossing in
+    /// this encoding: only a coarser one does.
+    pub fn loses_against(self, native: WireEncoding) -> bool {
+        self.bits() < native.bits()
+    }
+
     /// Per-channel quantisation ships a scale and a zero point (two f32) with every channel.
     pub fn is_quantised(self) -> bool {
         matches!(self, Self::Int8 | Self::Int4)

@@ -132,7 +132,7 @@ impl Plan {
         let cuts: Vec<usize> = self.cuts.iter().map(|c| c.point).collect();
         let kept: Vec<u32> = self.cuts.iter().map(|c| c.kept_channels).collect();
         let channels: Vec<u32> = self.cuts.iter().map(|c| c.channels).collect();
-        let lossy = self.wire_encoding.bits() < native.bits();
+        let lossy = self.wire_encoding.loses_against(native);
         let relayed = self.tiers.first().is_some_and(|t| t.segments.is_none())
             && self.tiers.iter().any(|t| t.segments.is_some());
         CompressionPoint::crossing(&cuts, &kept, &channels, self.wire_encoding, lossy)

@@ -199,7 +199,7 @@ impl<'a> Planner<'a> {
         // Nothing loses in the profile's own encoding (the encoding its data come in: f32 from
         // a client, 8 bits in the reference's counts), only in a coarser one: then every
         // crossing, pruned or not, and the input if it crosses, is part of the point.
-        let lossy = encoding.bits() < self.profile.wire_encoding.bits();
+        let lossy = encoding.loses_against(self.profile.wire_encoding);
         CompressionPoint::crossing(&l.cuts, kept, &self.channels(l), encoding, lossy)
             .with_input(l.relays_input() && lossy)
     }

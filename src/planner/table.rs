@@ -131,7 +131,7 @@ pub fn parse_csv(text: &str, profile: &Profile) -> Result<Measurements, TableErr
         };
         // In an encoding coarser than the profile's, a ratio-0 cut is encoded where it crosses
         // (the planner's points list it); otherwise it is the unmodified model there.
-        let lossy = encoding.bits() < profile.wire_encoding.bits();
+        let lossy = encoding.loses_against(profile.wire_encoding);
         let point =
             CompressionPoint::crossing(&idx, &kept, &channels, encoding, lossy).with_input(input);
         if let Some(previous) = out.get(&point) {
