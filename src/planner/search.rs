@@ -458,14 +458,14 @@ impl<'a> Planner<'a> {
 
     /// The best uncompressed plan over every deployment ("Neurosurgeon" in the reference).
     pub fn neurosurgeon(&self, encoding: WireEncoding) -> Candidate {
-        (0..self.layouts.len())
-            .map(|i| self.uncompressed(i, encoding))
-            .min_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms))
+        self.uncompressed_by_latency(encoding)
+            .into_iter()
+            .next()
             .expect("at least one deployment")
     }
 
-    /// Every uncompressed plan in `encoding`, fastest first (ties in layout order, as
-    /// [`Self::neurosurgeon`] breaks them).
+    /// Every uncompressed plan in `encoding`, fastest first (ties in layout order: the same
+    /// profile gives the same plan).
     pub(crate) fn uncompressed_by_latency(&self, encoding: WireEncoding) -> Vec<Candidate> {
         let mut all: Vec<Candidate> = (0..self.layouts.len())
             .map(|i| self.uncompressed(i, encoding))
