@@ -22,6 +22,16 @@ struct InputCosts {
     asked: Vec<CompressionPoint>,
 }
 
+impl InputCosts {
+    fn new(p: &Profile, input: f64) -> Self {
+        InputCosts {
+            surface: SyntheticSurface::new(p.cuts.len(), 1.0, 0.0, 1),
+            input,
+            asked: Vec::new(),
+        }
+    }
+}
+
 impl AccuracyOracle for InputCosts {
     fn measure(&mut self, p: &CompressionPoint) -> Result<f64, OracleError> {
         self.asked.push(p.clone());
@@ -43,7 +53,7 @@ fn slow_end(p: &Profile) -> Topology {
 
 fn search(
     planner: &Planner,
-    oracle: &mut InputCosts,
+    oracle: &mut dyn AccuracyOracle,
     encodings: Vec<WireEncoding>,
     objective: Objective,
 ) -> Candidate {
@@ -81,11 +91,7 @@ fn an_input_encoding_below_the_floor_is_never_planned() {
     let p = profile("mobilenet");
     let t = slow_end(&p);
     let planner = Planner::new(&p, &t).unwrap();
-    let mut oracle = InputCosts {
-        surface: SyntheticSurface::new(p.cuts.len(), 1.0, 0.0, 1),
-        input: 0.5,
-        asked: Vec::new(),
-    };
+    let mut oracle = InputCosts::new(&p, 0.5);
     let a0 = 0.95;
     let c = search(
         &planner,
@@ -118,11 +124,7 @@ fn an_input_encoding_that_measures_up_is_planned_with_its_measured_accuracy() {
     let p = profile("mobilenet");
     let t = slow_end(&p);
     let planner = Planner::new(&p, &t).unwrap();
-    let mut oracle = InputCosts {
-        surface: SyntheticSurface::new(p.cuts.len(), 1.0, 0.0, 1),
-        input: 0.993,
-        asked: Vec::new(),
-    };
+    let mut oracle = InputCosts::new(&p, 0.993);
     let c = search(
         &planner,
         &mut oracle,
@@ -139,11 +141,7 @@ fn an_input_encoding_that_measures_up_is_planned_with_its_measured_accuracy() {
 
     // Under a latency budget only relaying splits meet, the answer is one, measured.
     let budget = planner.neurosurgeon(WireEncoding::Int4).latency_ms * 1.01;
-    let mut oracle = InputCosts {
-        surface: SyntheticSurface::new(p.cuts.len(), 1.0, 0.0, 1),
-        input: 0.993,
-        asked: Vec::new(),
-    };
+    let mut oracle = InputCosts::new(&p, 0.993);
     let c = search(
         &planner,
         &mut oracle,
@@ -271,11 +269,7 @@ fn a_coarser_input_encoding_that_meets_the_floor_spares_measuring_a_finer_one() 
     p.wire_encoding = WireEncoding::F32;
     let t = slow_end(&p);
     let planner = Planner::new(&p, &t).unwrap();
-    let mut oracle = InputCosts {
-        surface: SyntheticSurface::new(p.cuts.len(), 1.0, 0.0, 1),
-        input: 0.993,
-        asked: Vec::new(),
-    };
+    let mut oracle = InputCosts::new(&p, 0.993);
     let c = search(
         &planner,
         &mut oracle,
@@ -359,17 +353,12 @@ fn an_unpruned_cut_in_a_lossy_encoding_is_planned_only_as_measured() {
             pruned,
             whole,
         };
-        let mut known = Measurements::default();
-        let mut m = MeasuringOracle::new(&mut oracle, &mut known);
-        let config = SearchConfig::new(vec![WireEncoding::Int8], true);
-        let c = planner
-            .search(
-                Strategy::Cnnpc,
-                Some(Objective::MinLatency { min_accuracy: a0 }),
-                &config,
-                Some(&mut m),
-            )
-            .unwrap();
+        let c = search(
+            &planner,
+            &mut oracle,
+            vec![WireEncoding::Int8],
+            Objective::MinLatency { min_accuracy: a0 },
+        );
         // What the plan serves, built here: int8 at every cut that crosses, pruned or not.
         let l = &planner.layouts[c.layout];
         let channels: Vec<u32> = l.cuts.iter().map(|&i| p.cuts[i].channels).collect();
