@@ -293,6 +293,29 @@ fn the_profile_and_the_demo_idle_before_each_round_unless_told_not_to() {
 }
 
 #[test]
+fn the_demo_profile_window_defaults_to_the_demo_s_own_and_a_bad_one_is_refused_at_once() {
+    let words = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+    match parse(&words("demo")) {
+        Command::Demo(a) => assert_eq!(a.window_seconds, cnnpc::demo::PROFILE_WINDOW_SECONDS),
+        other => panic!("{other:?}"),
+    }
+    match parse(&words("demo --window-seconds 12")) {
+        Command::Demo(a) => assert_eq!(a.window_seconds, 12.0),
+        other => panic!("{other:?}"),
+    }
+    // Refused before anything is read or measured: the model path does not exist either.
+    let opts = cnnpc::demo::DemoOptions {
+        model: "no/such/model.onnx".into(),
+        window_seconds: f64::NAN,
+        ..Default::default()
+    };
+    let err = cnnpc::demo::run(&opts, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--window-seconds must be"), "{err}");
+}
+
+#[test]
 fn every_bench_subcommand_says_what_it_measures_in_its_own_words() {
     use clap::CommandFactory;
     let cli = Cli::command();

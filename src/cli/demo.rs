@@ -62,6 +62,10 @@ pub struct DemoArgs {
     pub no_cache: bool,
     #[command(flatten)]
     pub idle: super::profile::RoundIdleArgs,
+    /// Keep timing profile rounds until they span this many seconds, so the profile's median
+    /// meets this machine in the states serving will.
+    #[arg(long, default_value_t = crate::demo::PROFILE_WINDOW_SECONDS)]
+    pub window_seconds: f64,
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
@@ -102,6 +106,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             Some(a.cache_dir.clone().unwrap_or_else(default_cache_dir))
         },
         round_idle: a.idle.get(),
+        window_seconds: a.window_seconds,
         ..Default::default()
     };
     let mut bars = Bars::new(&super::stem(&a.model));
