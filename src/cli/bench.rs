@@ -1,6 +1,7 @@
 //! `cnnpc bench plan|runtime|oip|compress|pace`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
@@ -101,6 +102,9 @@ pub enum BenchCommand {
         /// Where to write the JSON report.
         #[arg(long, default_value = "bench/pace.json")]
         out: PathBuf,
+        /// Report anew on the trace a previous run saved (its JSON) instead of recording one.
+        #[arg(long)]
+        from: Option<PathBuf>,
     },
 }
 
@@ -143,26 +147,40 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
             seconds,
             idle,
             out,
+            from,
         } => {
-            let (bytes, name) = read_bench_model(model)?;
-            let bytes = shape.apply(&bytes)?;
-            let shard = TractShard::load(&name, &bytes).map_err(anyhow::Error::msg)?;
-            // Any input will do: tract runs the same kernels whatever the values (a rendered
-            // page and its int4 copy ran alike here).
-            let input = Tensor {
-                shape: shard.input_shape().to_vec(),
-                data: vec![0.5; shard.input_shape().iter().product()],
+            use crate::bench::pace;
+            let report = match from {
+                Some(saved) => {
+                    let text = std::fs::read_to_string(saved)
+                        .with_context(|| format!("reading {}", saved.display()))?;
+                    let s: pace::Saved = serde_json::from_str(&text).with_context(|| {
+                        format!("{} is not a `cnnpc bench pace` report", saved.display())
+                    })?;
+                    pace::report(&s.model, Duration::from_millis(s.idle_ms), s.trace)?
+                }
+                None => {
+                    let (bytes, name) = read_bench_model(model)?;
+                    let bytes = shape.apply(&bytes)?;
+                    let shard = TractShard::load(&name, &bytes).map_err(anyhow::Error::msg)?;
+                    // Any input will do: tract runs the same kernels whatever the values (a
+                    // rendered page and its int4 copy ran alike here).
+                    let input = Tensor {
+                        shape: shard.input_shape().to_vec(),
+                        data: vec![0.5; shard.input_shape().iter().product()],
+                    };
+                    let mut run = || {
+                        shard.run(input.clone()).map_err(anyhow::Error::msg)?;
+                        Ok(())
+                    };
+                    let trace = pace::record(*seconds, idle.get(), &mut run, &mut |t| {
+                        eprintln!("timed {t:.0} of {seconds:.0} s")
+                    })?;
+                    pace::report(&name, idle.get(), trace)?
+                }
             };
-            let mut run = || {
-                shard.run(input.clone()).map_err(anyhow::Error::msg)?;
-                Ok(())
-            };
-            let trace = crate::bench::pace::record(*seconds, idle.get(), &mut run, &mut |t| {
-                eprintln!("timed {t:.0} of {seconds:.0} s")
-            })?;
-            let report = crate::bench::pace::report(&name, idle.get(), trace)?;
             write_json(out, &report)?;
-            output::print(&crate::bench::pace::markdown(&report))?;
+            output::print(&pace::markdown(&report))?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }

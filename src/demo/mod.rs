@@ -107,9 +107,9 @@ const TIERS: [&str; 3] = ["end", "edge", "cloud"];
 
 /// The profile's timed rounds span this long: its median then meets this machine in more than
 /// one of the states its speed wanders through (±20% over seconds here), as serving will.
-/// Longer does not help here: this machine also changes speed for minutes at a time, and in a
-/// 10-minute trace (`cnnpc bench pace`) a 12 s window agreed with a later serving window no more
-/// often than a 4 s one.
+/// Longer does not help here: this machine also holds a slow state for 10–40 s at a time, and
+/// in a 10-minute trace (`cnnpc bench pace`) a 12 s window agreed with a later serving window
+/// no more often than a 4 s one.
 pub const PROFILE_WINDOW_SECONDS: f64 = 4.0;
 
 /// Requests through one relay and through two, each, to time a hop before planning.
