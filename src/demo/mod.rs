@@ -277,7 +277,7 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
     // Every plan's servers run at once and the requests go round the plans, one at a time: no
     // two requests share the machine, and every plan meets the machine in the same states, so
     // the ratios between plans hold even while this machine's speed wanders.
-    let (rows, serving_pace) = runtime.block_on(async {
+    let (rows, serving_pace_runs) = runtime.block_on(async {
         for p in &servers {
             // Warm-up: tract's first run and the connection pools are not what we measure.
             for x in inputs.iter().take(2) {
@@ -337,7 +337,7 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
                 test.labels.as_deref(),
             ));
         }
-        anyhow::Ok((rows, crate::onnx::profile::median(&mut pace)))
+        anyhow::Ok((rows, pace))
     })?;
     Ok(DemoReport::new(
         &name,
@@ -348,7 +348,7 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
         rows,
         started.elapsed().as_secs_f64(),
     )
-    .with_pace(planning_pace, serving_pace))
+    .with_pace(planning_pace, serving_pace_runs))
 }
 
 /// Runs of the whole model timed for [`model_pace`].

@@ -71,7 +71,7 @@ pub struct Counters {
 }
 
 /// Ms per request of each measured term: per tier compute and codec, per link the hop.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Terms {
     pub compute: BTreeMap<String, f64>,
     pub codec: BTreeMap<String, f64>,

@@ -61,6 +61,17 @@ pub struct PlanRow {
     /// latency minus every measured term (serialisation, encoding, HTTP, scheduling).
     pub predicted_other_ms: f64,
     pub measured_other_ms: f64,
+    /// Each request's latency and its own measured terms, in the order sent (request `i` of
+    /// every plan went in the same round): where a median misses, which requests moved it.
+    pub requests: Vec<RequestRow>,
+}
+
+/// One served request: its latency and its measured terms, ms.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRow {
+    pub latency_ms: f64,
+    #[serde(flatten)]
+    pub terms: super::Terms,
 }
 
 /// The served plan's agreement with the unmodified model on held-out inputs (beyond the fit and
@@ -198,6 +209,14 @@ impl PlanRow {
             agreement: hits(reference),
             oracle_agreement: plan.accuracy,
             oracle_interval: plan.accuracy_interval,
+            requests: latencies_ms
+                .iter()
+                .zip(per_request)
+                .map(|(&latency_ms, t)| RequestRow {
+                    latency_ms,
+                    terms: t.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -243,6 +262,8 @@ pub struct DemoReport {
     /// their ratio is the machine's change of speed between planning and serving.
     pub planning_pace_ms: f64,
     pub serving_pace_ms: f64,
+    /// The serving pace's runs, one per round of requests, in order.
+    pub serving_pace_runs_ms: Vec<f64>,
 }
 
 impl DemoReport {
@@ -293,14 +314,16 @@ impl DemoReport {
             seconds,
             planning_pace_ms: f64::NAN,
             serving_pace_ms: f64::NAN,
+            serving_pace_runs_ms: Vec::new(),
         }
     }
 
-    /// Records this machine's pace after a pause when planning and once between request rounds (see
-    /// the fields).
-    pub fn with_pace(mut self, planning_ms: f64, serving_ms: f64) -> DemoReport {
+    /// Records this machine's pace after a pause when planning (a median) and once between
+    /// request rounds (each round's run; see the fields).
+    pub fn with_pace(mut self, planning_ms: f64, serving_runs_ms: Vec<f64>) -> DemoReport {
         self.planning_pace_ms = planning_ms;
-        self.serving_pace_ms = serving_ms;
+        self.serving_pace_ms = crate::onnx::profile::median(&mut serving_runs_ms.clone());
+        self.serving_pace_runs_ms = serving_runs_ms;
         self
     }
 
@@ -497,6 +520,36 @@ mod tests {
         partial[0].compute.insert("cloud".into(), 7.0);
         assert_eq!(super::super::Terms::median(&partial).compute["cloud"], 7.0);
         assert_eq!(per[2].total(), 188.0);
+    }
+
+    #[test]
+    fn a_request_row_keeps_its_latency_beside_its_own_terms() {
+        let row = RequestRow {
+            latency_ms: 20.0,
+            terms: terms(10.0, 2.0, 5.0),
+        };
+        let v = serde_json::to_value(&row).unwrap();
+        assert_eq!(v["latency_ms"], 20.0);
+        assert_eq!(v["compute"]["end"], 10.0);
+        assert_eq!(v["codec"]["end"], 2.0);
+        assert_eq!(v["hops"]["end->edge"], 5.0);
+    }
+
+    #[test]
+    fn the_serving_pace_is_the_median_of_its_runs_which_are_kept_in_order() {
+        let r = DemoReport::new(
+            "m",
+            &DemoOptions::default(),
+            10.0,
+            (0, 0, 0),
+            None,
+            vec![],
+            1.0,
+        )
+        .with_pace(10.5, vec![11.0, 14.5, 10.8, 14.9]);
+        assert_eq!(r.planning_pace_ms, 10.5);
+        assert_eq!(r.serving_pace_ms, (11.0 + 14.5) / 2.0);
+        assert_eq!(r.serving_pace_runs_ms, vec![11.0, 14.5, 10.8, 14.9]);
     }
 
     #[test]
