@@ -214,13 +214,13 @@ pub fn report(model: &str, idle: Duration, trace: Vec<Sample>) -> Result<PaceBen
         bail!("the trace holds no runs");
     }
     ms.sort_by(f64::total_cmp);
-    let q = |p: f64| ms[((p * ms.len() as f64) as usize).min(ms.len() - 1)];
+    let q = |p: f64| crate::demo::percentile(&ms, p);
     Ok(PaceBench {
         model: model.to_string(),
         idle_ms: idle.as_millis() as u64,
         seconds: trace.last().map_or(0.0, |s| s.t),
         runs: trace.len(),
-        median_ms: q(0.5),
+        median_ms: crate::onnx::profile::median(&mut ms.clone()),
         p10_ms: q(0.1),
         p90_ms: q(0.9),
         medians_10s: window_medians(&trace, 10.0),
