@@ -219,6 +219,7 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
         c.store(&out.known)?;
     }
     let host_ms: f64 = out.profile.devices["host"].run_ms.iter().sum();
+    let hop_http_ms = out.profile.wire.as_ref().map_or(0.0, |w| w.hop_ms);
     let calls = out.calls;
     let samples = out.plan.oracle_samples;
     let reused = out.reused;
@@ -327,15 +328,18 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
                 .iter()
                 .map(|(k, v)| (k.clone(), (v - bytes_before.get(k).unwrap_or(&0.0)) / n))
                 .collect();
-            rows.push(PlanRow::new(
-                &plans[j],
-                &latencies[j],
-                &terms[j],
-                bytes,
-                &answers[j],
-                &reference,
-                test.labels.as_deref(),
-            ));
+            rows.push(
+                PlanRow::new(
+                    &plans[j],
+                    &latencies[j],
+                    &terms[j],
+                    bytes,
+                    &answers[j],
+                    &reference,
+                    test.labels.as_deref(),
+                )
+                .with_hop_http_in_other(hop_http_ms),
+            );
         }
         anyhow::Ok((rows, pace))
     })?;

@@ -52,13 +52,14 @@ pub struct PlanRow {
     /// tier's own `cnnpc_shard_codec_seconds`, ms per request.
     pub predicted_codec_ms: BTreeMap<String, f64>,
     pub measured_codec_ms: BTreeMap<String, f64>,
-    /// Per link crossed: the model's transfer time and the median of the receiver's
-    /// `cnnpc_hop_seconds` (request head to last body byte, through the emulated link), ms per
-    /// request.
+    /// Per link crossed: the model's transfer time (its bytes over the link; the HTTP cost of
+    /// the hop, which the model prices on the link too, is in `predicted_other_ms`, where the
+    /// measurement finds it) and the median of the receiver's `cnnpc_hop_seconds` (request
+    /// head to last body byte, through the emulated link), ms per request.
     pub predicted_transfer_ms: BTreeMap<String, f64>,
     pub measured_hop_ms: BTreeMap<String, f64>,
-    /// What the terms leave: the model's per-hop overheads, and the median over requests of the
-    /// latency minus every measured term (serialisation, encoding, HTTP, scheduling).
+    /// What the terms leave: the model's entry and per-hop HTTP costs, and the median over
+    /// requests of the latency minus every measured term (serialisation, HTTP, scheduling).
     pub predicted_other_ms: f64,
     pub measured_other_ms: f64,
     /// Each request's latency and its own measured terms, in the order sent (request `i` of
@@ -110,6 +111,23 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Takes the HTTP cost of a hop, `hop_ms`, out of each crossed link's predicted time and
+/// returns what it took. The latency model prices a hop's HTTP round trip on its link (so a plan
+/// pays it per link crossed), but the receiver's hop timer starts at the request's head: the
+/// round trip lands in what the measured terms leave, and is compared there.
+fn http_out_of_links(transfer_ms: &mut BTreeMap<String, f64>, hop_ms: f64) -> f64 {
+    let mut moved = 0.0;
+    for ms in transfer_ms.values_mut() {
+        // A link the plan does not cross is priced 0, not its hop.
+        if *ms > 0.0 {
+            let out = hop_ms.clamp(0.0, *ms);
+            *ms -= out;
+            moved += out;
+        }
+    }
+    moved
+}
+
 /// The median over requests of what the measured terms leave of each request's latency (paired
 /// by request: the median of the differences, not the difference of the medians).
 fn median_residual(latencies_ms: &[f64], per_request: &[super::Terms]) -> f64 {
@@ -122,6 +140,14 @@ fn median_residual(latencies_ms: &[f64], per_request: &[super::Terms]) -> f64 {
 }
 
 impl PlanRow {
+    /// Compares each hop's HTTP cost (the profile's `wire.hop_ms`, priced on every link the
+    /// plan crosses) with what the measured terms leave, where it is paid, not with the link:
+    /// the prediction's total is unchanged.
+    pub fn with_hop_http_in_other(mut self, hop_ms: f64) -> PlanRow {
+        self.predicted_other_ms += http_out_of_links(&mut self.predicted_transfer_ms, hop_ms);
+        self
+    }
+
     pub fn new(
         plan: &Plan,
         latencies_ms: &[f64],
@@ -563,6 +589,29 @@ mod tests {
         let latencies = [100.0, 40.0, 30.0];
         // Residuals 83, 3, 3: the median is 3. The difference of the medians would be 40 - 27.
         assert_eq!(median_residual(&latencies, &per), 3.0);
+    }
+
+    #[test]
+    fn a_hops_http_cost_moves_from_each_crossed_link_to_other_and_the_total_stays() {
+        let mut transfer = BTreeMap::from([
+            ("end->edge".to_string(), 3.4),
+            ("edge->cloud".to_string(), 6.4),
+            ("unused".to_string(), 0.0),
+        ]);
+        let moved = http_out_of_links(&mut transfer, 0.16);
+        assert!((moved - 0.32).abs() < 1e-12, "two links crossed: {moved}");
+        assert!((transfer["end->edge"] - 3.24).abs() < 1e-12);
+        assert!((transfer["edge->cloud"] - 6.24).abs() < 1e-12);
+        assert_eq!(transfer["unused"], 0.0, "a link not crossed pays no hop");
+        // A link priced below the hop cost (an operator's profile leaves it 0) never goes below 0.
+        let mut tiny = BTreeMap::from([("end->edge".to_string(), 0.1)]);
+        assert_eq!(http_out_of_links(&mut tiny, 0.16), 0.1);
+        assert_eq!(tiny["end->edge"], 0.0);
+        assert_eq!(
+            http_out_of_links(&mut tiny, -1.0),
+            0.0,
+            "a negative cost moves nothing"
+        );
     }
 
     #[test]
