@@ -321,8 +321,11 @@ fn wake_cost(
         .collect::<Result<_, _>>()?;
     // One start: read the input, run, frame the output in `enc`.
     let start = |enc: WireEncoding| -> Result<Start, OnnxError> {
+        // A served tier reads a frame its socket has just written, fresh in the cache, not one
+        // that idled in memory: copied first, untimed (receiving is the link's term).
+        let fresh: Vec<Vec<u8>> = frames.iter().map(|f| f.to_vec()).collect();
         let t = Instant::now();
-        for f in &frames {
+        for f in &fresh {
             let read = Frame::decode(f, &limits).and_then(|f| f.to_f32());
             std::hint::black_box(read.map_err(|e| OnnxError::Invalid(e.to_string()))?);
         }
