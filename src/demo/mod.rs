@@ -281,8 +281,9 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
     let (rows, serving_pace_runs) = runtime.block_on(async {
         // Warm-up, in rounds as the measured ones go: tract's first run, the connection pools
         // and the first seconds after the minute of planning are not what we measure. With two
-        // requests per plan back to back, the first three measured rounds ran slow in every
-        // plan (and the pace run after the first) in most runs on the demo's machine.
+        // requests per plan back to back, the first measured rounds ran slow on the demo's
+        // machine: cloud-only's compute at requests 0-2 in 8, 6 and 7 of 8 runs, edge-only's
+        // in 5, 7 and 4, the pace run after the first round in 6.
         for w in 0..WARM_ROUNDS {
             for p in &servers {
                 p.infer(inputs[w % inputs.len()], &shape).await?;

@@ -603,7 +603,12 @@ mod tests {
         assert!((transfer["end->edge"] - 3.24).abs() < 1e-12);
         assert!((transfer["edge->cloud"] - 6.24).abs() < 1e-12);
         assert_eq!(transfer["unused"], 0.0, "a link not crossed pays no hop");
-        // A link priced below the hop cost (an operator's profile leaves it 0) never goes below 0.
+        let left: f64 = transfer.values().sum();
+        assert!(
+            (left + moved - (3.4 + 6.4)).abs() < 1e-12,
+            "the total stays"
+        );
+        // A link priced below the cost it is given never goes below 0.
         let mut tiny = BTreeMap::from([("end->edge".to_string(), 0.1)]);
         assert_eq!(http_out_of_links(&mut tiny, 0.16), 0.1);
         assert_eq!(tiny["end->edge"], 0.0);
