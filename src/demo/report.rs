@@ -66,8 +66,9 @@ pub struct PlanRow {
     /// requests of the latency minus every measured term (serialisation, HTTP, scheduling).
     pub predicted_other_ms: f64,
     pub measured_other_ms: f64,
-    /// Each request's latency and its own measured terms, in the order sent (request `i` of
-    /// every plan went in the same round): where a median misses, which requests moved it.
+    /// Each request's latency and its own measured terms, in the order sent (a baseline's
+    /// request `i` went in round `i`; the CNNPC plan's go once after each baseline, so round
+    /// `i / baselines`): where a median misses, which requests moved it.
     pub requests: Vec<RequestRow>,
 }
 
@@ -374,7 +375,8 @@ impl DemoReport {
         let _ = writeln!(
             s,
             "{}: end {}x / edge {}x / cloud {}x this machine ({:.2} ms per image here), \
-             end->edge {} Mbit/s, edge->cloud {} Mbit/s; {} held-out inputs per plan",
+             end->edge {} Mbit/s, edge->cloud {} Mbit/s; {} held-out inputs through each plan \
+             (the cnnpc plan's after each baseline's)",
             self.model,
             t.slowdown["end"],
             t.slowdown["edge"],
