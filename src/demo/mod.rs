@@ -46,7 +46,8 @@ pub struct DemoOptions {
     pub slowdowns: [f64; 3],
     /// Encodings the CNNPC plan may choose from (the baselines send f32).
     pub encodings: Vec<WireEncoding>,
-    /// Held-out inputs sent through each plan.
+    /// Held-out inputs sent through each plan (the CNNPC plan gets each once after every
+    /// baseline, see `round_order`).
     pub requests: usize,
     /// Held-out inputs the CNNPC plan's agreement is checked on, through its own shards
     /// (fewer when a user's data runs out).
@@ -335,12 +336,12 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
         for (j, (p, bytes_before)) in servers.into_iter().zip(before).enumerate() {
             let after = p.link_bytes().await?;
             p.stop().await?;
+            // Per request served (the CNNPC plan serves more than the baselines).
+            let n = latencies[j].len() as f64;
             let bytes: BTreeMap<String, f64> = after
                 .iter()
-                .map(|(k, v)| (k.clone(), v - bytes_before.get(k).unwrap_or(&0.0)))
+                .map(|(k, v)| (k.clone(), (v - bytes_before.get(k).unwrap_or(&0.0)) / n))
                 .collect();
-            let n = latencies[j].len() as f64;
-            let bytes = bytes.into_iter().map(|(k, v)| (k, v / n)).collect();
             rows.push(
                 PlanRow::new(
                     &plans[j],
@@ -368,16 +369,18 @@ pub fn run(opts: &DemoOptions, events: &mut dyn FnMut(Event)) -> Result<DemoRepo
     .with_pace(planning_pace, serving_pace_runs))
 }
 
-/// Unmeasured rounds of requests (every plan once, then a pace run) before the measured ones.
+/// Unmeasured rounds of requests (each as [`round_order`] sends a measured one, then a pace
+/// run) before the measured ones.
 const WARM_ROUNDS: usize = 4;
 
 /// The plans served in round `round`, by index (0 is the CNNPC plan, the others its
 /// baselines): every baseline once, in an order that rotates so none always follows the same
 /// one, and the CNNPC plan after each. Its prediction is the claim being checked, and 16 of
-/// its requests bound their median only by the 4th and 13th fastest (0.81-1.47 of the
-/// prediction at the widest, over 20 saved runs), too loose to judge 10%; its requests cost
-/// tens of ms against the baselines' hundreds. Each follows a baseline, as in the rotation it
-/// mostly did; none follows itself. Alone, the CNNPC plan goes once per round.
+/// its requests bound their median only by the 4th and 13th fastest (0.77-1.47 of the
+/// prediction at the extremes over 21 saved runs, docs/benchmarks.md), too loose to judge
+/// 10%; its requests cost tens of ms against the baselines' hundreds. Each follows a baseline,
+/// as in the rotation it mostly did; none follows itself. Alone, the CNNPC plan goes once per
+/// round.
 fn round_order(round: usize, plans: usize) -> Vec<usize> {
     let baselines = plans.saturating_sub(1);
     if baselines == 0 {

@@ -28,7 +28,7 @@ pub struct PlanRow {
     pub cuts: Vec<CutRow>,
     pub wire_encoding: WireEncoding,
     pub measured_p50_ms: f64,
-    /// Where the latency's median lies at [`P50_CONFIDENCE`], from the requests alone (order
+    /// Where the latency's median lies at `P50_CONFIDENCE` (95%), from the requests alone (order
     /// statistics, no assumption on their distribution); `None` under 6 requests. With the
     /// demo's 16 it is the 4th and 13th fastest: what 16 requests can say about a median.
     pub measured_p50_interval_ms: Option<[f64; 2]>,
