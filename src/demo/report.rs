@@ -29,8 +29,9 @@ pub struct PlanRow {
     pub wire_encoding: WireEncoding,
     pub measured_p50_ms: f64,
     /// Where the latency's median lies at `P50_CONFIDENCE` (95%), from the requests alone (order
-    /// statistics, no assumption on their distribution); `None` under 6 requests. With the
-    /// demo's 16 it is the 4th and 13th fastest: what 16 requests can say about a median.
+    /// statistics, no assumption on their distribution); `None` under 6 requests. Of 16 (a
+    /// baseline's in the demo) it is the 4th and 13th fastest; of the CNNPC plan's 64, the 24th
+    /// and 41st.
     pub measured_p50_interval_ms: Option<[f64; 2]>,
     pub measured_p95_ms: f64,
     pub measured_mean_ms: f64,

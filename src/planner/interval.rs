@@ -106,6 +106,8 @@ mod tests {
         // P(Bin(16, ½) ≤ 3) = 697/65536 ≈ 0.0106: the pair covers 97.9%; the 5th and 12th
         // would cover only 92.3%.
         assert_eq!(median_ranks(16, 0.95), Some((4, 13)));
+        // The demo's CNNPC plan: P(Bin(64, ½) ≤ 23) ≈ 0.0164, ≤ 24 ≈ 0.0300.
+        assert_eq!(median_ranks(64, 0.95), Some((24, 41)));
         let sorted: Vec<f64> = (1..=16).map(f64::from).collect();
         assert_eq!(median_interval(&sorted, 0.95), Some((4.0, 13.0)));
     }
