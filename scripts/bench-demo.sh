@@ -86,7 +86,7 @@ summary = {
     "worst_measured_over_predicted_miss": max(abs(x["measured_over_predicted"] - 1) for x in rows),
     "min_held_out_lower": min(x["held_out_lower"] for x in rows if x["held_out_lower"] is not None),
     # Runs whose prediction lies inside the measured p50's 95% interval: a miss outside it is
-    # more than 16 requests' own spread explains.
+    # more than the requests' own spread explains.
     "predictions_inside_p50_interval": sum(
         1 for x in rows
         if x["measured_over_predicted_interval"] and x["measured_over_predicted_interval"][0] <= 1 <= x["measured_over_predicted_interval"][1]
